@@ -1,0 +1,63 @@
+# slidebench front door. Every target sets up what it needs: a local virtual environment with the
+# pinned dependencies (requirements.lock), and the native extension built from source.
+#
+#   make reproduce [SUITE=default|paper] [DATA_DIR=path]   the whole comparison, plots and report
+#   make test                                               C++ unit tests (ctest) and pytest
+#   make bench | plots | clean | lint
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUITE  ?= default
+# Real data sets: an explicit DATA_DIR, else $SLIDEBENCH_DATA, else this workspace's shared copy.
+DATA_DIR ?= $(or $(SLIDEBENCH_DATA),$(wildcard ../shared/datasets))
+export SLIDEBENCH_DATA := $(abspath $(DATA_DIR))
+
+NATIVE_SOURCES := CMakeLists.txt pyproject.toml $(shell find engines/slide -name '*.cpp' -o -name '*.h' -o -name 'CMakeLists.txt' 2>/dev/null)
+
+.PHONY: all install reproduce test ctest pytest bench plots lint clean
+all: install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-deps: requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	touch $@
+
+# Editable install: harness/ and engines/ are used from the source tree, the compiled _slide module
+# from the build folder. --no-build-isolation reuses the pinned build tools of the environment.
+$(VENV)/.stamp-build: $(VENV)/.stamp-deps $(NATIVE_SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.stamp-build
+
+reproduce: install
+	$(BIN)/slidebench reproduce --suite $(SUITE)
+
+test: ctest pytest
+
+ctest: $(VENV)/.stamp-deps
+	$(BIN)/cmake -S . -B build/ctest -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN)/ninja) \
+	    -DSLIDE_BUILD_TESTS=ON -DSLIDE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	$(BIN)/cmake --build build/ctest
+	$(BIN)/ctest --test-dir build/ctest --output-on-failure
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/asv machine --yes >/dev/null
+	$(BIN)/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)
+
+plots: install
+	$(BIN)/slidebench report
+
+lint: $(VENV)/.stamp-deps
+	$(BIN)/ruff check harness engines tests benchmarks
+
+clean:
+	rm -rf build _skbuild .asv results/runs results/plots results/report.md results/report.html
+	find . -name __pycache__ -prune -exec rm -rf {} +

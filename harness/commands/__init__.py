@@ -1,0 +1,1 @@
+"""Sub-commands of `slidebench`; see harness/cli.py."""
