@@ -1,0 +1,243 @@
+"""SLIDE: the native sparse engine (C++17 core in core/, pybind11 module `_slide`).
+
+`SlideEngine` adapts the native `Network` to `harness.engine.Engine`. The compiled module is
+imported lazily (in `set_threads` / `prepare`), so `check_params` works without the extension
+built and the worker can fix thread settings before anything native loads.
+
+Model: sparse input -> hidden layers (ReLU; dense, or LSH-sampled with `hidden_sampled`) ->
+output layer over all labels whose active neurons are chosen per sample by LSH (true labels always
+included during training). Loss: softmax cross-entropy over the active outputs against 1/|y| on
+each true label; Adam (lazy "sparse" over touched rows, or the paper's "dense").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
+from harness.sparse import Csr
+
+__all__ = ["SlideEngine", "DEFAULTS"]
+
+# Engine parameters (workload `[engines.slide]`). 0 for the "auto" ones means: derived from the
+# label count in `prepare` (see `_resolve`).
+DEFAULTS: dict[str, Any] = {
+    "hash": "dwta",  # simhash | wta | dwta | doph
+    "K": 6,  # codes per table
+    "L": 50,  # tables
+    "bucket_bits": 0,  # 0: auto = clamp(ceil(log2(num_labels)), 6, 18)
+    "bucket_capacity": 0,  # 0: auto = max(8, 2 * num_labels / 2^bucket_bits), at most 256
+    "insertion": "fifo",  # fifo | reservoir
+    "selection": "vanilla",  # vanilla | threshold | topk
+    "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
+    "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk
+    "threshold": 1,  # selection = threshold: present in at least this many tables
+    "simhash_density": 1.0 / 3.0,
+    "wta_bin_size": 8,
+    "rebuild_n0": 50,  # first table rebuild after this many batches ...
+    "rebuild_decay": 0.0,  # ... the i-th interval is rebuild_n0 * exp(rebuild_decay * i)
+    "rehash_m": 0,  # new hash functions every M batches (0: never)
+    "adam": "sparse",  # sparse (lazy, touched rows) | dense (every parameter every batch, the paper's)
+    "hidden_sampled": False,  # LSH-sample hidden layers too
+    "hidden_min_active": 32,  # with hidden_sampled: hidden neurons per sample at least
+    "inference": "exact",  # exact (every label scored) | lsh (only retrieved candidates)
+    "kernel": "auto",  # auto | scalar | avx2 | avx512
+    "bf16": False,  # BF16 weights with fp32 master copy: not implemented in this build
+    "debug_serialize": False,  # CI only: a global mutex per sample serialises the threads
+    "init_std": 0.0,  # 0: Glorot-normal scale
+}
+
+_CHOICES = {
+    "hash": ("simhash", "wta", "dwta", "doph"),
+    "insertion": ("fifo", "reservoir"),
+    "selection": ("vanilla", "threshold", "topk"),
+    "adam": ("sparse", "dense"),
+    "inference": ("exact", "lsh"),
+    "kernel": ("auto", "scalar", "avx2", "avx512"),
+}
+
+
+def _native() -> Any:
+    """The compiled module, with a clear message when it has not been built."""
+    # Passive OpenMP waiting unless the caller chose: threads that spin at barriers collapse
+    # throughput on a shared or oversubscribed machine (measured on the 2-core dev box under load:
+    # Bibtex, 2 threads, 840 samples/s spinning vs 17,600 passive). libgomp reads this once, when it
+    # loads, which is on this import unless something loaded OpenMP earlier.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    try:
+        from engines.slide import _slide
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise RuntimeError("the native SLIDE module engines.slide._slide is not built: run `make install`") from exc
+    return _slide
+
+
+class SlideEngine(Engine):
+    name = "slide"
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self._threads = 1
+        self._net: Any = None
+        self._meta: TrainMeta | None = None
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        p = check_keys(params, DEFAULTS, "engines.slide")
+        for key, choices in _CHOICES.items():
+            if p[key] not in choices:
+                raise ValueError(f"engines.slide: parameter {key!r} must be one of {', '.join(choices)}, got {p[key]!r}")
+        positive = ("K", "L", "rebuild_n0", "wta_bin_size", "threshold")
+        for key in positive:
+            if p[key] < 1:
+                raise ValueError(f"engines.slide: parameter {key!r} must be >= 1, got {p[key]!r}")
+        non_negative = ("bucket_bits", "bucket_capacity", "min_active", "max_active", "rehash_m", "hidden_min_active")
+        for key in non_negative:
+            if p[key] < 0:
+                raise ValueError(f"engines.slide: parameter {key!r} must be >= 0, got {p[key]!r}")
+        if p["bucket_bits"] > 24:
+            raise ValueError(f"engines.slide: parameter 'bucket_bits' must be in 1..24 (0: auto), got {p['bucket_bits']}")
+        if p["max_active"] and p["min_active"] > p["max_active"]:
+            raise ValueError("engines.slide: 'min_active' must not exceed 'max_active'")
+        if p["selection"] == "topk" and p["max_active"] == 0:
+            raise ValueError("engines.slide: selection 'topk' needs 'max_active' > 0")
+        if p["selection"] == "threshold" and p["threshold"] > p["L"]:
+            raise ValueError(f"engines.slide: 'threshold' ({p['threshold']}) must not exceed 'L' ({p['L']})")
+        if not (0.0 < p["simhash_density"] <= 1.0):
+            raise ValueError("engines.slide: 'simhash_density' must be in (0, 1]")
+        if not (math.isfinite(p["rebuild_decay"]) and 0.0 <= p["rebuild_decay"] <= 10.0):
+            raise ValueError("engines.slide: 'rebuild_decay' must be in [0, 10]")
+        if not (math.isfinite(p["init_std"]) and p["init_std"] >= 0.0):
+            raise ValueError("engines.slide: 'init_std' must be >= 0 (0: Glorot scale)")
+        if p["bf16"]:
+            raise ValueError("engines.slide: 'bf16' weights are not implemented in this build (use bf16 = false)")
+        return p
+
+    # -- Engine interface -------------------------------------------------------------------
+
+    def set_threads(self, n: int) -> int:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        self._threads = int(n)
+        native = _native()
+        self._apply_kernel(native)
+        if self._net is not None:
+            self._net.set_threads(self._threads)
+        return self._threads
+
+    def prepare(self, meta: TrainMeta) -> None:
+        native = _native()
+        self._apply_kernel(native)
+        self._meta = meta
+        self._net = native.Network(self.native_config(meta))
+
+    def fit_step(self, batch: Batch) -> StepStats:
+        net = self._require_net()
+        f, y = batch.features, batch.labels
+        loss, active = net.train_batch(f.indptr, f.indices, _values(f), y.indptr, y.indices)
+        return StepStats(loss=float(loss), active_outputs=float(active))
+
+    def predict_topk(self, features: Csr, k: int) -> np.ndarray:
+        net = self._require_net()
+        return net.predict_topk(features.indptr, features.indices, _values(features), int(k), self.params["inference"])
+
+    def info(self) -> dict[str, Any]:
+        native = _native()
+        out: dict[str, Any] = {
+            "engine": self.name,
+            "threads": self._threads,
+            "params": dict(self.params),
+            "build": dict(native.build_info()),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        }
+        if self._net is not None:
+            out["memory_bytes"] = int(self._net.memory_bytes)
+            out["layers"] = [list(s) for s in self._net.layer_shapes()]
+            out["step"] = int(self._net.step)
+        if self._meta is not None:
+            out["resolved"] = self._resolve(self._meta.num_labels)
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def native_config(self, meta: TrainMeta) -> dict[str, Any]:
+        """The config dict `_slide.Network` takes (public for tests and benchmarks)."""
+        if meta.model.activation != "relu":
+            raise ValueError(f"engines.slide supports activation 'relu' only, got {meta.model.activation!r}")
+        if meta.optimizer.name != "adam":
+            raise ValueError(f"engines.slide supports optimizer 'adam' only, got {meta.optimizer.name!r}")
+        p = self.params
+        r = self._resolve(meta.num_labels)
+        lsh = {
+            "hash": p["hash"],
+            "K": p["K"],
+            "L": p["L"],
+            "bucket_bits": r["bucket_bits"],
+            "bucket_capacity": r["bucket_capacity"],
+            "insertion": p["insertion"],
+            "selection": p["selection"],
+            "max_active": p["max_active"],
+            "threshold": p["threshold"],
+            "simhash_density": float(p["simhash_density"]),
+            "wta_bin_size": p["wta_bin_size"],
+        }
+        layers: list[dict[str, Any]] = []
+        for size in meta.model.hidden:
+            layer: dict[str, Any] = {"size": int(size), "sampled": bool(p["hidden_sampled"])}
+            if p["hidden_sampled"]:
+                layer.update(lsh, min_active=p["hidden_min_active"], max_active=0)
+            layers.append(layer)
+        layers.append({"size": int(meta.num_labels), "sampled": True, **lsh, "min_active": p["min_active"]})
+        opt = meta.optimizer
+        return {
+            "num_features": int(meta.num_features),
+            "layers": layers,
+            "lr": float(opt.lr),
+            "beta1": float(opt.beta1),
+            "beta2": float(opt.beta2),
+            "eps": float(opt.eps),
+            "adam": p["adam"],
+            "rebuild_n0": p["rebuild_n0"],
+            "rebuild_decay": float(p["rebuild_decay"]),
+            "rehash_m": p["rehash_m"],
+            "seed": int(meta.seed),
+            "threads": self._threads,
+            "debug_serialize": bool(p["debug_serialize"]),
+            "init_std": float(p["init_std"]),
+        }
+
+    def _resolve(self, num_labels: int) -> dict[str, int]:
+        """Fill the 'auto' (0) table sizes from the label count.
+
+        bucket_bits ~ log2(labels) keeps a few neurons per bucket; capacity twice the mean load
+        (at least 8) keeps buckets from overflowing much. Table memory is L * 2^bits * (cap+1) * 4 B:
+        at 670K labels, L=50: 2^18 buckets x 9 slots = 472 MB.
+        """
+        p = self.params
+        bits = p["bucket_bits"] or min(18, max(6, math.ceil(math.log2(max(2, num_labels)))))
+        cap = p["bucket_capacity"] or min(256, max(8, math.ceil(2 * num_labels / 2**bits)))
+        return {"bucket_bits": int(bits), "bucket_capacity": int(cap)}
+
+    def _apply_kernel(self, native: Any) -> None:
+        env = os.environ.get("SLIDE_KERNEL")
+        if env is not None and env not in native.kernels_supported() and env != "auto":
+            raise ValueError(
+                f"SLIDE_KERNEL={env!r} is not usable here; this build and CPU support: "
+                f"{', '.join(native.kernels_supported())}"
+            )
+        if self.params["kernel"] != "auto":
+            native.select_kernel(self.params["kernel"])
+
+    def _require_net(self) -> Any:
+        if self._net is None:
+            raise RuntimeError("SlideEngine: prepare() must be called before training or prediction")
+        return self._net
+
+
+def _values(m: Csr) -> np.ndarray:
+    """Feature values (ones for binary rows), float32."""
+    return m.values if m.values is not None else np.ones(m.nnz, dtype=np.float32)

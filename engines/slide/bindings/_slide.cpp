@@ -1,0 +1,394 @@
+// The one binding of the SLIDE core: converts numpy CSR arrays and a config dict, checks them,
+// releases the GIL around all work, and does nothing else. Every loop (validation included) lives
+// in the core; every error becomes a Python exception (ValueError for bad input), never a crash.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include "build_info.h"
+#include "kernels.h"
+#include "network.h"
+#include "validate.h"
+
+namespace py = pybind11;
+using namespace slide;
+
+namespace {
+
+// ---- config dict -> NetworkConfig -------------------------------------------------------------
+
+template <typename T>
+T get(const py::dict& d, const char* key, T fallback, const std::string& where) {
+  if (!d.contains(key)) return fallback;
+  py::handle v = d[key];
+  try {
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!py::isinstance<py::bool_>(v)) throw py::cast_error();
+      return v.cast<bool>();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(v)) throw py::cast_error();
+      const long long x = v.cast<long long>();  // cast_error beyond 64 bits
+      if constexpr (std::is_same_v<T, uint64_t>) {
+        if (x < 0) throw py::value_error(where + key + " = " + std::to_string(x) + " must be >= 0");
+        return static_cast<T>(x);
+      }
+      if (x < static_cast<long long>(std::numeric_limits<T>::min()) ||
+          x > static_cast<long long>(std::numeric_limits<T>::max()))
+        throw py::value_error(where + key + " = " + std::to_string(x) + " is out of range");
+      return static_cast<T>(x);
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (py::isinstance<py::bool_>(v) || !(py::isinstance<py::float_>(v) || py::isinstance<py::int_>(v)))
+        throw py::cast_error();
+      return v.cast<T>();
+    } else {
+      if (!py::isinstance<py::str>(v)) throw py::cast_error();
+      return v.cast<T>();
+    }
+  } catch (const py::cast_error&) {
+    throw py::value_error(where + key + " has the wrong type (" + std::string(py::str(v.get_type().attr("__name__"))) +
+                          ")");
+  }
+}
+
+void refuse_unknown(const py::dict& d, const std::set<std::string>& known, const std::string& where) {
+  for (auto item : d) {
+    const std::string k = py::str(item.first);
+    if (!known.count(k)) throw py::value_error(where + "unknown key '" + k + "'");
+  }
+}
+
+template <typename Parse>
+auto parse_enum(Parse parse, const std::string& value, const std::string& key) {
+  try {
+    return parse(value);
+  } catch (const std::exception& e) {
+    throw py::value_error(key + ": " + e.what());
+  }
+}
+
+NetworkConfig config_from_dict(const py::dict& d) {
+  static const std::set<std::string> kTop{"num_features", "layers", "lr", "beta1", "beta2", "eps", "adam",
+                                          "rebuild_n0", "rebuild_decay", "rehash_m", "seed", "threads",
+                                          "debug_serialize", "init_std"};
+  static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
+                                            "insertion", "selection", "min_active", "max_active", "threshold",
+                                            "simhash_density", "wta_bin_size"};
+  refuse_unknown(d, kTop, "config: ");
+  NetworkConfig c;
+  c.num_features = get<int>(d, "num_features", 0, "config: ");
+  if (!d.contains("layers") || !py::isinstance<py::list>(d["layers"]))
+    throw py::value_error("config: 'layers' must be a list of layer dicts (hidden layers, then the output layer)");
+  int i = 0;
+  for (py::handle h : d["layers"].cast<py::list>()) {
+    const std::string where = "config: layers[" + std::to_string(i++) + "].";
+    if (!py::isinstance<py::dict>(h)) throw py::value_error(where.substr(0, where.size() - 1) + " must be a dict");
+    const py::dict ld = h.cast<py::dict>();
+    refuse_unknown(ld, kLayer, where);
+    LayerSettings l;
+    LshSettings& s = l.lsh;
+    l.size = get<int>(ld, "size", 0, where);
+    l.sampled = get<bool>(ld, "sampled", false, where);
+    s.hash = parse_enum(parse_hash_kind, get<std::string>(ld, "hash", "dwta", where), where + "hash");
+    s.K = get<int>(ld, "K", s.K, where);
+    s.L = get<int>(ld, "L", s.L, where);
+    s.bucket_bits = get<int>(ld, "bucket_bits", s.bucket_bits, where);
+    s.bucket_capacity = get<int>(ld, "bucket_capacity", s.bucket_capacity, where);
+    s.insertion = parse_enum(parse_insertion, get<std::string>(ld, "insertion", "fifo", where), where + "insertion");
+    s.selection =
+        parse_enum(parse_selection_kind, get<std::string>(ld, "selection", "vanilla", where), where + "selection");
+    s.min_active = get<int>(ld, "min_active", s.min_active, where);
+    s.max_active = get<int>(ld, "max_active", s.max_active, where);
+    s.threshold = get<int>(ld, "threshold", s.threshold, where);
+    s.simhash_density = get<float>(ld, "simhash_density", s.simhash_density, where);
+    s.wta_bin_size = get<int>(ld, "wta_bin_size", s.wta_bin_size, where);
+    c.layers.push_back(l);
+  }
+  OptimizerSettings& o = c.optimizer;
+  o.lr = get<float>(d, "lr", o.lr, "config: ");
+  o.beta1 = get<float>(d, "beta1", o.beta1, "config: ");
+  o.beta2 = get<float>(d, "beta2", o.beta2, "config: ");
+  o.eps = get<float>(d, "eps", o.eps, "config: ");
+  const std::string adam = get<std::string>(d, "adam", "sparse", "config: ");
+  if (adam != "sparse" && adam != "dense")
+    throw py::value_error("config: adam must be 'sparse' or 'dense', got '" + adam + "'");
+  o.mode = adam == "sparse" ? AdamMode::Sparse : AdamMode::Dense;
+  c.schedule.rebuild_n0 = get<int>(d, "rebuild_n0", c.schedule.rebuild_n0, "config: ");
+  c.schedule.rebuild_decay = get<double>(d, "rebuild_decay", c.schedule.rebuild_decay, "config: ");
+  c.schedule.rehash_m = get<int>(d, "rehash_m", c.schedule.rehash_m, "config: ");
+  c.seed = get<uint64_t>(d, "seed", 0, "config: ");
+  c.threads = get<int>(d, "threads", 1, "config: ");
+  c.debug_serialize = get<bool>(d, "debug_serialize", false, "config: ");
+  c.init_std = get<float>(d, "init_std", 0.0f, "config: ");
+  const std::string err = validate_config(c);
+  if (!err.empty()) throw py::value_error("config: " + err);
+  return c;
+}
+
+// ---- numpy CSR -> CsrView ---------------------------------------------------------------------
+
+// Checks dtype, dimensionality and contiguity of one array (no copies, no conversions: a wrong
+// dtype is the caller's bug and is refused with its name).
+template <typename T>
+py::array_t<T> require(const py::object& obj, const std::string& name, const char* dtype) {
+  if (!py::isinstance<py::array>(obj)) throw py::value_error(name + " must be a numpy array of " + dtype);
+  py::array a = obj.cast<py::array>();
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::value_error(name + " must have dtype " + dtype + ", got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != 1) throw py::value_error(name + " must be 1-dimensional, got " + std::to_string(a.ndim()) + " dims");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(name + " must be C-contiguous");
+  return py::array_t<T>(a);
+}
+
+struct CsrArrays {
+  py::array_t<int64_t> indptr;
+  py::array_t<int32_t> indices;
+  py::array_t<float> values;
+  bool has_values = false;
+  CsrView view;
+  int64_t nnz = 0;
+};
+
+CsrArrays csr_from(const std::string& what, const py::object& indptr, const py::object& indices,
+                   const py::object& values, int64_t n_cols) {
+  CsrArrays c;
+  c.indptr = require<int64_t>(indptr, what + ".indptr", "int64");
+  c.indices = require<int32_t>(indices, what + ".indices", "int32");
+  if (c.indptr.size() < 1) throw py::value_error(what + ".indptr must have at least one entry");
+  c.nnz = c.indices.size();
+  if (!values.is_none()) {
+    c.values = require<float>(values, what + ".values", "float32");
+    c.has_values = true;
+    if (c.values.size() != c.nnz)
+      throw py::value_error(what + ".values has " + std::to_string(c.values.size()) + " entries, indices has " +
+                            std::to_string(c.nnz));
+  }
+  c.view.indptr = c.indptr.data();
+  c.view.indices = c.indices.data();
+  c.view.values = c.has_values ? c.values.data() : nullptr;
+  c.view.n_rows = c.indptr.size() - 1;
+  c.view.n_cols = n_cols;
+  return c;
+}
+
+// ---- the Python-facing object -----------------------------------------------------------------
+
+class PyNetwork {
+ public:
+  explicit PyNetwork(std::unique_ptr<Network> net) : net_(std::move(net)) {}
+
+  py::tuple train_batch(const py::object& x_ptr, const py::object& x_idx, const py::object& x_val,
+                        const py::object& y_ptr, const py::object& y_idx) {
+    const NetworkConfig& cfg = net_->config();
+    CsrArrays x = csr_from("features", x_ptr, x_idx, x_val, cfg.num_features);
+    CsrArrays y = csr_from("labels", y_ptr, y_idx, py::none(), cfg.num_labels());
+    TrainStats st;
+    std::string err;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      err = validate_batch(cfg, x.view, x.nnz, &y.view, y.nnz);
+      if (err.empty()) st = net_->train_batch(x.view, y.view);
+    }
+    if (!err.empty()) throw py::value_error(err);
+    return py::make_tuple(st.loss, st.mean_active);
+  }
+
+  py::array_t<int32_t> predict_topk(const py::object& x_ptr, const py::object& x_idx, const py::object& x_val, int k,
+                                    const std::string& mode) {
+    if (mode != "exact" && mode != "lsh") throw py::value_error("mode must be 'exact' or 'lsh', got '" + mode + "'");
+    const NetworkConfig& cfg = net_->config();
+    if (k < 1 || k > cfg.num_labels())
+      throw py::value_error("k must be in 1..num_labels (" + std::to_string(cfg.num_labels()) + "), got " +
+                            std::to_string(k));
+    CsrArrays x = csr_from("features", x_ptr, x_idx, x_val, cfg.num_features);
+    py::array_t<int32_t> out({x.view.n_rows, static_cast<int64_t>(k)});
+    int32_t* o = out.mutable_data();
+    std::string err;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      err = validate_batch(cfg, x.view, x.nnz, nullptr, 0);
+      if (err.empty()) net_->predict_topk(x.view, k, mode == "exact" ? InferenceMode::Exact : InferenceMode::Lsh, o);
+    }
+    if (!err.empty()) throw py::value_error(err);
+    return out;
+  }
+
+  py::array_t<float> predict_scores(const py::object& x_ptr, const py::object& x_idx, const py::object& x_val) {
+    const NetworkConfig& cfg = net_->config();
+    CsrArrays x = csr_from("features", x_ptr, x_idx, x_val, cfg.num_features);
+    py::array_t<float> out({x.view.n_rows, static_cast<int64_t>(cfg.num_labels())});
+    float* o = out.mutable_data();
+    std::string err;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      err = validate_batch(cfg, x.view, x.nnz, nullptr, 0);
+      if (err.empty()) net_->predict_scores(x.view, o);
+    }
+    if (!err.empty()) throw py::value_error(err);
+    return out;
+  }
+
+  Layer& layer_at(int i) {
+    if (i < 0 || i >= net_->num_layers())
+      throw py::value_error("layer index " + std::to_string(i) + " out of range 0.." +
+                            std::to_string(net_->num_layers() - 1));
+    return net_->layer(i);
+  }
+
+  // (weights [n_rows, row_len] in the layer's storage layout, bias [n_out]) as copies.
+  py::tuple get_weights(int i) {
+    Layer& l = layer_at(i);
+    py::array_t<float> w({static_cast<int64_t>(l.n_rows()), static_cast<int64_t>(l.row_len())});
+    py::array_t<float> b(static_cast<int64_t>(l.n_out()));
+    float* wp = w.mutable_data();
+    float* bp = b.mutable_data();
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      copy_rows(l, wp, true);
+      std::copy(l.bias(), l.bias() + l.n_out(), bp);
+    }
+    return py::make_tuple(w, b);
+  }
+
+  void set_weights(int i, const py::object& w_obj, const py::object& b_obj) {
+    Layer& l = layer_at(i);
+    if (!py::isinstance<py::array>(w_obj)) throw py::value_error("weights must be a numpy float32 array");
+    py::array wa = w_obj.cast<py::array>();
+    if (!wa.dtype().is(py::dtype::of<float>()) || wa.ndim() != 2 || !(wa.flags() & py::array::c_style) ||
+        wa.shape(0) != l.n_rows() || wa.shape(1) != l.row_len())
+      throw py::value_error("weights of layer " + std::to_string(i) + " must be C-contiguous float32 of shape (" +
+                            std::to_string(l.n_rows()) + ", " + std::to_string(l.row_len()) + ")");
+    py::array_t<float> b = require<float>(b_obj, "bias", "float32");
+    if (b.size() != l.n_out()) throw py::value_error("bias must have " + std::to_string(l.n_out()) + " entries");
+    const float* wp = static_cast<const float*>(wa.data());
+    const float* bp = b.data();
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      copy_rows(l, const_cast<float*>(wp), false);
+      std::copy(bp, bp + l.n_out(), l.bias());
+      net_->rebuild_tables();  // the tables index the weights: keep them consistent
+    }
+  }
+
+  void save(const std::string& path) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mu_);
+    net_->save(path);
+  }
+
+  void set_threads(int n) {
+    if (n < 1 || n > 4096) throw py::value_error("threads must be in 1..4096, got " + std::to_string(n));
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mu_);
+    net_->set_threads(n);
+  }
+
+  void rebuild_tables() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mu_);
+    net_->rebuild_tables();
+  }
+
+  py::list layer_shapes() {
+    py::list out;
+    for (int i = 0; i < net_->num_layers(); ++i) {
+      const Layer& l = net_->layer(i);
+      out.append(py::make_tuple(l.n_rows(), l.row_len(), l.neuron_major() ? "neuron_major" : "input_major"));
+    }
+    return out;
+  }
+
+  Network& net() { return *net_; }
+
+ private:
+  // Copies between the padded storage and a dense [n_rows, row_len] buffer (core loop).
+  static void copy_rows(Layer& l, float* dense, bool out) {
+    for (int r = 0; r < l.n_rows(); ++r) {
+      float* row = l.row(r);
+      float* d = dense + static_cast<size_t>(r) * l.row_len();
+      if (out)
+        std::copy(row, row + l.row_len(), d);
+      else
+        std::copy(d, d + l.row_len(), row);
+    }
+  }
+
+  std::unique_ptr<Network> net_;
+  std::mutex mu_;  // one call at a time per network (the GIL is released inside)
+};
+
+std::unique_ptr<PyNetwork> make_network(const py::dict& cfg) {
+  NetworkConfig c = config_from_dict(cfg);
+  std::unique_ptr<Network> net;
+  {
+    py::gil_scoped_release release;
+    net = std::make_unique<Network>(c);
+  }
+  return std::make_unique<PyNetwork>(std::move(net));
+}
+
+std::unique_ptr<PyNetwork> load_network(const std::string& path) {
+  std::unique_ptr<Network> net;
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    try {
+      net = Network::load(path);
+    } catch (const std::runtime_error& e) {
+      err = e.what();
+    }
+  }
+  if (!err.empty()) throw py::value_error(err);
+  return std::make_unique<PyNetwork>(std::move(net));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_slide, m) {
+  m.doc() = "Native SLIDE engine (C++17 core, OpenMP). Use engines.slide.SlideEngine.";
+  py::class_<PyNetwork>(m, "Network")
+      .def(py::init(&make_network), py::arg("config"))
+      .def_static("load", &load_network, py::arg("path"))
+      .def("train_batch", &PyNetwork::train_batch, py::arg("indptr"), py::arg("indices"), py::arg("values"),
+           py::arg("label_indptr"), py::arg("label_indices"),
+           "One minibatch update; returns (mean loss, mean active outputs per sample).")
+      .def("predict_topk", &PyNetwork::predict_topk, py::arg("indptr"), py::arg("indices"), py::arg("values"),
+           py::arg("k"), py::arg("mode") = "exact")
+      .def("predict_scores", &PyNetwork::predict_scores, py::arg("indptr"), py::arg("indices"), py::arg("values"))
+      .def("get_weights", &PyNetwork::get_weights, py::arg("layer"))
+      .def("set_weights", &PyNetwork::set_weights, py::arg("layer"), py::arg("weights"), py::arg("bias"))
+      .def("save", &PyNetwork::save, py::arg("path"))
+      .def("set_threads", &PyNetwork::set_threads, py::arg("n"))
+      .def("rebuild_tables", &PyNetwork::rebuild_tables)
+      .def("layer_shapes", &PyNetwork::layer_shapes)
+      .def_property_readonly("step", [](PyNetwork& p) { return p.net().step(); })
+      .def_property_readonly("threads", [](PyNetwork& p) { return p.net().threads(); })
+      .def_property_readonly("memory_bytes", [](PyNetwork& p) { return p.net().memory_bytes(); })
+      .def_property_readonly("rebuilds", [](PyNetwork& p) { return p.net().rebuilds(); });
+  m.def("build_info", []() {
+    py::dict d;
+    for (const auto& [k, v] : build_info()) d[py::str(k)] = v;
+    return d;
+  });
+  m.def(
+      "select_kernel",
+      [](const std::string& name) {
+        std::string err;
+        if (!select_kernels(name, &err)) throw py::value_error(err);
+        return std::string(kernels().name);
+      },
+      py::arg("name"), "Force scalar | avx2 | avx512 | auto; returns the kernel now in use.");
+  m.def("kernel", []() { return std::string(kernels().name); });
+  m.def("kernels_supported", &kernels_supported);
+  m.def("kernels_compiled", &kernels_compiled);
+}

@@ -1,0 +1,171 @@
+// Per-sample active-set selection from LSH buckets. See active_set.h.
+#include "active_set.h"
+
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+#include <string>
+
+namespace slide {
+namespace {
+// High bit of count_: the neuron is already in `out` (forced, selected or padding).
+constexpr uint32_t kMark = 1u << 31;
+constexpr uint32_t kCount = kMark - 1;
+}  // namespace
+
+SelectionKind parse_selection_kind(const std::string& name) {
+  std::string n = name;
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (n == "vanilla") return SelectionKind::Vanilla;
+  if (n == "threshold") return SelectionKind::Threshold;
+  if (n == "topk") return SelectionKind::TopK;
+  throw std::invalid_argument("unknown selection kind '" + name + "' (expected vanilla, threshold or topk)");
+}
+
+ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed)
+    : n_(n_neurons), cfg_(cfg), rng_(seed) {
+  const std::string p = "SelectionConfig.";
+  if (n_neurons < 1) throw std::invalid_argument("ActiveSetSelector: n_neurons must be >= 1, got " + std::to_string(n_neurons));
+  if (cfg.min_active < 0) throw std::invalid_argument(p + "min_active: must be >= 0, got " + std::to_string(cfg.min_active));
+  if (cfg.max_active < 0) throw std::invalid_argument(p + "max_active: must be >= 0 (0 = no cap), got " + std::to_string(cfg.max_active));
+  if (cfg.max_active > 0 && cfg.min_active > cfg.max_active)
+    throw std::invalid_argument(p + "min_active (" + std::to_string(cfg.min_active) + ") exceeds max_active (" +
+                                std::to_string(cfg.max_active) + ")");
+  if (cfg.kind == SelectionKind::Threshold && cfg.threshold < 1)
+    throw std::invalid_argument(p + "threshold: must be >= 1, got " + std::to_string(cfg.threshold));
+  if (cfg.kind == SelectionKind::TopK && cfg.max_active < 1)
+    throw std::invalid_argument(p + "max_active: TopK selection needs max_active >= 1");
+  count_.assign(n_neurons, 0);
+  touched_.reserve(1024);
+  cand_.reserve(1024);
+}
+
+void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
+                               int n_forced, std::vector<int32_t>& out) {
+  out.clear();
+  touched_.clear();
+  cand_.clear();
+  // Validate before touching the counters, so an error leaves the scratch clean.
+  for (int i = 0; i < n_forced; ++i)
+    if (forced[i] < 0 || forced[i] >= n_)
+      throw std::out_of_range("ActiveSetSelector::select: forced id " + std::to_string(forced[i]) + " at position " +
+                              std::to_string(i) + " outside [0, " + std::to_string(n_) + ")");
+  const int L = tables.L();
+  if (cfg_.kind == SelectionKind::Threshold && cfg_.threshold > L)
+    throw std::invalid_argument("SelectionConfig.threshold: " + std::to_string(cfg_.threshold) + " exceeds L = " +
+                                std::to_string(L));
+  for (int t = 0; t < L; ++t)
+    if (buckets_L[t] >= tables.num_buckets())
+      throw std::out_of_range("ActiveSetSelector::select: bucket " + std::to_string(buckets_L[t]) + " of table " +
+                              std::to_string(t) + " >= " + std::to_string(tables.num_buckets()));
+
+  for (int i = 0; i < n_forced; ++i) {
+    const int32_t id = forced[i];
+    if (count_[id] & kMark) continue;  // duplicate label
+    count_[id] = kMark;
+    touched_.push_back(id);
+    out.push_back(id);
+  }
+
+  // Count, per neuron, the tables whose bucket holds it; first sightings form the candidates.
+  bool bad_id = false;
+  for (int t = 0; t < L; ++t) {
+    const auto [items, c] = tables.bucket(t, buckets_L[t]);
+    for (int j = 0; j < c; ++j) {
+      const uint32_t id = items[j];
+      if (id >= static_cast<uint32_t>(n_)) {
+        bad_id = true;
+        continue;
+      }
+      uint32_t& cnt = count_[id];
+      if (cnt == 0) {
+        touched_.push_back(static_cast<int32_t>(id));
+        cand_.push_back(static_cast<int32_t>(id));
+      }
+      ++cnt;
+    }
+  }
+  if (bad_id) {
+    for (int32_t id : touched_) count_[id] = 0;
+    throw std::out_of_range("ActiveSetSelector::select: the tables hold a neuron id >= n_neurons (" +
+                            std::to_string(n_) + "); were they built for another layer?");
+  }
+
+  if (cfg_.kind == SelectionKind::Threshold) {
+    const uint32_t th = static_cast<uint32_t>(cfg_.threshold);
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](int32_t id) { return (count_[id] & kCount) < th; }),
+                cand_.end());
+  }
+
+  const size_t cap = cfg_.max_active > 0 ? static_cast<size_t>(cfg_.max_active) : SIZE_MAX;
+  const size_t room = cap > out.size() ? cap - out.size() : 0;
+  if (cand_.size() <= room) {
+    for (int32_t id : cand_) {
+      count_[id] |= kMark;
+      out.push_back(id);
+    }
+  } else if (cfg_.kind == SelectionKind::Vanilla) {
+    // Uniform random subset of the union (partial Fisher-Yates), so no table is favoured.
+    const size_t m = cand_.size();
+    for (size_t i = 0; i < room; ++i) {
+      const size_t j = i + rng_.below(static_cast<uint32_t>(m - i));
+      std::swap(cand_[i], cand_[j]);
+      count_[cand_[i]] |= kMark;
+      out.push_back(cand_[i]);
+    }
+  } else {
+    // Highest table counts first: a histogram over counts 1..L finds the cut-off count in
+    // O(candidates + L); ties at the cut-off go to the first retrieved.
+    hist_.assign(static_cast<size_t>(L) + 2, 0);
+    auto cnt_of = [&](int32_t id) { return std::min<uint32_t>(count_[id] & kCount, static_cast<uint32_t>(L)); };
+    for (int32_t id : cand_) ++hist_[cnt_of(id)];
+    size_t above = 0;
+    uint32_t cut = static_cast<uint32_t>(L);
+    while (cut > 0 && above + hist_[cut] < room) above += hist_[cut--];
+    size_t at_cut = room - above;
+    for (int32_t id : cand_) {
+      const uint32_t c = cnt_of(id);
+      if (c > cut || (c == cut && at_cut > 0)) {
+        if (c == cut) --at_cut;
+        count_[id] |= kMark;
+        out.push_back(id);
+      }
+    }
+  }
+
+  const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
+  if (out.size() < target) pad_random(out, target);
+
+  for (int32_t id : touched_) count_[id] = 0;
+}
+
+void ActiveSetSelector::pad_random(std::vector<int32_t>& out, size_t target) {
+  const size_t need = target - out.size();
+  const size_t free_ids = static_cast<size_t>(n_) - out.size();
+  if (need * 2 <= free_ids) {
+    // Rejection sampling: at least half the draws succeed, so O(need) expected work.
+    while (out.size() < target) {
+      const int32_t id = static_cast<int32_t>(rng_.below(static_cast<uint32_t>(n_)));
+      uint32_t& c = count_[id];
+      if (c & kMark) continue;
+      if (c == 0) touched_.push_back(id);
+      c |= kMark;
+      out.push_back(id);
+    }
+    return;
+  }
+  // Most of the layer is needed: list the unused ids and draw a uniform subset of them.
+  cand_.clear();
+  for (int32_t id = 0; id < n_; ++id)
+    if (!(count_[id] & kMark)) cand_.push_back(id);
+  for (size_t i = 0; i < need; ++i) {
+    const size_t j = i + rng_.below(static_cast<uint32_t>(cand_.size() - i));
+    std::swap(cand_[i], cand_[j]);
+    const int32_t id = cand_[i];
+    if (count_[id] == 0) touched_.push_back(id);
+    count_[id] |= kMark;
+    out.push_back(id);
+  }
+}
+
+}  // namespace slide

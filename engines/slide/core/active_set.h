@@ -1,0 +1,60 @@
+#pragma once
+// Active-set selection: turn a query's L bucket ids into the neurons to compute.
+//
+// One selector per thread: it owns a per-neuron counter array and a touched-list, and resets only
+// the counters it touched, so a selection costs O(items retrieved + output), never O(n_neurons).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hash_tables.h"
+#include "rng.h"
+
+namespace slide {
+
+enum class SelectionKind {
+  Vanilla,    // union of the L buckets; over max_active: a uniform random subset is kept
+  Threshold,  // neurons present in >= threshold of the L buckets
+  TopK,       // the max_active neurons present in most buckets (ties: first retrieved)
+};
+
+// Parse "vanilla" | "threshold" | "topk" (case-insensitive); throws std::invalid_argument.
+SelectionKind parse_selection_kind(const std::string& name);
+
+struct SelectionConfig {
+  SelectionKind kind = SelectionKind::Vanilla;
+  int min_active = 0;   // fewer selected: pad with uniform random neurons up to this total
+  int max_active = 0;   // total cap (forced ids included; forced ids are never dropped). 0 = no cap
+  int threshold = 1;    // Threshold: minimum number of tables; 1..L
+};
+
+class ActiveSetSelector {
+ public:
+  // Throws std::invalid_argument for n_neurons < 1, negative budgets, min_active > max_active
+  // (when max_active > 0), threshold < 1, or TopK without max_active.
+  ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed);
+
+  // out = forced ids first (deduplicated, in the given order; ids outside [0, n_neurons) throw
+  // std::out_of_range), then selected neurons; never duplicates. Total size is
+  // max(n_forced_unique, min(selected, max_active)) padded to min(min_active, n_neurons).
+  // buckets_L has tables.L() entries.
+  void select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
+              int n_forced, std::vector<int32_t>& out);
+
+  int n_neurons() const { return n_; }
+  const SelectionConfig& config() const { return cfg_; }
+  void reseed(uint64_t seed) { rng_.reseed(seed); }
+
+ private:
+  void pad_random(std::vector<int32_t>& out, size_t target);
+
+  int n_;
+  SelectionConfig cfg_;
+  Rng rng_;
+  std::vector<uint32_t> count_;     // per neuron: tables it was found in; kMark bit = already in out
+  std::vector<int32_t> touched_;    // neurons with non-zero count_, for the reset
+  std::vector<int32_t> cand_;       // scratch: retrieved, not forced
+  std::vector<uint32_t> hist_;      // TopK: count histogram, L+1 entries
+};
+
+}  // namespace slide

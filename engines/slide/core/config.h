@@ -1,0 +1,73 @@
+#pragma once
+// Configuration of a SLIDE network. Plain data; validate_config() (validate.h) checks it and says
+// what is wrong before anything is allocated.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "active_set.h"
+#include "hash_family.h"
+#include "hash_tables.h"
+
+namespace slide {
+
+// LSH settings of one sampled layer: the LSH module's own types (hash_family.h, hash_tables.h,
+// active_set.h). dim and seed of the hash family are filled in by the layer.
+struct LshSettings {
+  HashKind hash = HashKind::DWTA;
+  int K = 6;
+  int L = 50;
+  int bucket_bits = 18;
+  int bucket_capacity = 128;
+  Insertion insertion = Insertion::FIFO;
+  SelectionKind selection = SelectionKind::Vanilla;
+  int min_active = 0;  // random padding up to this many neurons (>= layer size: all neurons, no LSH)
+  int max_active = 0;  // cap (0: none)
+  int threshold = 1;   // SelectionKind::Threshold: present in at least this many of the L tables
+  float simhash_density = 1.0f / 3.0f;
+  int wta_bin_size = 8;
+};
+
+struct LayerSettings {
+  int size = 0;          // neurons
+  bool sampled = false;  // LSH-sampled (row per neuron) or dense (every neuron computed)
+  LshSettings lsh;
+};
+
+enum class AdamMode { Sparse, Dense };
+
+struct OptimizerSettings {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  // Sparse: lazy Adam, one update per touched row per batch. Dense: every parameter every batch
+  // (the SLIDE paper's code), moments of untouched rows decaying with a zero gradient.
+  AdamMode mode = AdamMode::Sparse;
+};
+
+struct ScheduleSettings {
+  // Hash tables are rebuilt from the current weights after intervals that grow exponentially:
+  // the i-th interval (i = 0, 1, ...) is rebuild_n0 * exp(rebuild_decay * i) batches.
+  int rebuild_n0 = 50;
+  double rebuild_decay = 0.0;
+  // New hash functions every rehash_m batches (0: never); a rehash implies a rebuild.
+  int rehash_m = 0;
+};
+
+struct NetworkConfig {
+  int num_features = 0;
+  std::vector<LayerSettings> layers;  // hidden layers (ReLU) then the output layer (num_labels)
+  OptimizerSettings optimizer;
+  ScheduleSettings schedule;
+  uint64_t seed = 0;
+  int threads = 1;
+  // Training takes a global mutex per sample, so threads serialise (CI's check that the scaling
+  // measurement would notice a regression). Never on in real runs.
+  bool debug_serialize = false;
+  float init_std = 0.0f;  // 0: Glorot-uniform-like scale sqrt(2/(fan_in+fan_out))
+
+  int num_labels() const { return layers.empty() ? 0 : layers.back().size; }
+};
+
+}  // namespace slide

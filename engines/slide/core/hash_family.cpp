@@ -1,0 +1,530 @@
+// LSH hash families: SimHash, WTA, DWTA, DOPH. See hash_family.h for the contract.
+#include "hash_family.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+
+#include "rng.h"
+
+namespace slide {
+namespace {
+
+// Densification probes this many random bins before falling back to a linear scan; the attempt
+// number is folded into the borrowed code so a borrowed code never equals a native one.
+constexpr int kMaxProbes = 32;
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int bits_for(uint64_t n_values) {  // bits to represent values 0..n_values-1
+  int b = 0;
+  while ((uint64_t{1} << b) < n_values) ++b;
+  return std::max(b, 1);
+}
+
+[[noreturn]] void bad(const std::string& field, const std::string& why) {
+  throw std::invalid_argument("HashConfig." + field + ": " + why);
+}
+
+// Thread-local scratch so that const hashing methods stay thread-safe without locks.
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+thread_local std::vector<uint32_t> tl_codes;
+thread_local std::vector<uint32_t> tl_codes2;
+thread_local std::vector<float> tl_floats;
+thread_local std::vector<float> tl_dense;
+thread_local std::vector<int32_t> tl_ints;
+
+// ---------------------------------------------------------------------------------------------
+// Bins cut from successive random permutations of the input dims: n_bins bins of `width` slots.
+// Used by WTA/DWTA (windows) and DOPH (one-permutation min-hash bins).
+struct BinLayout {
+  int n_bins = 0, width = 0;
+  std::vector<int32_t> slot_dim;   // [n_bins * width]: input dim of each slot, -1 = no dim
+  std::vector<int32_t> dim_off;    // CSR by input dim: entries dim_off[d] .. dim_off[d+1]
+  std::vector<uint32_t> dim_slot;  // global slot index (bin * width + position)
+
+  // full_bins_only: drop the tail of a permutation that cannot fill a whole bin (WTA windows must
+  // all have `width` candidates); otherwise the last bin of each permutation may be partial.
+  void build(int dim, int bins, int w, bool full_bins_only, Rng& rng) {
+    n_bins = bins;
+    width = w;
+    slot_dim.assign(static_cast<size_t>(bins) * w, -1);
+    std::vector<int32_t> perm(dim);
+    int bin = 0;
+    while (bin < bins) {
+      std::iota(perm.begin(), perm.end(), 0);
+      for (int i = dim - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint32_t>(i + 1))]);
+      const int usable = full_bins_only ? (dim / w) * w : dim;
+      for (int p = 0; p < usable && bin < bins; p += w, ++bin)
+        for (int j = 0; j < w && p + j < usable; ++j) slot_dim[static_cast<size_t>(bin) * w + j] = perm[p + j];
+    }
+    dim_off.assign(dim + 1, 0);
+    for (int32_t d : slot_dim)
+      if (d >= 0) ++dim_off[d + 1];
+    for (int d = 0; d < dim; ++d) dim_off[d + 1] += dim_off[d];
+    dim_slot.assign(dim_off[dim], 0);
+    std::vector<int32_t> fill(dim_off.begin(), dim_off.end() - 1);
+    for (size_t s = 0; s < slot_dim.size(); ++s)
+      if (slot_dim[s] >= 0) dim_slot[fill[slot_dim[s]]++] = static_cast<uint32_t>(s);
+  }
+  size_t bytes() const {
+    return slot_dim.size() * 4 + dim_off.size() * 4 + dim_slot.size() * 4;
+  }
+};
+
+// Hot loops, compiled twice (AVX2+FMA and baseline) and chosen at load time by the ifunc
+// resolver GCC/Clang emit for target_clones: the library itself is built without -mavx2, and
+// these loops are the bulk of a rebuild (670K neurons x K*L codes).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__APPLE__)
+#define SLIDE_LSH_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define SLIDE_LSH_CLONES
+#endif
+
+// Arg-max position per window for 8 windows at a time (lanes), windows given lane-interleaved:
+// T[(g*w + j)*8 + lane] = input dim of slot j of window g*8+lane. Branch-free select, so random
+// data costs no mispredictions; strict '>' keeps the first maximum. skip_zero (DWTA): zeros are
+// absent and a window without a non-zero entry yields kEmptyCode.
+constexpr uint32_t kEmptyCode = 0xFFFFFFFFu;
+SLIDE_LSH_CLONES
+void argmax_windows(const float* __restrict x, const int32_t* __restrict T, int groups, int w, bool skip_zero,
+                    uint32_t* __restrict out) {
+  for (int g = 0; g < groups; ++g) {
+    float best[8];
+    uint32_t pos[8];
+    for (int l = 0; l < 8; ++l) {
+      best[l] = -std::numeric_limits<float>::infinity();
+      pos[l] = skip_zero ? kEmptyCode : 0u;
+    }
+    const int32_t* t = T + static_cast<size_t>(g) * w * 8;
+    for (int j = 0; j < w; ++j, t += 8) {
+      for (int l = 0; l < 8; ++l) {
+        const float v = x[t[l]];
+        const bool take = (v > best[l]) & (!skip_zero | (v != 0.f));
+        best[l] = take ? v : best[l];
+        pos[l] = take ? static_cast<uint32_t>(j) : pos[l];
+      }
+    }
+    for (int l = 0; l < 8; ++l) out[g * 8 + l] = pos[l];
+  }
+}
+
+// acc[0..n) = sum_d x[d] * W[d][0..n) with W rows of n (a multiple of 32) floats, in register
+// blocks of 32 outputs so each W entry is loaded once and acc never round-trips to memory.
+SLIDE_LSH_CLONES
+void project_dense(const float* __restrict x, int dim, const float* __restrict W, int n, float* __restrict acc) {
+  for (int j0 = 0; j0 < n; j0 += 32) {
+    float a[32] = {};
+    for (int d = 0; d < dim; ++d) {
+      const float xd = x[d];
+      const float* wr = W + static_cast<size_t>(d) * n + j0;
+      for (int jj = 0; jj < 32; ++jj) a[jj] += xd * wr[jj];
+    }
+    for (int jj = 0; jj < 32; ++jj) acc[j0 + jj] = a[jj];
+  }
+}
+
+SLIDE_LSH_CLONES
+void project_sparse(const int32_t* __restrict idx, const float* __restrict val, int nnz, const float* __restrict W,
+                    int n, float* __restrict acc) {
+  for (int j0 = 0; j0 < n; j0 += 32) {
+    float a[32] = {};
+    for (int i = 0; i < nnz; ++i) {
+      const float xd = val[i];
+      const float* wr = W + static_cast<size_t>(idx[i]) * n + j0;
+      for (int jj = 0; jj < 32; ++jj) a[jj] += xd * wr[jj];
+    }
+    for (int jj = 0; jj < 32; ++jj) acc[j0 + jj] = a[jj];
+  }
+}
+
+// Lane-interleaved copy of a BinLayout's windows for argmax_windows (padding lanes read dim 0;
+// their results are discarded).
+std::vector<int32_t> interleave(const BinLayout& b) {
+  const int groups = (b.n_bins + 7) / 8, w = b.width;
+  std::vector<int32_t> T(static_cast<size_t>(groups) * w * 8, 0);
+  for (int bin = 0; bin < b.n_bins; ++bin)
+    for (int j = 0; j < w; ++j) {
+      const int32_t d = b.slot_dim[static_cast<size_t>(bin) * w + j];
+      T[(static_cast<size_t>(bin / 8) * w + j) * 8 + bin % 8] = d < 0 ? 0 : d;
+    }
+  return T;
+}
+
+// Fill empty bins (code == kEmpty) by borrowing the code of the first non-empty bin on a fixed,
+// data-independent probe sequence, adding width*attempt so that a borrowed code cannot match a
+// native one. Two vectors then collide on bin b with probability equal to the collision rate of
+// the first bin, in probe order, that is non-empty for either (optimal densification,
+// Shrivastava 2017). A vector with no non-empty bin gets all_empty_code everywhere.
+constexpr uint32_t kEmpty = std::numeric_limits<uint32_t>::max();
+static_assert(kEmpty == kEmptyCode, "one empty marker");
+
+class Densifier {
+ public:
+  void build(int n_bins, int width, uint64_t seed) {
+    n_bins_ = n_bins;
+    width_ = static_cast<uint32_t>(width);
+    probe_.resize(static_cast<size_t>(n_bins) * kMaxProbes);
+    for (int b = 0; b < n_bins; ++b)
+      for (int a = 0; a < kMaxProbes; ++a)
+        probe_[static_cast<size_t>(b) * kMaxProbes + a] =
+            static_cast<uint32_t>(derive_seed(seed, static_cast<uint64_t>(b), static_cast<uint64_t>(a)) %
+                                  static_cast<uint64_t>(n_bins));
+  }
+  // Codes < width are native; borrowed ones lie in [width, width*(kMaxProbes+2)).
+  uint32_t code_range() const { return width_ * (kMaxProbes + 2) + 1; }
+  uint32_t all_empty_code() const { return width_ * (kMaxProbes + 2); }
+
+  void densify(uint32_t* codes) const {
+    int n_empty = 0;
+    for (int b = 0; b < n_bins_; ++b) n_empty += codes[b] == kEmpty;
+    if (n_empty == 0) return;
+    if (n_empty == n_bins_) {
+      std::fill(codes, codes + n_bins_, all_empty_code());
+      return;
+    }
+    // Borrow only from natively non-empty bins: read `codes` but never a bin filled in this pass.
+    // Borrowed codes are >= width, native ones < width, so the test `< width_` tells them apart.
+    for (int b = 0; b < n_bins_; ++b) {
+      if (codes[b] != kEmpty) continue;
+      const uint32_t* pr = &probe_[static_cast<size_t>(b) * kMaxProbes];
+      uint32_t got = kEmpty;
+      for (int a = 0; a < kMaxProbes; ++a) {
+        const uint32_t c = codes[pr[a]];
+        if (c < width_) {
+          got = c + width_ * static_cast<uint32_t>(a + 1);
+          break;
+        }
+      }
+      if (got == kEmpty) {  // rare: scan forward for the next native bin
+        for (int s = 1; s < n_bins_; ++s) {
+          const uint32_t c = codes[(b + s) % n_bins_];
+          if (c < width_) {
+            got = c + width_ * static_cast<uint32_t>(kMaxProbes + 1);
+            break;
+          }
+        }
+      }
+      codes[b] = got;
+    }
+  }
+  size_t bytes() const { return probe_.size() * 4; }
+
+ private:
+  int n_bins_ = 0;
+  uint32_t width_ = 1;
+  std::vector<uint32_t> probe_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// SimHash: bit = sign(<w, x>) with w sparse, entries +-1 on a random ~density fraction of dims.
+// Stored as a dense [dim][K*L] float matrix so hashing is a row-accumulation the compiler
+// vectorises; zero inputs (ReLU outputs) are skipped.
+class SimHash final : public HashFamily {
+ public:
+  explicit SimHash(const HashConfig& c)
+      : HashFamily(c), n_(c.K * c.L), n_pad_((c.K * c.L + 31) / 32 * 32), w_(static_cast<size_t>(c.dim) * n_pad_, 0.f) {
+    Rng rng(derive_seed(c.seed, 0x51u));
+    for (int j = 0; j < n_; ++j) {
+      int nz = 0;
+      for (int d = 0; d < c.dim; ++d) {
+        if (rng.uniform() < c.simhash_density) {
+          w_[static_cast<size_t>(d) * n_pad_ + j] = (rng.next() >> 63) ? 1.f : -1.f;
+          ++nz;
+        }
+      }
+      if (nz == 0)  // a bit that reads no dim would be constant: give it one
+        w_[static_cast<size_t>(rng.below(static_cast<uint32_t>(c.dim))) * n_pad_ + j] = (rng.next() >> 63) ? 1.f : -1.f;
+    }
+    set_code_bits(1);
+  }
+  void codes_dense(const float* x, uint32_t* out) const override {
+    float* acc = scratch(tl_floats, static_cast<size_t>(n_pad_));
+    project_dense(x, cfg_.dim, w_.data(), n_pad_, acc);
+    for (int j = 0; j < n_; ++j) out[j] = acc[j] > 0.f;
+  }
+  void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
+    float* acc = scratch(tl_floats, static_cast<size_t>(n_pad_));
+    project_sparse(idx, val, nnz, w_.data(), n_pad_, acc);
+    for (int j = 0; j < n_; ++j) out[j] = acc[j] > 0.f;
+  }
+  size_t memory_bytes() const override { return w_.size() * sizeof(float); }
+
+ private:
+  int n_, n_pad_;         // codes, and codes rounded up to the 32-wide register block
+  std::vector<float> w_;  // [dim][n_pad] projection signs (0 = dim not read)
+};
+
+// ---------------------------------------------------------------------------------------------
+// WTA: code = position of the maximum inside a window of wta_bin_size randomly permuted dims
+// (first position wins ties). Sparse inputs are treated as dense with zeros.
+class WTA final : public HashFamily {
+ public:
+  explicit WTA(const HashConfig& c) : HashFamily(c) {
+    Rng rng(derive_seed(c.seed, 0x77u));
+    bins_.build(c.dim, c.K * c.L, c.wta_bin_size, /*full_bins_only=*/true, rng);
+    lanes_ = interleave(bins_);
+    set_code_bits(bits_for(static_cast<uint64_t>(c.wta_bin_size)));
+  }
+  void codes_dense(const float* x, uint32_t* out) const override {
+    const int groups = (bins_.n_bins + 7) / 8;
+    uint32_t* pos = scratch(tl_codes2, static_cast<size_t>(groups) * 8);
+    argmax_windows(x, lanes_.data(), groups, bins_.width, /*skip_zero=*/false, pos);
+    std::copy(pos, pos + bins_.n_bins, out);
+  }
+  void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
+    // Scatter into a thread-local dense copy (kept all-zero between calls), hash, then zero only
+    // what was written: O(nnz + K*L*w), with one O(dim) allocation per thread.
+    float* x = scratch(tl_dense, static_cast<size_t>(cfg_.dim));
+    for (int i = 0; i < nnz; ++i) x[idx[i]] = val[i];
+    codes_dense(x, out);
+    for (int i = 0; i < nnz; ++i) x[idx[i]] = 0.f;
+  }
+  size_t memory_bytes() const override { return bins_.bytes() + lanes_.size() * 4; }
+
+ private:
+  BinLayout bins_;
+  std::vector<int32_t> lanes_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// DWTA: WTA where zero entries are absent; a window with no non-zero entry borrows a code
+// through densification. Equals WTA on vectors without zeros.
+class DWTA final : public HashFamily {
+ public:
+  explicit DWTA(const HashConfig& c) : HashFamily(c) {
+    Rng rng(derive_seed(c.seed, 0xD7u));
+    bins_.build(c.dim, c.K * c.L, c.wta_bin_size, /*full_bins_only=*/true, rng);
+    dens_.build(c.K * c.L, c.wta_bin_size, derive_seed(c.seed, 0xDEu));
+    lanes_ = interleave(bins_);
+    set_code_bits(bits_for(dens_.code_range()));
+  }
+  // Inputs are assumed finite: -inf counts as absent, like zero.
+  void codes_dense(const float* x, uint32_t* out) const override {
+    const int groups = (bins_.n_bins + 7) / 8;
+    uint32_t* pos = scratch(tl_codes2, static_cast<size_t>(groups) * 8);
+    argmax_windows(x, lanes_.data(), groups, bins_.width, /*skip_zero=*/true, pos);
+    std::copy(pos, pos + bins_.n_bins, out);
+    dens_.densify(out);
+  }
+  void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
+    const int nb = bins_.n_bins;
+    const uint32_t w = static_cast<uint32_t>(bins_.width);
+    float* best = scratch(tl_floats, static_cast<size_t>(nb));
+    std::fill(out, out + nb, kEmpty);
+    for (int i = 0; i < nnz; ++i) {
+      const float v = val[i];
+      if (v == 0.f) continue;
+      const int d = idx[i];
+      for (int e = bins_.dim_off[d]; e < bins_.dim_off[d + 1]; ++e) {
+        const uint32_t s = bins_.dim_slot[e];
+        const uint32_t b = s / w, pos = s % w;
+        // same winner as the dense scan: larger value, or equal value at an earlier position
+        if (out[b] == kEmpty || v > best[b] || (v == best[b] && pos < out[b])) {
+          best[b] = v;
+          out[b] = pos;
+        }
+      }
+    }
+    dens_.densify(out);
+  }
+  size_t memory_bytes() const override { return bins_.bytes() + dens_.bytes() + lanes_.size() * 4; }
+
+ private:
+  BinLayout bins_;
+  Densifier dens_;
+  std::vector<int32_t> lanes_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Densified one-permutation MinHash over the set of non-zero dims (or the doph_top_k largest
+// values). Each bin's code is the smallest in-bin offset of a set member, so two vectors agree
+// on a bin exactly when they share its minimum; densified, P[agree] = Jaccard similarity.
+class DOPH final : public HashFamily {
+ public:
+  explicit DOPH(const HashConfig& c) : HashFamily(c) {
+    const int bins = c.K * c.L;
+    // One permutation when the dims suffice for bins of >= 2 slots; otherwise several.
+    const int w = std::max(2, c.dim / bins);
+    Rng rng(derive_seed(c.seed, 0xD0u));
+    bins_.build(c.dim, bins, w, /*full_bins_only=*/false, rng);
+    dens_.build(bins, w, derive_seed(c.seed, 0xDFu));
+    set_code_bits(bits_for(dens_.code_range()));
+  }
+  void codes_dense(const float* x, uint32_t* out) const override {
+    int32_t* ids = scratch(tl_ints, static_cast<size_t>(cfg_.dim));
+    int n = 0;
+    for (int d = 0; d < cfg_.dim; ++d)
+      if (x[d] != 0.f) ids[n++] = d;
+    if (cfg_.doph_top_k > 0 && n > cfg_.doph_top_k) {
+      // keep the top_k largest values; ties broken by lower dim so dense == sparse
+      auto cmp = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+      std::nth_element(ids, ids + cfg_.doph_top_k, ids + n, cmp);
+      n = cfg_.doph_top_k;
+    }
+    from_set(ids, n, out);
+  }
+  void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
+    int32_t* ord = scratch(tl_ints, static_cast<size_t>(nnz) * 2);
+    int n = 0;
+    for (int i = 0; i < nnz; ++i)
+      if (val[i] != 0.f) ord[n++] = i;
+    if (cfg_.doph_top_k > 0 && n > cfg_.doph_top_k) {
+      auto cmp = [idx, val](int32_t a, int32_t b) {
+        return val[a] > val[b] || (val[a] == val[b] && idx[a] < idx[b]);
+      };
+      std::nth_element(ord, ord + cfg_.doph_top_k, ord + n, cmp);
+      n = cfg_.doph_top_k;
+    }
+    int32_t* ids = ord + nnz;
+    for (int i = 0; i < n; ++i) ids[i] = idx[ord[i]];
+    from_set(ids, n, out);
+  }
+  size_t memory_bytes() const override { return bins_.bytes() + dens_.bytes(); }
+
+ private:
+  void from_set(const int32_t* ids, int n, uint32_t* out) const {
+    const uint32_t w = static_cast<uint32_t>(bins_.width);
+    std::fill(out, out + bins_.n_bins, kEmpty);
+    for (int i = 0; i < n; ++i) {
+      const int d = ids[i];
+      for (int e = bins_.dim_off[d]; e < bins_.dim_off[d + 1]; ++e) {
+        const uint32_t s = bins_.dim_slot[e];
+        const uint32_t b = s / w, pos = s % w;
+        if (out[b] == kEmpty || pos < out[b]) out[b] = pos;
+      }
+    }
+    dens_.densify(out);
+  }
+  BinLayout bins_;
+  Densifier dens_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+HashKind parse_hash_kind(const std::string& name) {
+  const std::string n = lower(name);
+  if (n == "simhash") return HashKind::SimHash;
+  if (n == "wta") return HashKind::WTA;
+  if (n == "dwta") return HashKind::DWTA;
+  if (n == "doph") return HashKind::DOPH;
+  throw std::invalid_argument("unknown hash kind '" + name + "' (expected simhash, wta, dwta or doph)");
+}
+
+const char* hash_kind_name(HashKind kind) {
+  switch (kind) {
+    case HashKind::SimHash: return "simhash";
+    case HashKind::WTA: return "wta";
+    case HashKind::DWTA: return "dwta";
+    case HashKind::DOPH: return "doph";
+  }
+  return "?";
+}
+
+void validate(const HashConfig& c) {
+  auto num = [](auto v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  };
+  if (c.K < 1) bad("K", "must be >= 1, got " + num(c.K));
+  if (c.L < 1) bad("L", "must be >= 1, got " + num(c.L));
+  if (c.dim < 1) bad("dim", "must be >= 1, got " + num(c.dim));
+  if (c.bucket_bits < 1 || c.bucket_bits > 24) bad("bucket_bits", "must be in 1..24, got " + num(c.bucket_bits));
+  if (static_cast<int64_t>(c.K) * c.L > (1 << 20))
+    bad("K", "K*L = " + num(static_cast<int64_t>(c.K) * c.L) + " exceeds 2^20 codes");
+  switch (c.kind) {
+    case HashKind::SimHash: {
+      if (!(c.simhash_density > 0.f && c.simhash_density <= 1.f))
+        bad("simhash_density", "must be in (0, 1], got " + num(c.simhash_density));
+      const double bytes = 4.0 * c.dim * c.K * c.L;
+      if (bytes > double(1u << 30))
+        bad("dim", "SimHash projections need dim*K*L*4 = " + num(bytes) + " bytes (> 1 GiB); reduce dim, K or L");
+      break;
+    }
+    case HashKind::WTA:
+    case HashKind::DWTA:
+      if (c.wta_bin_size < 2 || c.wta_bin_size > 256)
+        bad("wta_bin_size", "must be in 2..256, got " + num(c.wta_bin_size));
+      if (c.wta_bin_size > c.dim)
+        bad("wta_bin_size", "must be <= dim (" + num(c.dim) + "), got " + num(c.wta_bin_size));
+      break;
+    case HashKind::DOPH:
+      if (c.dim < 2) bad("dim", "DOPH needs dim >= 2, got " + num(c.dim));
+      if (c.doph_top_k < 0 || c.doph_top_k > c.dim)
+        bad("doph_top_k", "must be in 0..dim (" + num(c.dim) + "), got " + num(c.doph_top_k));
+      break;
+  }
+}
+
+HashFamily::HashFamily(const HashConfig& cfg) : cfg_(cfg) {
+  table_salt_.resize(cfg.L);
+  for (int t = 0; t < cfg.L; ++t) table_salt_[t] = derive_seed(cfg.seed, 0xB0C4u, static_cast<uint64_t>(t));
+}
+
+void HashFamily::set_code_bits(int bits) {
+  code_bits_ = bits;
+  concat_ = static_cast<int64_t>(bits) * cfg_.K <= cfg_.bucket_bits;
+}
+
+std::unique_ptr<HashFamily> HashFamily::create(const HashConfig& cfg) {
+  validate(cfg);
+  switch (cfg.kind) {
+    case HashKind::SimHash: return std::unique_ptr<HashFamily>(new SimHash(cfg));
+    case HashKind::WTA: return std::unique_ptr<HashFamily>(new WTA(cfg));
+    case HashKind::DWTA: return std::unique_ptr<HashFamily>(new DWTA(cfg));
+    case HashKind::DOPH: return std::unique_ptr<HashFamily>(new DOPH(cfg));
+  }
+  throw std::invalid_argument("HashConfig.kind: unknown value");
+}
+
+uint32_t HashFamily::combine(int table, const uint32_t* codes) const {
+  const int K = cfg_.K;
+  if (concat_) {
+    uint32_t b = 0;
+    for (int k = 0; k < K; ++k) b = (b << code_bits_) | codes[k];
+    return b;
+  }
+  // Codes do not fit: hash the K-tuple (seeded per table) and keep the top bucket_bits bits.
+  uint64_t h = table_salt_[table];
+  for (int k = 0; k < K; ++k) {
+    h = (h ^ codes[k]) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 32;
+  }
+  h ^= h >> 31;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 29;
+  return static_cast<uint32_t>(h >> (64 - cfg_.bucket_bits));
+}
+
+void HashFamily::hash_dense(const float* x, uint32_t* out_L) const {
+  const int K = cfg_.K;
+  uint32_t* codes = scratch(tl_codes, static_cast<size_t>(K) * cfg_.L);
+  codes_dense(x, codes);
+  for (int t = 0; t < cfg_.L; ++t) out_L[t] = combine(t, codes + static_cast<size_t>(t) * K);
+}
+
+void HashFamily::hash_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_L) const {
+  const int K = cfg_.K;
+  for (int i = 0; i < nnz; ++i)
+    if (idx[i] < 0 || idx[i] >= cfg_.dim)
+      throw std::out_of_range("hash_sparse: index " + std::to_string(idx[i]) + " at position " +
+                              std::to_string(i) + " outside [0, " + std::to_string(cfg_.dim) + ")");
+  uint32_t* codes = scratch(tl_codes, static_cast<size_t>(K) * cfg_.L);
+  codes_sparse(idx, val, nnz, codes);
+  for (int t = 0; t < cfg_.L; ++t) out_L[t] = combine(t, codes + static_cast<size_t>(t) * K);
+}
+
+}  // namespace slide

@@ -1,0 +1,84 @@
+#pragma once
+// LSH hash families for SLIDE: map a vector (dense or sparse) to one bucket id per hash table.
+//
+// One HashFamily object holds the functions of all L tables. Each table uses K raw codes
+// (SimHash: sign bits; WTA/DWTA: arg-max positions inside a window; DOPH: min-hash offsets) that
+// are combined into a bucket id in [0, 2^bucket_bits). When the K codes fit in bucket_bits they are
+// concatenated exactly (no extra collisions); otherwise they are mixed by a seeded hash and the top
+// bucket_bits bits are kept.
+//
+// All hashing methods are const and thread-safe (any scratch lives on the caller's stack or in
+// thread_local storage), so many threads may hash with one family at once.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace slide {
+
+enum class HashKind { SimHash, WTA, DWTA, DOPH };
+
+// Parse "simhash" | "wta" | "dwta" | "doph" (case-insensitive); throws std::invalid_argument.
+HashKind parse_hash_kind(const std::string& name);
+const char* hash_kind_name(HashKind kind);
+
+struct HashConfig {
+  HashKind kind = HashKind::DWTA;
+  int K = 6;                // codes per table, >= 1
+  int L = 50;               // tables, >= 1
+  int dim = 0;              // input dimension, >= 1
+  int bucket_bits = 18;     // buckets per table = 2^bucket_bits, 1..24
+  // family-specific
+  float simhash_density = 1.0f / 3;  // SimHash: fraction of dims (with random sign) each bit sums, (0, 1]
+  int wta_bin_size = 8;              // WTA/DWTA: window size, 2..256 and <= dim
+  int doph_top_k = 0;                // DOPH: 0 = the set is the non-zero dims; t > 0 = the t largest values
+  uint64_t seed = 0;
+};
+
+// Throws std::invalid_argument naming the offending field if cfg is unusable.
+void validate(const HashConfig& cfg);
+
+class HashFamily {
+ public:
+  virtual ~HashFamily() = default;
+
+  // Validates cfg (see validate) and builds the family's random functions from cfg.seed.
+  static std::unique_ptr<HashFamily> create(const HashConfig& cfg);
+
+  const HashConfig& config() const { return cfg_; }
+  int K() const { return cfg_.K; }
+  int L() const { return cfg_.L; }
+  int dim() const { return cfg_.dim; }
+  int bucket_bits() const { return cfg_.bucket_bits; }
+  uint32_t num_buckets() const { return 1u << cfg_.bucket_bits; }
+
+  // Bucket id per table. x has dim() entries; out_L has L() entries.
+  void hash_dense(const float* x, uint32_t* out_L) const;
+  // Sparse input: nnz (index, value) pairs, indices in [0, dim()), any order, no duplicates.
+  // Gives the same buckets as hash_dense on the equivalent dense vector.
+  void hash_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_L) const;
+
+  // The K raw codes of every table before combination, table-major: out_KL[t*K + k].
+  virtual void codes_dense(const float* x, uint32_t* out_KL) const = 0;
+  virtual void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_KL) const = 0;
+
+  // Combine one table's K codes into its bucket id (exposed for tests and batch hashing).
+  uint32_t combine(int table, const uint32_t* codes_K) const;
+
+  // Bytes held by the family's random functions.
+  virtual size_t memory_bytes() const = 0;
+
+ protected:
+  explicit HashFamily(const HashConfig& cfg);
+  // Bits a single raw code needs (codes lie in [0, 2^code_bits)); set by each family.
+  void set_code_bits(int bits);
+
+  HashConfig cfg_;
+
+ private:
+  int code_bits_ = 32;
+  bool concat_ = false;             // K*code_bits <= bucket_bits: concatenate codes exactly
+  std::vector<uint64_t> table_salt_;  // per-table seed for the mixing hash
+};
+
+}  // namespace slide

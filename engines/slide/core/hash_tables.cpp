@@ -1,0 +1,115 @@
+// Fixed-capacity LSH buckets with FIFO or reservoir replacement. See hash_tables.h.
+#include "hash_tables.h"
+
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace slide {
+
+Insertion parse_insertion(const std::string& name) {
+  std::string n = name;
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (n == "fifo") return Insertion::FIFO;
+  if (n == "reservoir") return Insertion::Reservoir;
+  throw std::invalid_argument("unknown insertion policy '" + name + "' (expected fifo or reservoir)");
+}
+
+size_t HashTables::bytes_for(int L, int bucket_bits, int capacity) {
+  return static_cast<size_t>(L) * (size_t{1} << bucket_bits) * (static_cast<size_t>(capacity) + 1) * 4;
+}
+
+HashTables::HashTables(int L, int bucket_bits, int capacity, Insertion policy, uint64_t seed)
+    : L_(L), bucket_bits_(bucket_bits), capacity_(capacity), policy_(policy), seed_(seed),
+      rng_(derive_seed(seed, 0x1125u)) {
+  if (L < 1) throw std::invalid_argument("HashTables: L must be >= 1, got " + std::to_string(L));
+  if (bucket_bits < 1 || bucket_bits > 24)
+    throw std::invalid_argument("HashTables: bucket_bits must be in 1..24, got " + std::to_string(bucket_bits));
+  if (capacity < 1) throw std::invalid_argument("HashTables: capacity must be >= 1, got " + std::to_string(capacity));
+  const size_t bytes = bytes_for(L, bucket_bits, capacity);
+  if (bytes > (size_t{1} << 40))
+    throw std::invalid_argument("HashTables: L*2^bucket_bits*(capacity+1)*4 = " + std::to_string(bytes) +
+                                " bytes is too large; reduce L, bucket_bits or capacity");
+  items_.assign(static_cast<size_t>(L) * num_buckets() * capacity, 0);
+  offered_.assign(static_cast<size_t>(L) * num_buckets(), 0);
+}
+
+void HashTables::clear() { std::fill(offered_.begin(), offered_.end(), 0u); }
+
+inline void HashTables::offer(size_t slot, uint32_t id, Rng& rng) {
+  uint32_t& n = offered_[slot];
+  uint32_t* items = items_.data() + slot * capacity_;
+  const uint32_t cap = static_cast<uint32_t>(capacity_);
+  if (n == UINT32_MAX) return;  // saturated: 4 billion offers to one bucket, keep what is there
+  const uint32_t seen = n++;    // items offered before this one
+  if (seen < cap) {
+    items[seen] = id;
+  } else if (policy_ == Insertion::FIFO) {
+    items[seen % cap] = id;  // ring: the slot of the oldest item
+  } else {
+    // Reservoir (Algorithm R): the (seen+1)-th item replaces a uniform slot with probability
+    // cap/(seen+1); by induction each of n offered items is held with probability cap/n.
+    const uint32_t r = rng.below(seen + 1);
+    if (r < cap) items[r] = id;
+  }
+}
+
+void HashTables::insert(uint32_t id, const uint32_t* buckets_L) {
+  for (int t = 0; t < L_; ++t) {
+    if (buckets_L[t] >= num_buckets())
+      throw std::out_of_range("HashTables::insert: bucket " + std::to_string(buckets_L[t]) + " of table " +
+                              std::to_string(t) + " >= " + std::to_string(num_buckets()));
+    offer(static_cast<size_t>(t) * num_buckets() + buckets_L[t], id, rng_);
+  }
+}
+
+void HashTables::build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads) {
+  if (family.L() != L_ || family.bucket_bits() != bucket_bits_)
+    throw std::invalid_argument("HashTables::build: family has L=" + std::to_string(family.L()) +
+                                ", bucket_bits=" + std::to_string(family.bucket_bits()) + " but tables have L=" +
+                                std::to_string(L_) + ", bucket_bits=" + std::to_string(bucket_bits_));
+  if (n < 0) throw std::invalid_argument("HashTables::build: n must be >= 0, got " + std::to_string(n));
+  if (n > 0 && row_stride < static_cast<size_t>(family.dim()))
+    throw std::invalid_argument("HashTables::build: row_stride " + std::to_string(row_stride) + " < dim " +
+                                std::to_string(family.dim()));
+  if (n_threads < 1) n_threads = 1;
+  ++builds_;
+  const size_t need = static_cast<size_t>(L_) * n;
+  if (scratch_.size() < need) scratch_.resize(need);  // grows once; later rebuilds reuse it
+  uint32_t* ids = scratch_.data();
+  const int L = L_;
+  const size_t nb = num_buckets();
+
+  // Phase 1: hash every row; bucket ids stored table-major so phase 2 streams each table.
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<uint32_t> out(L);
+#pragma omp for schedule(static)
+    for (int i = 0; i < n; ++i) {
+      family.hash_dense(rows + static_cast<size_t>(i) * row_stride, out.data());
+      for (int t = 0; t < L; ++t) ids[static_cast<size_t>(t) * n + i] = out[t];
+    }
+  }
+
+  // Phase 2: each table is filled by one thread, ids in increasing order, with its own random
+  // stream, so the tables do not depend on the thread count.
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+  for (int t = 0; t < L; ++t) {
+    std::fill(offered_.begin() + static_cast<ptrdiff_t>(t * nb), offered_.begin() + static_cast<ptrdiff_t>((t + 1) * nb), 0u);
+    Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
+    const uint32_t* col = ids + static_cast<size_t>(t) * n;
+    const size_t base = static_cast<size_t>(t) * nb;
+    for (int i = 0; i < n; ++i) offer(base + col[i], static_cast<uint32_t>(i), rng);
+  }
+}
+
+size_t HashTables::memory_bytes() const {
+  return (items_.capacity() + offered_.capacity() + scratch_.capacity()) * sizeof(uint32_t);
+}
+
+}  // namespace slide

@@ -1,0 +1,49 @@
+#pragma once
+// Vector kernels of the SLIDE core with run-time CPU dispatch.
+//
+// Each instruction set lives in its own translation unit compiled with its own flags
+// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp); kernels.cpp picks one table at run
+// time with __builtin_cpu_supports, overridable by the environment variable SLIDE_KERNEL
+// (scalar | avx2 | avx512) or by select_kernels(). The rest of the core calls only through
+// kernels(), so no AVX instruction can execute on a CPU that lacks it.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace slide {
+
+// One Adam step's scalars. Bias correction uses the global step t: bc1 = 1/(1-beta1^t),
+// bc2 = 1/(1-beta2^t); the update is w -= lr * (m*bc1) / (sqrt(v*bc2) + eps).
+struct AdamScalars {
+  float lr, beta1, beta2, eps, bc1, bc2;
+};
+
+struct KernelTable {
+  const char* name;
+  // sum_i a[i]*b[i]
+  float (*dot)(const float* a, const float* b, int n);
+  // y[i] += alpha*x[i]
+  void (*axpy)(float alpha, const float* x, float* y, int n);
+  // sum_i w[idx[i]]*val[i]  (a dense row against a sparse vector)
+  float (*dot_gather)(const float* w, const int32_t* idx, const float* val, int nnz);
+  // In place Adam on n parameters with gradient g (m, v: first and second moments).
+  void (*adam)(float* w, float* m, float* v, const float* g, int n, const AdamScalars& s);
+  // Adam for parameters whose gradient is zero this step (dense-Adam mode, untouched rows).
+  void (*adam_zero_grad)(float* w, float* m, float* v, int n, const AdamScalars& s);
+};
+
+// The table in use (selected once at first call, thread-safe).
+const KernelTable& kernels();
+// Force a table by name ("scalar", "avx2", "avx512", or "auto"); false + reason if it is not
+// compiled in or the CPU lacks the instructions. Not for use while training runs.
+bool select_kernels(const std::string& name, std::string* error);
+// Names of the tables compiled into this build, and of those this CPU can run.
+std::vector<std::string> kernels_compiled();
+std::vector<std::string> kernels_supported();
+
+// Per-ISA tables (nullptr where not compiled in). Used by the dispatcher and by the tests.
+const KernelTable* kernel_table_scalar();
+const KernelTable* kernel_table_avx2();
+const KernelTable* kernel_table_avx512();
+
+}  // namespace slide

@@ -1,0 +1,113 @@
+// AVX2 + FMA kernels. Compiled with -mavx2 -mfma for this file only; entered only after the
+// dispatcher checked the CPU (kernels.cpp).
+#include "kernels.h"
+
+#if defined(SLIDE_HAVE_AVX2) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <cmath>
+
+namespace slide {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+float dot(const float* a, const float* b, int n) {
+  // Four independent accumulators hide the FMA latency (a 128-wide row is exactly 4 x 4 x 8).
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float alpha, const float* x, float* y, int n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+float dot_gather(const float* w, const int32_t* idx, const float* val, int nnz) {
+  __m256 s0 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= nnz; i += 8) {
+    const __m256i ix = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
+    s0 = _mm256_fmadd_ps(_mm256_i32gather_ps(w, ix, 4), _mm256_loadu_ps(val + i), s0);
+  }
+  float s = hsum(s0);
+  for (; i < nnz; ++i) s += w[idx[i]] * val[i];
+  return s;
+}
+
+void adam(float* w, float* m, float* v, const float* g, int n, const AdamScalars& s) {
+  const __m256 b1 = _mm256_set1_ps(s.beta1), c1 = _mm256_set1_ps(1.0f - s.beta1);
+  const __m256 b2 = _mm256_set1_ps(s.beta2), c2 = _mm256_set1_ps(1.0f - s.beta2);
+  const __m256 lr = _mm256_set1_ps(s.lr), eps = _mm256_set1_ps(s.eps);
+  const __m256 bc1 = _mm256_set1_ps(s.bc1), bc2 = _mm256_set1_ps(s.bc2);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(c1, gi));
+    const __m256 vi =
+        _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(c2, gi), gi));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, bc2)), eps);
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(lr, _mm256_mul_ps(mi, bc1)), den);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), step));
+  }
+  for (; i < n; ++i) {
+    m[i] = s.beta1 * m[i] + (1.0f - s.beta1) * g[i];
+    v[i] = s.beta2 * v[i] + (1.0f - s.beta2) * g[i] * g[i];
+    w[i] -= s.lr * (m[i] * s.bc1) / (std::sqrt(v[i] * s.bc2) + s.eps);
+  }
+}
+
+void adam_zero_grad(float* w, float* m, float* v, int n, const AdamScalars& s) {
+  const __m256 b1 = _mm256_set1_ps(s.beta1), b2 = _mm256_set1_ps(s.beta2);
+  const __m256 lr = _mm256_set1_ps(s.lr), eps = _mm256_set1_ps(s.eps);
+  const __m256 bc1 = _mm256_set1_ps(s.bc1), bc2 = _mm256_set1_ps(s.bc2);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 mi = _mm256_mul_ps(b1, _mm256_loadu_ps(m + i));
+    const __m256 vi = _mm256_mul_ps(b2, _mm256_loadu_ps(v + i));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, bc2)), eps);
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(lr, _mm256_mul_ps(mi, bc1)), den);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), step));
+  }
+  for (; i < n; ++i) {
+    m[i] = s.beta1 * m[i];
+    v[i] = s.beta2 * v[i];
+    w[i] -= s.lr * (m[i] * s.bc1) / (std::sqrt(v[i] * s.bc2) + s.eps);
+  }
+}
+
+const KernelTable kTable{"avx2", dot, axpy, dot_gather, adam, adam_zero_grad};
+
+}  // namespace
+
+const KernelTable* kernel_table_avx2() { return &kTable; }
+
+}  // namespace slide
+#else
+namespace slide {
+const KernelTable* kernel_table_avx2() { return nullptr; }
+}  // namespace slide
+#endif

@@ -1,0 +1,47 @@
+// Portable kernels: the reference every vector path is tested against, and the fallback.
+#include <cmath>
+
+#include "kernels.h"
+
+namespace slide {
+namespace {
+
+float dot(const float* a, const float* b, int n) {
+  float s = 0.0f;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float alpha, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+float dot_gather(const float* w, const int32_t* idx, const float* val, int nnz) {
+  float s = 0.0f;
+  for (int i = 0; i < nnz; ++i) s += w[idx[i]] * val[i];
+  return s;
+}
+
+void adam(float* w, float* m, float* v, const float* g, int n, const AdamScalars& s) {
+  for (int i = 0; i < n; ++i) {
+    m[i] = s.beta1 * m[i] + (1.0f - s.beta1) * g[i];
+    v[i] = s.beta2 * v[i] + (1.0f - s.beta2) * g[i] * g[i];
+    w[i] -= s.lr * (m[i] * s.bc1) / (std::sqrt(v[i] * s.bc2) + s.eps);
+  }
+}
+
+void adam_zero_grad(float* w, float* m, float* v, int n, const AdamScalars& s) {
+  for (int i = 0; i < n; ++i) {
+    m[i] = s.beta1 * m[i];
+    v[i] = s.beta2 * v[i];
+    w[i] -= s.lr * (m[i] * s.bc1) / (std::sqrt(v[i] * s.bc2) + s.eps);
+  }
+}
+
+const KernelTable kTable{"scalar", dot, axpy, dot_gather, adam, adam_zero_grad};
+
+}  // namespace
+
+const KernelTable* kernel_table_scalar() { return &kTable; }
+
+}  // namespace slide

@@ -1,0 +1,77 @@
+#include "layer.h"
+
+#include <cmath>
+
+namespace slide {
+
+Layer::Layer(int n_in, const LayerSettings& settings, uint64_t seed)
+    : n_in_(n_in),
+      n_out_(settings.size),
+      sampled_(settings.sampled),
+      all_active_(settings.sampled && settings.lsh.min_active >= settings.size),
+      settings_(settings),
+      seed_(seed),
+      stride_(static_cast<size_t>(padded_row(settings.sampled ? n_in : settings.size))) {
+  const size_t n = static_cast<size_t>(n_rows()) * stride_;
+  w_.resize(n);
+  m_.resize(n);
+  v_.resize(n);
+  b_.resize(n_out_);
+  mb_.resize(n_out_);
+  vb_.resize(n_out_);
+  if (sampled_ && !all_active_) {
+    rehash(derive_seed(seed_, 0x4A5B, 0));
+    const LshSettings& s = settings_.lsh;
+    tables_ = std::make_unique<HashTables>(s.L, s.bucket_bits, s.bucket_capacity, s.insertion,
+                                           derive_seed(seed_, 0x7AB1E5));
+  }
+}
+
+void Layer::init_weights(Rng& rng, float init_std) {
+  // Glorot-normal scale unless given: keeps activations of order one for any layer width.
+  const float std = init_std > 0.0f ? init_std : std::sqrt(2.0f / static_cast<float>(n_in_ + n_out_));
+  for (int r = 0; r < n_rows(); ++r) {
+    float* w = row(r);
+    for (int c = 0; c < row_len(); ++c) w[c] = std * rng.normal();
+  }
+}
+
+void Layer::rehash(uint64_t seed) {
+  if (!sampled_ || all_active_) return;
+  const LshSettings& s = settings_.lsh;
+  HashConfig hc;
+  hc.kind = s.hash;
+  hc.K = s.K;
+  hc.L = s.L;
+  hc.dim = n_in_;
+  hc.bucket_bits = s.bucket_bits;
+  hc.simhash_density = s.simhash_density;
+  hc.wta_bin_size = s.wta_bin_size;
+  hc.seed = seed;
+  family_ = HashFamily::create(hc);
+}
+
+void Layer::rebuild_tables(int threads) {
+  if (!sampled_ || all_active_) return;
+  tables_->build(*family_, w_.data(), n_out_, stride_, threads);
+}
+
+void Layer::ensure_selectors(int threads) {
+  if (!sampled_ || all_active_) return;
+  SelectionConfig sc;
+  sc.kind = settings_.lsh.selection;
+  sc.min_active = settings_.lsh.min_active;
+  sc.max_active = settings_.lsh.max_active;
+  sc.threshold = settings_.lsh.threshold;
+  while (static_cast<int>(selectors_.size()) < threads)
+    selectors_.push_back(std::make_unique<ActiveSetSelector>(n_out_, sc, derive_seed(seed_, 0x5E1, selectors_.size())));
+}
+
+size_t Layer::memory_bytes() const {
+  size_t bytes = (w_.size() + m_.size() + v_.size() + 3 * b_.size()) * sizeof(float);
+  if (tables_) bytes += tables_->memory_bytes();
+  if (family_) bytes += family_->memory_bytes();
+  return bytes;
+}
+
+}  // namespace slide

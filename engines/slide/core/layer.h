@@ -1,0 +1,73 @@
+#pragma once
+// One fully connected layer: its weights, biases, Adam moments and, when LSH-sampled, its hash
+// tables. Plain storage plus table maintenance; the arithmetic lives in network.cpp.
+//
+// Layout (one contiguous 64-byte aligned matrix per layer, rows padded to whole cache lines):
+//  - sampled layers are *neuron-major*: row j holds neuron j's n_in input weights, so computing an
+//    active neuron reads one contiguous row, and the row is exactly what the hash tables index;
+//  - dense layers are *input-major*: row k holds the n_out weights leaving input k. Every neuron
+//    is computed anyway, and with a sparse input (the first layer) the forward pass and the weight
+//    gradient become one n_out-wide axpy per non-zero input instead of n_out gathers.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "aligned_buffer.h"
+#include "config.h"
+#include "rng.h"
+
+namespace slide {
+
+class Layer {
+ public:
+  Layer(int n_in, const LayerSettings& settings, uint64_t seed);
+
+  int n_in() const { return n_in_; }
+  int n_out() const { return n_out_; }
+  bool sampled() const { return sampled_; }
+  // A sampled layer whose minimum budget covers every neuron: no hashing, all neurons active.
+  bool all_active() const { return all_active_; }
+  bool neuron_major() const { return sampled_; }
+  int n_rows() const { return neuron_major() ? n_out_ : n_in_; }
+  int row_len() const { return neuron_major() ? n_in_ : n_out_; }
+  size_t stride() const { return stride_; }
+  const LayerSettings& settings() const { return settings_; }
+
+  float* row(int r) { return w_.data() + static_cast<size_t>(r) * stride_; }
+  const float* row(int r) const { return w_.data() + static_cast<size_t>(r) * stride_; }
+  float* m_row(int r) { return m_.data() + static_cast<size_t>(r) * stride_; }
+  float* v_row(int r) { return v_.data() + static_cast<size_t>(r) * stride_; }
+  float* bias() { return b_.data(); }
+  const float* bias() const { return b_.data(); }
+  float* bias_m() { return mb_.data(); }
+  float* bias_v() { return vb_.data(); }
+
+  void init_weights(Rng& rng, float init_std);
+
+  // LSH (sampled layers only). rebuild: re-insert every neuron's current weights; rehash: draw new
+  // hash functions from `seed` (the caller rebuilds afterwards).
+  void rebuild_tables(int threads);
+  void rehash(uint64_t seed);
+  const HashFamily* family() const { return family_.get(); }
+  const HashTables* tables() const { return tables_.get(); }
+  // Per-thread selectors, created on demand for `threads` threads (not on the hot path).
+  void ensure_selectors(int threads);
+  ActiveSetSelector& selector(int tid) { return *selectors_[tid]; }
+
+  size_t memory_bytes() const;
+
+ private:
+  int n_in_, n_out_;
+  bool sampled_, all_active_;
+  LayerSettings settings_;
+  uint64_t seed_;
+  size_t stride_;
+  AlignedBuffer<float> w_, m_, v_;  // n_rows x stride
+  AlignedBuffer<float> b_, mb_, vb_;  // n_out
+  std::unique_ptr<HashFamily> family_;
+  std::unique_ptr<HashTables> tables_;
+  std::vector<std::unique_ptr<ActiveSetSelector>> selectors_;
+};
+
+}  // namespace slide

@@ -1,0 +1,519 @@
+#include "network.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <stdexcept>
+
+#include "topk.h"
+#include "validate.h"
+
+namespace slide {
+
+// One layer's output for one sample. dense: every neuron, val[j] is neuron j (ids unused);
+// otherwise the active neurons ids[p] with values val[p]. delta: d loss / d pre-activation.
+struct LayerState {
+  std::vector<int32_t> ids;
+  std::vector<float> val, delta;
+  bool dense = true;
+};
+
+struct Network::SampleState {
+  std::vector<LayerState> layer;
+  double loss = 0.0;
+  bool has_grad = false;  // false for samples without labels: they contribute nothing
+};
+
+// alignas(64): each thread's scratch header sits on its own cache lines (no false sharing); the
+// vectors' heap blocks are separate allocations anyway.
+struct alignas(64) Network::ThreadScratch {
+  int tid = 0;
+  std::vector<uint32_t> buckets;
+  std::vector<float> grad;
+  std::vector<float> bias_grad;
+  std::vector<TopK> topk;
+};
+
+namespace {
+
+// A layer's input for one sample: the raw sparse features, or the previous layer's state.
+struct InView {
+  const int32_t* idx;  // nullptr when dense
+  const float* val;
+  int n;               // dense: the dimension; sparse: nnz
+  bool dense() const { return idx == nullptr; }
+};
+
+InView view_of(const LayerState& s) {
+  if (s.dense) return {nullptr, s.val.data(), static_cast<int>(s.val.size())};
+  return {s.ids.data(), s.val.data(), static_cast<int>(s.ids.size())};
+}
+
+InView feature_row(const CsrView& x, int64_t row) {
+  const int64_t b = x.indptr[row];
+  return {x.indices + b, x.values + b, static_cast<int>(x.indptr[row + 1] - b)};
+}
+
+inline float dot_in(const KernelTable& k, const float* w, const InView& in) {
+  return in.dense() ? k.dot(w, in.val, in.n) : k.dot_gather(w, in.idx, in.val, in.n);
+}
+
+AdamScalars adam_scalars(const OptimizerSettings& o, int64_t t) {
+  AdamScalars a;
+  a.lr = o.lr;
+  a.beta1 = o.beta1;
+  a.beta2 = o.beta2;
+  a.eps = o.eps;
+  a.bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(t))));
+  a.bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t))));
+  return a;
+}
+
+// Scalar Adam for one bias (same formula as the kernels).
+inline void adam1(float& w, float& m, float& v, float g, const AdamScalars& a) {
+  m = a.beta1 * m + (1.0f - a.beta1) * g;
+  v = a.beta2 * v + (1.0f - a.beta2) * g * g;
+  w -= a.lr * (m * a.bc1) / (std::sqrt(v * a.bc2) + a.eps);
+}
+
+// Runs body(i, scratch) for i in [0, n) on `threads` OpenMP threads; the first exception thrown by
+// any iteration is re-thrown after the loop (an exception must never leave an OpenMP region).
+template <typename Body>
+void parallel_for(int64_t n, int threads, int chunk,
+                  std::vector<std::unique_ptr<Network::ThreadScratch>>& scratch, Body&& body) {
+  std::exception_ptr error = nullptr;
+#pragma omp parallel num_threads(threads)
+  {
+    Network::ThreadScratch& ts = *scratch[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t i = 0; i < n; ++i) {
+      try {
+        body(i, ts);
+      } catch (...) {
+#pragma omp critical(slide_error)
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+Network::Network(const NetworkConfig& cfg) : cfg_(cfg) {
+  const std::string err = validate_config(cfg);
+  if (!err.empty()) throw std::invalid_argument(err);
+  int n_in = cfg.num_features;
+  size_t max_rows = 0;
+  for (size_t i = 0; i < cfg.layers.size(); ++i) {
+    layers_.push_back(std::make_unique<Layer>(n_in, cfg.layers[i], derive_seed(cfg.seed, 0x1A7E5, i)));
+    Rng rng(derive_seed(cfg.seed, 0x1417, i));
+    layers_.back()->init_weights(rng, cfg.init_std);
+    max_rows = std::max(max_rows, static_cast<size_t>(layers_.back()->n_rows()));
+    n_in = cfg.layers[i].size;
+  }
+  row_slot_.assign(max_rows, -1);
+  set_threads(cfg.threads);
+  for (auto& l : layers_) l->rebuild_tables(cfg_.threads);
+  next_rebuild_ = cfg_.schedule.rebuild_n0;
+}
+
+Network::~Network() = default;
+
+void Network::set_threads(int n) {
+  if (n < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(n));
+  cfg_.threads = n;
+  while (static_cast<int>(scratch_.size()) < n) {
+    scratch_.push_back(std::make_unique<ThreadScratch>());
+    scratch_.back()->tid = static_cast<int>(scratch_.size()) - 1;
+  }
+  for (auto& l : layers_) l->ensure_selectors(n);
+}
+
+size_t Network::memory_bytes() const {
+  size_t b = 0;
+  for (const auto& l : layers_) b += l->memory_bytes();
+  return b;
+}
+
+void Network::rebuild_tables() {
+  for (auto& l : layers_) l->rebuild_tables(cfg_.threads);
+}
+
+void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int n_labels, bool use_lsh,
+                      bool force_labels, uint64_t stream, SampleState& st, ThreadScratch& ts, int upto) {
+  const KernelTable& k = kernels();
+  const int nl = num_layers();
+  st.layer.resize(nl);
+  if (upto < 0 || upto > nl) upto = nl;
+  InView in = feature_row(x, row);
+  for (int l = 0; l < upto; ++l) {
+    Layer& L = *layers_[l];
+    LayerState& o = st.layer[l];
+    const int n_out = L.n_out();
+    const float* b = L.bias();
+    if (!L.sampled()) {
+      // Input-major: out = b + sum over non-zero inputs of x_k * row_k.
+      o.dense = true;
+      o.val.assign(b, b + n_out);
+      for (int t = 0; t < in.n; ++t) {
+        const float xv = in.val[t];
+        if (xv != 0.0f) k.axpy(xv, L.row(in.dense() ? t : in.idx[t]), o.val.data(), n_out);
+      }
+    } else if (L.all_active() || !use_lsh) {
+      o.dense = true;
+      o.val.resize(n_out);
+      for (int j = 0; j < n_out; ++j) o.val[j] = b[j] + dot_in(k, L.row(j), in);
+    } else {
+      o.dense = false;
+      const HashFamily& fam = *L.family();
+      ts.buckets.resize(fam.L());
+      if (in.dense())
+        fam.hash_dense(in.val, ts.buckets.data());
+      else
+        fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
+      ActiveSetSelector& sel = L.selector(ts.tid);
+      // Per-sample stream: the random padding does not depend on which thread runs the sample.
+      sel.reseed(derive_seed(stream, static_cast<uint64_t>(l)));
+      const bool force = force_labels && l + 1 == nl;
+      sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
+      const int n_act = static_cast<int>(o.ids.size());
+      o.val.resize(n_act);
+      for (int p = 0; p < n_act; ++p) {
+        const int32_t j = o.ids[p];
+        // The next active row is independent of this dot: start fetching it now.
+        if (p + 1 < n_act) __builtin_prefetch(L.row(o.ids[p + 1]));
+        o.val[p] = b[j] + dot_in(k, L.row(j), in);
+      }
+    }
+    if (l + 1 < nl)
+      for (float& v : o.val) v = v > 0.0f ? v : 0.0f;  // ReLU on hidden layers
+    in = view_of(o);
+  }
+}
+
+double Network::backward(int64_t /*row*/, const int32_t* labels, int n_labels, double inv_batch,
+                         SampleState& st, ThreadScratch& /*ts*/) {
+  const KernelTable& k = kernels();
+  const int nl = num_layers();
+  LayerState& o = st.layer[nl - 1];
+  const int n = static_cast<int>(o.val.size());
+  for (auto& ls : st.layer) ls.delta.assign(ls.val.size(), 0.0f);
+  st.has_grad = n_labels > 0;
+  if (!st.has_grad) return 0.0;  // no target mass: zero loss, zero gradient (as the dense reference)
+
+  // Softmax cross-entropy over the active outputs against 1/|y| on each true label. Training puts
+  // the labels first in a sampled output's active list; in a dense list label y sits at index y.
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int p = 0; p < n; ++p) mx = std::max(mx, o.val[p]);
+  double sum = 0.0;
+  for (int p = 0; p < n; ++p) sum += std::exp(static_cast<double>(o.val[p] - mx));
+  const double lse = mx + std::log(sum);
+  const double t = 1.0 / n_labels;
+  double loss = lse;
+  for (int p = 0; p < n; ++p)
+    o.delta[p] = static_cast<float>(std::exp(static_cast<double>(o.val[p]) - lse) * inv_batch);
+  for (int i = 0; i < n_labels; ++i) {
+    const int pos = o.dense ? labels[i] : i;
+    loss -= t * o.val[pos];
+    o.delta[pos] -= static_cast<float>(t * inv_batch);
+  }
+
+  // Back-propagate deltas to every hidden layer (through ReLU). Weights are only read here.
+  for (int l = nl - 1; l >= 1; --l) {
+    const Layer& L = *layers_[l];
+    const LayerState& cur = st.layer[l];
+    LayerState& prev = st.layer[l - 1];
+    float* d = prev.delta.data();
+    if (L.neuron_major()) {
+      const int n_cur = static_cast<int>(cur.val.size());
+      for (int p = 0; p < n_cur; ++p) {
+        const float dp = cur.delta[p];
+        if (dp == 0.0f) continue;
+        const float* w = L.row(cur.dense ? p : cur.ids[p]);
+        if (prev.dense) {
+          k.axpy(dp, w, d, L.n_in());
+        } else {
+          for (size_t q = 0; q < prev.ids.size(); ++q) d[q] += dp * w[prev.ids[q]];
+        }
+      }
+    } else {
+      const int n_prev = static_cast<int>(prev.val.size());
+      for (int q = 0; q < n_prev; ++q) {
+        if (prev.val[q] <= 0.0f) continue;  // ReLU: no gradient through inactive units
+        d[q] = k.dot(L.row(prev.dense ? q : prev.ids[q]), cur.delta.data(), L.n_out());
+      }
+    }
+    for (size_t q = 0; q < prev.val.size(); ++q)
+      if (prev.val[q] <= 0.0f) d[q] = 0.0f;
+  }
+  return loss;
+}
+
+void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vector<float>* sink_w,
+                           std::vector<float>* sink_b) {
+  Layer& L = *layers_[l];
+  const bool nm = L.neuron_major();
+  const int row_len = L.row_len();
+  const KernelTable& k = kernels();
+  const AdamScalars a = adam_scalars(cfg_.optimizer, step_);
+  const bool dense_adam = cfg_.optimizer.mode == AdamMode::Dense && sink_w == nullptr;
+  if (sink_w) sink_w->assign(static_cast<size_t>(L.n_rows()) * row_len, 0.0f);
+  if (sink_b) sink_b->assign(L.n_out(), 0.0f);
+
+  auto input_of = [&](int64_t s) -> InView {
+    return l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
+  };
+  // Gradient contributions of sample s to this layer, as (row, position): neuron-major rows get
+  // delta[pos] * input; input-major rows get input[pos] * delta. Zero coefficients are skipped.
+  auto for_each_entry = [&](int64_t s, auto&& fn) {
+    const SampleState& st = samples_[s];
+    if (!st.has_grad) return;
+    const LayerState& cur = st.layer[l];
+    if (nm) {
+      for (size_t p = 0; p < cur.val.size(); ++p)
+        if (cur.delta[p] != 0.0f) fn(cur.dense ? static_cast<int32_t>(p) : cur.ids[p], static_cast<int32_t>(p));
+    } else {
+      const InView in = input_of(s);
+      for (int t = 0; t < in.n; ++t)
+        if (in.val[t] != 0.0f) fn(in.dense() ? t : in.idx[t], t);
+    }
+  };
+
+  // Group contributions by row (counting sort keyed by first touch). Entries of a row stay in
+  // sample order, so each row's gradient sum has a fixed order: results do not depend on threads.
+  touched_.clear();
+  slot_begin_.clear();
+  for (int64_t s = 0; s < n_samples; ++s)
+    for_each_entry(s, [&](int32_t r, int32_t) {
+      int32_t& slot = row_slot_[r];
+      if (slot < 0) {
+        slot = static_cast<int32_t>(touched_.size());
+        touched_.push_back(r);
+        slot_begin_.push_back(0);
+      }
+      ++slot_begin_[slot];
+    });
+  const int64_t n_slots = static_cast<int64_t>(touched_.size());
+  int64_t total = 0;
+  for (int64_t i = 0; i < n_slots; ++i) {
+    const int64_t c = slot_begin_[i];
+    slot_begin_[i] = total;
+    total += c;
+  }
+  slot_begin_.push_back(total);
+  ent_sample_.resize(total);
+  ent_pos_.resize(total);
+  {
+    std::vector<int64_t>& cursor = slot_cursor_;
+    cursor.assign(slot_begin_.begin(), slot_begin_.end() - 1);
+    for (int64_t s = 0; s < n_samples; ++s)
+      for_each_entry(s, [&](int32_t r, int32_t p) {
+        const int64_t e = cursor[row_slot_[r]]++;
+        ent_sample_[e] = static_cast<int32_t>(s);
+        ent_pos_[e] = p;
+      });
+  }
+
+  // One thread per touched row: sum its contributions, then one Adam step.
+  auto update_row = [&](int64_t slot, ThreadScratch& ts) {
+    const int32_t r = touched_[slot];
+    ts.grad.resize(L.stride());
+    float* g = ts.grad.data();
+    std::memset(g, 0, sizeof(float) * row_len);
+    float gb = 0.0f;
+    for (int64_t e = slot_begin_[slot]; e < slot_begin_[slot + 1]; ++e) {
+      const int64_t s = ent_sample_[e];
+      const int32_t p = ent_pos_[e];
+      const LayerState& cur = samples_[s].layer[l];
+      const InView in = input_of(s);
+      if (nm) {
+        const float coef = cur.delta[p];
+        if (in.dense())
+          k.axpy(coef, in.val, g, row_len);
+        else
+          for (int t = 0; t < in.n; ++t) g[in.idx[t]] += coef * in.val[t];
+        gb += coef;
+      } else {
+        k.axpy(in.val[p], cur.delta.data(), g, row_len);
+      }
+    }
+    if (sink_w) {
+      std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
+      if (nm && sink_b) (*sink_b)[r] = gb;
+      return;
+    }
+    k.adam(L.row(r), L.m_row(r), L.v_row(r), g, row_len, a);
+    if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
+  };
+  parallel_for(n_slots, cfg_.threads, 16, scratch_, update_row);
+
+  if (dense_adam) {
+    // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
+    const int64_t rows = L.n_rows();
+    parallel_for(rows, cfg_.threads, 256, scratch_, [&](int64_t r, ThreadScratch&) {
+      if (row_slot_[r] >= 0) return;
+      const int32_t rr = static_cast<int32_t>(r);
+      k.adam_zero_grad(L.row(rr), L.m_row(rr), L.v_row(rr), row_len, a);
+      if (nm) adam1(L.bias()[rr], L.bias_m()[rr], L.bias_v()[rr], 0.0f, a);
+    });
+  }
+  if (!nm) {
+    // Input-major layers: every sample contributes to every bias, in sample order.
+    std::vector<float>& gb = scratch_[0]->bias_grad;
+    gb.assign(L.n_out(), 0.0f);
+    for (int64_t s = 0; s < n_samples; ++s)
+      if (samples_[s].has_grad) k.axpy(1.0f, samples_[s].layer[l].delta.data(), gb.data(), L.n_out());
+    if (sink_b)
+      *sink_b = gb;
+    else if (!sink_w)
+      k.adam(L.bias(), L.bias_m(), L.bias_v(), gb.data(), L.n_out(), a);
+  }
+  for (int32_t r : touched_) row_slot_[r] = -1;
+}
+
+void Network::advance_schedule() {
+  const ScheduleSettings& s = cfg_.schedule;
+  const bool rehash = s.rehash_m > 0 && step_ % s.rehash_m == 0;
+  if (rehash)
+    for (size_t i = 0; i < layers_.size(); ++i)
+      layers_[i]->rehash(derive_seed(cfg_.seed, 0x4A5B, static_cast<uint64_t>(step_) * 131 + i));
+  if (rehash || step_ >= next_rebuild_) {
+    rebuild_tables();
+    if (step_ >= next_rebuild_) {
+      ++rebuilds_;
+      // The i-th interval is N0 * exp(decay * i): rebuilds get rarer as training settles.
+      const double interval = static_cast<double>(s.rebuild_n0) * std::exp(s.rebuild_decay * static_cast<double>(rebuilds_));
+      next_rebuild_ = step_ + static_cast<int64_t>(std::clamp(std::llround(std::min(interval, 1e15)), 1LL, (1LL << 50)));
+    }
+  }
+}
+
+TrainStats Network::forward_backward_batch(const CsrView& x, const CsrView& y) {
+  const int64_t n = x.n_rows;
+  if (static_cast<int64_t>(samples_.size()) < n) samples_.resize(n);
+  const double inv_batch = 1.0 / static_cast<double>(n);
+  const uint64_t step_seed = derive_seed(cfg_.seed, 0x57E9, static_cast<uint64_t>(step_));
+  parallel_for(n, cfg_.threads, 2, scratch_, [&](int64_t s, ThreadScratch& ts) {
+    std::unique_lock<std::mutex> lock(serialize_mutex_, std::defer_lock);
+    if (cfg_.debug_serialize) lock.lock();  // CI's deliberate serialisation (config.h)
+    const int32_t* lab = y.indices + y.indptr[s];
+    const int n_lab = static_cast<int>(y.indptr[s + 1] - y.indptr[s]);
+    SampleState& st = samples_[s];
+    forward(x, s, lab, n_lab, true, true, derive_seed(step_seed, static_cast<uint64_t>(s)), st, ts);
+    st.loss = backward(s, lab, n_lab, inv_batch, st, ts);
+  });
+  TrainStats out;
+  double active = 0.0;
+  for (int64_t s = 0; s < n; ++s) {
+    out.loss += samples_[s].loss;
+    active += static_cast<double>(samples_[s].layer.back().val.size());
+  }
+  out.loss /= static_cast<double>(n);
+  out.mean_active = active / static_cast<double>(n);
+  return out;
+}
+
+TrainStats Network::train_batch(const CsrView& x, const CsrView& y) {
+  ++step_;
+  const TrainStats out = forward_backward_batch(x, y);
+  for (int l = num_layers() - 1; l >= 0; --l) update_layer(l, x, x.n_rows);
+  advance_schedule();
+  return out;
+}
+
+double Network::loss_and_gradients(const CsrView& x, const CsrView& y, std::vector<std::vector<float>>* grad_w,
+                                   std::vector<std::vector<float>>* grad_b) {
+  const TrainStats out = forward_backward_batch(x, y);
+  grad_w->resize(layers_.size());
+  grad_b->resize(layers_.size());
+  for (int l = 0; l < num_layers(); ++l) update_layer(l, x, x.n_rows, &(*grad_w)[l], &(*grad_b)[l]);
+  return out.loss;
+}
+
+void Network::predict_scores(const CsrView& x, float* out) {
+  const int64_t n = x.n_rows;
+  if (static_cast<int64_t>(samples_.size()) < n) samples_.resize(n);
+  const int64_t nlab = cfg_.num_labels();
+  parallel_for(n, cfg_.threads, 4, scratch_, [&](int64_t s, ThreadScratch& ts) {
+    SampleState& st = samples_[s];
+    forward(x, s, nullptr, 0, false, false, 0, st, ts);
+    std::memcpy(out + s * nlab, st.layer.back().val.data(), sizeof(float) * nlab);
+  });
+}
+
+void Network::predict_topk(const CsrView& x, int k_top, InferenceMode mode, int32_t* out) {
+  const int64_t n = x.n_rows;
+  if (static_cast<int64_t>(samples_.size()) < n) samples_.resize(n);
+  const int nl = num_layers();
+  Layer& Lo = *layers_[nl - 1];
+  const int n_labels = Lo.n_out();
+  const uint64_t infer_seed = derive_seed(cfg_.seed, 0x1F3E);
+
+  auto emit = [&](TopK& heap, int64_t s, const std::vector<int32_t>* present) {
+    const std::vector<Scored>& best = heap.sorted();
+    int32_t* o = out + s * k_top;
+    int c = 0;
+    for (; c < static_cast<int>(best.size()); ++c) o[c] = best[c].second;
+    // Fewer candidates than k (LSH mode): fill with the lowest ids not already listed.
+    for (int32_t j = 0; c < k_top && j < n_labels; ++j)
+      if (present == nullptr || !std::binary_search(present->begin(), present->end(), j)) o[c++] = j;
+  };
+
+  if (mode == InferenceMode::Lsh || !Lo.neuron_major()) {
+    // Per sample: forward every layer (LSH-sampled where configured), rank what was computed.
+    const bool lsh = mode == InferenceMode::Lsh;
+    parallel_for(n, cfg_.threads, 4, scratch_, [&](int64_t s, ThreadScratch& ts) {
+      SampleState& st = samples_[s];
+      forward(x, s, nullptr, 0, lsh, false, derive_seed(infer_seed, static_cast<uint64_t>(s)), st, ts);
+      const LayerState& o = st.layer.back();
+      ts.topk.resize(1);
+      TopK& heap = ts.topk[0];
+      heap.reset(k_top);
+      for (size_t p = 0; p < o.val.size(); ++p) heap.push(o.val[p], o.dense ? static_cast<int32_t>(p) : o.ids[p]);
+      if (o.dense || static_cast<int>(o.val.size()) >= k_top) {
+        emit(heap, s, nullptr);
+      } else {
+        std::vector<int32_t> present(o.ids);
+        std::sort(present.begin(), present.end());
+        emit(heap, s, &present);
+      }
+    });
+    return;
+  }
+
+  // Exact: hidden layers per sample, then every output scored. Samples are taken in blocks and
+  // labels in chunks, so a chunk of output rows (kChunk x 128 floats, L2-sized) is read from
+  // memory once per block of samples rather than once per sample.
+  const int64_t kBlock = 16;
+  const int kChunk = 512;
+  const int64_t n_blocks = (n + kBlock - 1) / kBlock;
+  const KernelTable& kt = kernels();
+  parallel_for(n_blocks, cfg_.threads, 1, scratch_, [&](int64_t blk, ThreadScratch& ts) {
+    const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
+    ts.topk.resize(kBlock);
+    std::vector<InView> ins(static_cast<size_t>(s1 - s0));
+    for (int64_t s = s0; s < s1; ++s) {
+      SampleState& st = samples_[s];
+      forward(x, s, nullptr, 0, false, false, 0, st, ts, nl - 1);  // hidden layers only
+      ins[s - s0] = nl > 1 ? view_of(st.layer[nl - 2]) : feature_row(x, s);
+      ts.topk[s - s0].reset(k_top);
+    }
+    const float* b = Lo.bias();
+    for (int j0 = 0; j0 < n_labels; j0 += kChunk) {
+      const int j1 = std::min(n_labels, j0 + kChunk);
+      for (int64_t s = s0; s < s1; ++s) {
+        const InView& in = ins[s - s0];
+        TopK& heap = ts.topk[s - s0];
+        for (int j = j0; j < j1; ++j) heap.push(b[j] + dot_in(kt, Lo.row(j), in), j);
+      }
+    }
+    for (int64_t s = s0; s < s1; ++s) emit(ts.topk[s - s0], s, nullptr);
+  });
+}
+
+}  // namespace slide

@@ -1,0 +1,83 @@
+// Every kernel table this CPU supports agrees with the scalar reference (dot, axpy, gather-dot,
+// Adam) on lengths around the vector widths, including the 128-wide rows of the paper's model.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "test_util.h"
+
+using namespace slide;
+
+namespace {
+
+bool close(float a, float b, float rel) { return std::fabs(a - b) <= rel * (1.0f + std::fabs(a) + std::fabs(b)); }
+
+void check_table(const KernelTable& t) {
+  const KernelTable& ref = *kernel_table_scalar();
+  Rng rng(42);
+  for (int n : {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 255, 256, 300}) {
+    std::vector<float> a(n), b(n), y1(n), y2(n);
+    for (int i = 0; i < n; ++i) {
+      a[i] = rng.normal();
+      b[i] = rng.normal();
+      y1[i] = y2[i] = rng.normal();
+    }
+    // Dot products differ only by summation order: relative tolerance ~ n * float epsilon.
+    CHECK(close(t.dot(a.data(), b.data(), n), ref.dot(a.data(), b.data(), n), 1e-5f * n), "%s dot n=%d", t.name, n);
+    t.axpy(0.37f, a.data(), y1.data(), n);
+    ref.axpy(0.37f, a.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i) CHECK(close(y1[i], y2[i], 1e-6f), "%s axpy n=%d i=%d", t.name, n, i);
+
+    // Gather-dot against a wide row.
+    const int width = 1000;
+    std::vector<float> w(width);
+    for (float& v : w) v = rng.normal();
+    std::vector<int32_t> idx(n);
+    for (int i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(rng.below(width));
+    CHECK(close(t.dot_gather(w.data(), idx.data(), a.data(), n), ref.dot_gather(w.data(), idx.data(), a.data(), n),
+                1e-5f * n),
+          "%s dot_gather n=%d", t.name, n);
+
+    // Adam: elementwise, so the vector paths must match the scalar one to rounding.
+    AdamScalars s{1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f / (1.0f - 0.9f * 0.9f), 1.0f / (1.0f - 0.999f * 0.999f)};
+    std::vector<float> w1(a), w2(a), m1(n), m2(n), v1(n), v2(n);
+    for (int i = 0; i < n; ++i) {
+      m1[i] = m2[i] = 0.1f * rng.normal();
+      v1[i] = v2[i] = 0.01f * rng.uniform();
+    }
+    t.adam(w1.data(), m1.data(), v1.data(), b.data(), n, s);
+    ref.adam(w2.data(), m2.data(), v2.data(), b.data(), n, s);
+    for (int i = 0; i < n; ++i) {
+      CHECK(close(w1[i], w2[i], 1e-6f) && close(m1[i], m2[i], 1e-6f) && close(v1[i], v2[i], 1e-6f), "%s adam n=%d i=%d",
+            t.name, n, i);
+    }
+    t.adam_zero_grad(w1.data(), m1.data(), v1.data(), n, s);
+    ref.adam_zero_grad(w2.data(), m2.data(), v2.data(), n, s);
+    for (int i = 0; i < n; ++i)
+      CHECK(close(w1[i], w2[i], 1e-6f) && close(m1[i], m2[i], 1e-6f), "%s adam_zero_grad n=%d i=%d", t.name, n, i);
+  }
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<std::string> supported = kernels_supported();
+  for (const std::string& name : supported) {
+    std::string err;
+    CHECK(select_kernels(name, &err), "select %s: %s", name.c_str(), err.c_str());
+    CHECK(kernels().name == name, "selected %s, got %s", name.c_str(), kernels().name);
+    check_table(kernels());
+    std::printf("kernel %s: checked against scalar\n", name.c_str());
+  }
+  std::string err;
+  CHECK(!select_kernels("sse9", &err) && err.find("unknown kernel") != std::string::npos, "bad name: %s", err.c_str());
+  // A compiled table the CPU lacks must be refused, never run.
+  for (const std::string& name : kernels_compiled()) {
+    bool ok = false;
+    for (const auto& s : supported) ok = ok || s == name;
+    if (!ok) CHECK(!select_kernels(name, &err), "%s selected on a CPU without it", name.c_str());
+  }
+  return slide_test::finish("test_kernels");
+}

@@ -1,0 +1,193 @@
+// Active-set selection: forced labels first and always present, no duplicates, budgets, threshold
+// and top-k semantics, checked against a brute-force reference on random tables.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <vector>
+
+#include "active_set.h"
+#include "hash_tables.h"
+#include "lsh_test_util.h"
+
+using namespace slide;
+
+namespace {
+
+SelectionConfig sel(SelectionKind k, int mn, int mx, int th = 1) {
+  SelectionConfig c;
+  c.kind = k;
+  c.min_active = mn;
+  c.max_active = mx;
+  c.threshold = th;
+  return c;
+}
+
+void test_validation() {
+  LSH_CHECK_THROWS(std::invalid_argument, "n_neurons", ActiveSetSelector(0, sel(SelectionKind::Vanilla, 0, 0), 1));
+  LSH_CHECK_THROWS(std::invalid_argument, "min_active", ActiveSetSelector(10, sel(SelectionKind::Vanilla, -1, 0), 1));
+  LSH_CHECK_THROWS(std::invalid_argument, "exceeds max_active",
+                   ActiveSetSelector(10, sel(SelectionKind::Vanilla, 5, 4), 1));
+  LSH_CHECK_THROWS(std::invalid_argument, "threshold", ActiveSetSelector(10, sel(SelectionKind::Threshold, 0, 0, 0), 1));
+  LSH_CHECK_THROWS(std::invalid_argument, "TopK", ActiveSetSelector(10, sel(SelectionKind::TopK, 0, 0), 1));
+  LSH_CHECK_THROWS(std::invalid_argument, "unknown selection", parse_selection_kind("union"));
+
+  HashTables t(2, 3, 4, Insertion::FIFO, 1);
+  uint32_t b[2] = {1, 2};
+  t.insert(3, b);
+  ActiveSetSelector s(10, sel(SelectionKind::Threshold, 0, 0, 3), 1);
+  std::vector<int32_t> out;
+  LSH_CHECK_THROWS(std::invalid_argument, "exceeds L", s.select(t, b, nullptr, 0, out));
+  ActiveSetSelector v(10, sel(SelectionKind::Vanilla, 0, 0), 1);
+  const int32_t bad[2] = {2, 10};
+  LSH_CHECK_THROWS(std::out_of_range, "forced id 10", v.select(t, b, bad, 2, out));
+  t.insert(12, b);  // an id beyond this layer
+  LSH_CHECK_THROWS(std::out_of_range, "n_neurons", v.select(t, b, nullptr, 0, out));
+  // After the errors the scratch is clean: a valid call on tables without the bad id works.
+  HashTables ok(2, 3, 4, Insertion::FIFO, 1);
+  ok.insert(3, b);
+  v.select(ok, b, nullptr, 0, out);
+  LSH_CHECK(out == std::vector<int32_t>{3}, "selector state corrupted after an error");
+}
+
+// Random tables; compare every selection against a brute-force count of the L buckets.
+void test_against_reference() {
+  Rng rng(2024);
+  const int n = 300, L = 8, bb = 4, cap = 6;
+  for (int round = 0; round < 40; ++round) {
+    HashTables t(L, bb, cap, round % 2 ? Insertion::Reservoir : Insertion::FIFO, round);
+    std::vector<uint32_t> b(L);
+    for (int i = 0; i < n; ++i) {
+      for (auto& x : b) x = rng.below(1u << bb);
+      t.insert(static_cast<uint32_t>(i), b.data());
+    }
+    const SelectionKind kinds[3] = {SelectionKind::Vanilla, SelectionKind::Threshold, SelectionKind::TopK};
+    for (SelectionKind kind : kinds) {
+      const int th = 1 + static_cast<int>(rng.below(3));
+      const int mx = kind == SelectionKind::TopK || rng.below(2) ? 1 + static_cast<int>(rng.below(40)) : 0;
+      const int mn = static_cast<int>(rng.below(static_cast<uint32_t>(mx > 0 ? mx + 1 : 60)));
+      ActiveSetSelector s(n, sel(kind, mn, mx, th), round * 7 + 1);
+      std::vector<int32_t> out;
+      for (int q = 0; q < 25; ++q) {
+        for (auto& x : b) x = rng.below(1u << bb);
+        std::vector<int32_t> forced;
+        const int nf = static_cast<int>(rng.below(5));
+        for (int i = 0; i < nf; ++i) forced.push_back(static_cast<int32_t>(rng.below(n)));
+        if (nf > 1) forced.push_back(forced[0]);  // a duplicate label
+        s.select(t, b.data(), forced.data(), static_cast<int>(forced.size()), out);
+
+        std::map<int32_t, int> cnt;  // reference: tables holding each neuron
+        for (int tb = 0; tb < L; ++tb) {
+          auto [p, c] = t.bucket(tb, b[tb]);
+          for (int j = 0; j < c; ++j) ++cnt[static_cast<int32_t>(p[j])];
+        }
+        std::vector<int32_t> uforced;
+        for (int32_t f : forced)
+          if (std::find(uforced.begin(), uforced.end(), f) == uforced.end()) uforced.push_back(f);
+        std::set<int32_t> eligible;  // what the kind admits, forced excluded
+        for (auto [id, c] : cnt)
+          if ((kind != SelectionKind::Threshold || c >= th) &&
+              std::find(uforced.begin(), uforced.end(), id) == uforced.end())
+            eligible.insert(id);
+
+        const std::set<int32_t> uniq(out.begin(), out.end());
+        LSH_CHECK(uniq.size() == out.size(), "round %d: duplicates in the active set", round);
+        LSH_CHECK(std::equal(uforced.begin(), uforced.end(), out.begin()) && out.size() >= uforced.size(),
+                  "round %d: forced ids are not first / missing", round);
+        const size_t capn = mx > 0 ? static_cast<size_t>(mx) : SIZE_MAX;
+        const size_t from_lsh = std::min(eligible.size(), capn > uforced.size() ? capn - uforced.size() : 0);
+        const size_t expect = std::max(uforced.size() + from_lsh, static_cast<size_t>(mn));
+        LSH_CHECK(out.size() == expect, "round %d kind %d: size %zu, expected %zu (mn %d mx %d eligible %zu forced %zu)",
+                  round, static_cast<int>(kind), out.size(), expect, mn, mx, eligible.size(), uforced.size());
+        // The LSH part comes from the eligible set; anything after it is padding.
+        size_t i = uforced.size();
+        for (; i < uforced.size() + from_lsh && i < out.size(); ++i)
+          LSH_CHECK(eligible.count(out[i]) == 1, "round %d: id %d selected but not eligible", round, out[i]);
+        for (; i < out.size(); ++i)
+          LSH_CHECK(eligible.count(out[i]) == 0 || from_lsh == eligible.size(),
+                    "round %d: padding %d was an eligible candidate", round, out[i]);
+        for (int32_t id : out) LSH_CHECK(id >= 0 && id < n, "id %d out of range", id);
+        if (kind == SelectionKind::TopK || (kind == SelectionKind::Threshold && from_lsh < eligible.size())) {
+          // every chosen candidate is found in at least as many tables as every unchosen one
+          int min_in = 1 << 30, max_out = 0;
+          const std::set<int32_t> chosen(out.begin() + uforced.size(), out.begin() + uforced.size() + from_lsh);
+          for (int32_t id : eligible) {
+            if (chosen.count(id)) min_in = std::min(min_in, cnt[id]);
+            else max_out = std::max(max_out, cnt[id]);
+          }
+          LSH_CHECK(chosen.empty() || min_in >= max_out, "round %d: top-k kept count %d but dropped count %d", round,
+                    min_in, max_out);
+        }
+      }
+    }
+  }
+}
+
+// Forced labels survive a max budget smaller than their number; min_active = n gives everyone.
+void test_budget_edges() {
+  HashTables t(3, 2, 4, Insertion::FIFO, 1);
+  uint32_t b[3] = {0, 1, 2};
+  for (uint32_t id : {5u, 6u, 7u}) t.insert(id, b);
+  std::vector<int32_t> out;
+  ActiveSetSelector cap2(20, sel(SelectionKind::Vanilla, 0, 2), 1);
+  const int32_t forced[4] = {9, 1, 9, 4};
+  cap2.select(t, b, forced, 4, out);
+  LSH_CHECK((out == std::vector<int32_t>{9, 1, 4}), "forced ids must all stay, deduplicated, over a max budget");
+  ActiveSetSelector all(20, sel(SelectionKind::Vanilla, 20, 0), 1);
+  all.select(t, b, forced, 4, out);
+  std::vector<int32_t> sorted = out;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int32_t> everyone(20);
+  for (int i = 0; i < 20; ++i) everyone[i] = i;
+  LSH_CHECK(sorted == everyone, "min_active = n must give every neuron once");
+  ActiveSetSelector over(20, sel(SelectionKind::Vanilla, 50, 0), 1);  // min above n: capped at n
+  over.select(t, b, nullptr, 0, out);
+  LSH_CHECK(out.size() == 20, "min_active > n: %zu neurons", out.size());
+  // Threshold: 5,6,7 are in all three tables, 8 only in one.
+  uint32_t b8[3] = {0, 3, 3};
+  t.insert(8, b8);
+  ActiveSetSelector th(20, sel(SelectionKind::Threshold, 0, 0, 2), 1);
+  th.select(t, b, nullptr, 0, out);
+  std::sort(out.begin(), out.end());
+  LSH_CHECK((out == std::vector<int32_t>{5, 6, 7}), "threshold 2 must drop the neuron seen once");
+  ActiveSetSelector van(20, sel(SelectionKind::Vanilla, 0, 0), 1);
+  van.select(t, b, nullptr, 0, out);
+  std::sort(out.begin(), out.end());
+  LSH_CHECK((out == std::vector<int32_t>{5, 6, 7, 8}), "vanilla is the union");
+}
+
+// Vanilla truncation is a uniform subset: over many queries each of 40 candidates is kept about
+// equally often (each kept with probability 10/40; 4-sigma band per neuron).
+void test_vanilla_truncation_uniform() {
+  const int L = 4;
+  HashTables t(L, 3, 10, Insertion::FIFO, 1);
+  for (int tb = 0; tb < L; ++tb)
+    for (int j = 0; j < 10; ++j) {
+      std::vector<uint32_t> b(L, 7);  // neuron tb*10+j only in table tb's bucket 0
+      b[tb] = 0;
+      t.insert(static_cast<uint32_t>(tb * 10 + j), b.data());
+    }
+  ActiveSetSelector s(40, sel(SelectionKind::Vanilla, 0, 10), 5);
+  std::vector<int> kept(40, 0);
+  std::vector<uint32_t> q(L, 0);
+  std::vector<int32_t> out;
+  const int R = 4000;
+  for (int r = 0; r < R; ++r) {
+    s.select(t, q.data(), nullptr, 0, out);
+    for (int32_t id : out) ++kept[id];
+  }
+  const double e = R * 0.25, sd = std::sqrt(R * 0.25 * 0.75);
+  for (int i = 0; i < 40; ++i)
+    LSH_CHECK(std::fabs(kept[i] - e) < 4 * sd, "neuron %d kept %d times, expected %.0f +- %.0f", i, kept[i], e, 4 * sd);
+}
+
+}  // namespace
+
+int main() {
+  test_validation();
+  test_against_reference();
+  test_budget_edges();
+  test_vanilla_truncation_uniform();
+  return lsh_test::finish("test_lsh_select");
+}

@@ -1,0 +1,280 @@
+"""`TFDenseEngine` (full softmax) and `TFSampledEngine` (sampled softmax, lazy Adam).
+
+Both train the same model as the SLIDE engine from the same `TrainMeta` (see engines/tf/graph.py
+for the model, loss and Adam formulas). TensorFlow is imported lazily, in `set_threads` or
+`prepare`, so `check_params` stays cheap and thread pools are fixed before TF runs any op.
+
+Weights (`get_weights` / `set_weights`), the layout shared with the SLIDE and reference engines:
+    [W1 (num_features x hidden[0]), b1 (hidden[0]),
+     (W_k (hidden[k-1] x hidden[k]), b_k (hidden[k]))  for each further hidden layer,
+     W_out (num_labels x hidden[-1]) -- one row per label --, b_out (num_labels)]
+all float32. Initialisation: matrices N(0, 0.01^2) by default (SLIDE's scheme; `init = "glorot"`
+for Glorot-uniform), biases zero, from numpy's PCG64 seeded with seed + seed_offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engines.tf import feed
+from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
+from harness.sparse import Csr
+
+log = logging.getLogger(__name__)
+
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "xla": False,  # compile steps with XLA (jit_compile); shapes padded to power-of-two buckets
+    "eval_chunk": 0,  # rows scored per predict chunk; 0 = as many as keep logits under ~256 MiB
+    "seed_offset": 0,  # added to the run seed for initialisation and candidate sampling
+    "init": "normal",  # "normal" (N(0, init_std^2), SLIDE's scheme) or "glorot" (uniform)
+    "init_std": 0.01,
+    "device": "auto",  # "auto" (GPU when TF sees one), "cpu" or "gpu"
+    "inter_op_threads": 1,  # TF's inter-op pool schedules ops; compute runs on the intra-op pool
+    # TF's pooling BFC allocator for host memory (TF_CPU_ALLOCATOR_USE_BFC). Without it every step's
+    # 343 MB logits are fresh mmap'd pages: at the Amazon-670K shape, page faults cost ~1.1 s of
+    # system time per dense step (2.8 -> 1.55 CPU-s/step with it, 1 thread). Only takes effect
+    # when set before TensorFlow is first imported in the process (the harness's fresh worker).
+    "bfc_allocator": True,
+}
+_SAMPLED_DEFAULTS: dict[str, Any] = {
+    "num_sampled": 4096,  # candidates per batch (clamped to num_labels - 1)
+    "sampler": "uniform",  # "uniform" or "log_uniform" (Zipf; only right when ids are frequency-sorted)
+    "remove_accidental_hits": True,
+}
+_EVAL_CHUNK_BYTES = 256 << 20
+
+# TF's thread pools and host allocator are process-wide and frozen once TF starts.
+_threads_in_effect: int | None = None
+_allocator_note: str | None = None
+_allocator_configured = False
+
+
+def _configure_allocator(bfc: bool) -> None:
+    """Choose TF's host allocator through its environment variable, before TF is imported."""
+    global _allocator_note, _allocator_configured
+    if _allocator_configured:
+        return
+    _allocator_configured = True
+    if "tensorflow" in sys.modules:
+        _allocator_note = "TensorFlow was imported before the engine configured it: allocator left as found"
+        return
+    if bfc:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def _validate_common(p: dict[str, Any], where: str) -> None:
+    if p["eval_chunk"] < 0:
+        raise ValueError(
+            f"{where}: parameter 'eval_chunk' must be >= 0 (0 = automatic), got {p['eval_chunk']}"
+        )
+    if p["init"] not in ("normal", "glorot"):
+        raise ValueError(f"{where}: parameter 'init' must be 'normal' or 'glorot', got {p['init']!r}")
+    if not (p["init_std"] > 0 and np.isfinite(p["init_std"])):
+        raise ValueError(f"{where}: parameter 'init_std' must be a positive number, got {p['init_std']}")
+    if p["device"] not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"{where}: parameter 'device' must be 'auto', 'cpu' or 'gpu', got {p['device']!r}")
+    if p["inter_op_threads"] < 1:
+        raise ValueError(f"{where}: parameter 'inter_op_threads' must be >= 1, got {p['inter_op_threads']}")
+    if p["seed_offset"] < 0:
+        raise ValueError(f"{where}: parameter 'seed_offset' must be >= 0, got {p['seed_offset']}")
+
+
+class _TFEngine(Engine):
+    """What both TF engines share: threads, device, weights, feeding, chunked exact top-k."""
+
+    sampled: ClassVar[bool] = False
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self._threads: int | None = None
+        self._model = None
+        self._meta: TrainMeta | None = None
+        self._device = ""
+
+    # ---- threads and device --------------------------------------------------------------------
+    def set_threads(self, n: int) -> int:
+        global _threads_in_effect
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        inter = self.params["inter_op_threads"]
+        _configure_allocator(bool(self.params["bfc_allocator"]))
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+            _threads_in_effect = n
+        except RuntimeError:
+            # TF already ran an op in this process with other settings (e.g. several engines in one
+            # test process); the harness itself always starts a fresh process per run.
+            current = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+            log.warning(
+                "TensorFlow already initialised with %d intra-op threads; cannot switch to %d", current, n
+            )
+            _threads_in_effect = current
+        self._threads = _threads_in_effect
+        return self._threads
+
+    def _pick_device(self, tf) -> str:
+        want = self.params["device"]
+        gpus = tf.config.list_logical_devices("GPU")
+        if want == "gpu" and not gpus:
+            raise RuntimeError("device = 'gpu' requested but TensorFlow sees no GPU")
+        if want != "cpu" and gpus:
+            return gpus[0].name
+        return tf.config.list_logical_devices("CPU")[0].name
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def prepare(self, meta: TrainMeta) -> None:
+        if not meta.model.hidden:
+            raise ValueError("the TF engines need at least one hidden layer (model.hidden is empty)")
+        if meta.model.activation != "relu":
+            raise ValueError(f"model.activation {meta.model.activation!r} unsupported: only 'relu'")
+        if meta.optimizer.name != "adam":
+            raise ValueError(f"optimizer {meta.optimizer.name!r} unsupported: only 'adam'")
+        if self._threads is None:
+            # Not told: leave TF's defaults but record them, so info() stays truthful.
+            log.info("set_threads was not called before prepare; using TensorFlow's default thread pools")
+        _configure_allocator(bool(self.params["bfc_allocator"]))
+        import tensorflow as tf
+
+        from engines.tf import graph  # imports TensorFlow
+
+        self._meta = meta
+        self._device = self._pick_device(tf)
+        cfg = graph.config_from_meta(meta, self.params, self.sampled)
+        seed = meta.seed + self.params["seed_offset"]
+        weights = graph.initial_weights(
+            meta.num_features, meta.num_labels, cfg.hidden, self.params["init"], self.params["init_std"], seed
+        )
+        self._model = graph.TFModel(cfg, weights, self._device)
+        self._cfg = cfg
+        # XLA buckets start at 64 entries (engines/tf/feed.py); padding entries have value/weight 0.
+        self._model.warm_up(pad=64 if cfg.xla else 0)
+        log.info("%s prepared on %s (xla=%s)", self.name, self._device, cfg.xla)
+
+    def _require_model(self):
+        if self._model is None or self._meta is None:
+            raise RuntimeError(f"{self.name}: prepare() must be called first")
+        return self._model, self._meta
+
+    def fit_step(self, batch: Batch) -> StepStats:
+        model, meta = self._require_model()
+        pad = self._cfg.xla
+        f = feed.feature_arrays(batch.features, meta.num_features, pad=pad)
+        y = feed.label_arrays(batch.labels, meta.num_labels, f.n_rows, pad=pad)
+        loss = model.train_step(f.idx, f.val, f.row, y.idx, y.row, y.weight, np.int32(f.n_rows))
+        return StepStats(loss=float(loss), active_outputs=self._active_outputs(batch))
+
+    def _active_outputs(self, batch: Batch) -> float:
+        return float(self._require_model()[1].num_labels)
+
+    def predict_topk(self, features: Csr, k: int) -> np.ndarray:
+        model, meta = self._require_model()
+        if not 1 <= k <= meta.num_labels:
+            raise ValueError(f"k must be in [1, {meta.num_labels}], got {k}")
+        n = features.n_rows
+        chunk = self.params["eval_chunk"] or max(1, _EVAL_CHUNK_BYTES // (4 * meta.num_labels))
+        out = np.empty((n, k), dtype=np.int32)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            part = features.take(np.arange(start, stop))
+            f = feed.feature_arrays(part, meta.num_features, pad=self._cfg.xla)
+            out[start:stop] = model.predict(f.idx, f.val, f.row, np.int32(f.n_rows), np.int32(k)).numpy()
+        return out
+
+    # ---- weights -------------------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, layout in the module docstring."""
+        return self._require_model()[0].get_weights()
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Replace every weight (layout in the module docstring) and restart Adam from zero state."""
+        model, meta = self._require_model()
+        from engines.tf.graph import weight_shapes
+
+        expected = weight_shapes(meta.num_features, meta.num_labels, tuple(meta.model.hidden))
+        if len(weights) != len(expected):
+            raise ValueError(f"expected {len(expected)} weight arrays, got {len(weights)}")
+        arrays = []
+        for i, (w, shape) in enumerate(zip(weights, expected)):
+            w = np.asarray(w)
+            if w.shape != shape:
+                raise ValueError(f"weight {i}: expected shape {shape}, got {w.shape}")
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"weight {i}: contains non-finite values")
+            arrays.append(w.astype(np.float32, copy=False))
+        model.set_weights(arrays)
+
+    def info(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        info: dict[str, Any] = {
+            "engine": self.name,
+            "tensorflow": tf.__version__,
+            "device": self._device or None,
+            "gpus_visible": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "threads": self._threads,
+            "xla": bool(self.params["xla"]),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "cpu_allocator": "bfc"
+            if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
+            else "default",
+            "allocator_note": _allocator_note,
+            "optimizer": "adam (lazy rows for W1, W_out, b_out)" if self.sampled else "adam (dense, fused)",
+            "params": dict(self.params),
+        }
+        if self.sampled and self._model is not None:
+            info["num_sampled_effective"] = self._cfg.num_sampled
+        return info
+
+
+class TFDenseEngine(_TFEngine):
+    """Full softmax over every label, dense Adam (TF's fused kernel) on every weight."""
+
+    name: ClassVar[str] = "tf_dense"
+    sampled: ClassVar[bool] = False
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        p = check_keys(params, _COMMON_DEFAULTS, "engines.tf_dense")
+        _validate_common(p, "engines.tf_dense")
+        return p
+
+
+class TFSampledEngine(_TFEngine):
+    """Sampled softmax (tf.nn.sampled_softmax_loss) with lazy Adam on the rows a step touched."""
+
+    name: ClassVar[str] = "tf_sampled"
+    sampled: ClassVar[bool] = True
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        where = "engines.tf_sampled"
+        p = check_keys(params, {**_COMMON_DEFAULTS, **_SAMPLED_DEFAULTS}, where)
+        _validate_common(p, where)
+        if p["num_sampled"] < 1:
+            raise ValueError(f"{where}: parameter 'num_sampled' must be >= 1, got {p['num_sampled']}")
+        if p["sampler"] not in ("uniform", "log_uniform"):
+            raise ValueError(
+                f"{where}: parameter 'sampler' must be 'uniform' or 'log_uniform', got {p['sampler']!r}"
+            )
+        if p["xla"] and p["remove_accidental_hits"]:
+            raise ValueError(
+                f"{where}: parameter 'xla' = true needs 'remove_accidental_hits' = false "
+                "(TensorFlow's ComputeAccidentalHits op has no XLA kernel)"
+            )
+        return p
+
+    def _active_outputs(self, batch: Batch) -> float:
+        # Each (sample, label) pair scores its true label and the shared candidates.
+        n = max(1, len(batch))
+        return float(self._cfg.num_sampled + batch.labels.nnz / n)

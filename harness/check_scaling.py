@@ -1,0 +1,150 @@
+"""CI regression check on thread scaling: the SLIDE engine's parallel efficiency against a baseline.
+
+The check runs a short fixed workload at one thread and at the core count, alternating the two
+(A B A B ...) so that slow drift of a shared machine hits both sides alike, and compares the median
+parallel efficiency with a committed baseline (`.ci/scaling-baseline.toml`):
+
+    efficiency = (samples/s at N threads) / (N x samples/s at 1 thread)
+
+Each round pairs one A with the B that follows it, so a round's efficiency is a ratio measured
+within seconds; the median over rounds discards one disturbed round. On a one-core machine there is
+nothing to compare, and the check says so and passes explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness import registry, workload
+from harness.scaling import core_count, measure_throughput
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASELINE = Path(__file__).resolve().parent.parent / ".ci" / "scaling-baseline.toml"
+_BASELINE_KEYS = {
+    "workload": str, "engine": str, "steps": int, "warmup": int, "rounds": int,
+    "efficiency": float, "tolerance": float, "measured": str,
+}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    workload: str
+    engine: str
+    steps: int
+    warmup: int
+    rounds: int
+    efficiency: float
+    tolerance: float
+    measured: str
+
+    @property
+    def threshold(self) -> float:
+        return self.efficiency - self.tolerance
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    message: str
+    efficiencies: tuple[float, ...] = ()
+    median_efficiency: float | None = None
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read and validate the baseline file; ValueError naming the file and key otherwise."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: scaling baseline not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_BASELINE_KEYS))
+    missing = sorted(set(_BASELINE_KEYS) - set(raw))
+    if unknown or missing:
+        raise ValueError(f"{path}: unknown keys {unknown}, missing keys {missing}")
+    for key, kind in _BASELINE_KEYS.items():
+        value = raw[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            raw[key] = value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")
+    base = Baseline(**raw)
+    if base.steps < 1 or base.warmup < 0 or base.rounds < 1:
+        raise ValueError(f"{path}: steps >= 1, warmup >= 0 and rounds >= 1 required")
+    if not 0.0 < base.efficiency <= 1.5 or not 0.0 <= base.tolerance < base.efficiency:
+        raise ValueError(f"{path}: need 0 < efficiency <= 1.5 and 0 <= tolerance < efficiency")
+    return base
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` overrides of engine parameters; values are read as TOML scalars (true, 3, 0.5, "x")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--engine-param: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value  # a bare word: a string
+    return out
+
+
+def judge(efficiencies: Sequence[float], base: Baseline, threads: int) -> Verdict:
+    """Pass when the median efficiency over rounds is at least the baseline minus its tolerance."""
+    median = statistics.median(efficiencies)
+    figures = ", ".join(f"{e:.3f}" for e in efficiencies)
+    head = (
+        f"{base.engine} on {base.workload}: parallel efficiency at {threads} threads = {median:.3f} "
+        f"(median of rounds: {figures}); baseline {base.efficiency:.3f} - tolerance {base.tolerance:.3f} "
+        f"= threshold {base.threshold:.3f}"
+    )
+    if median >= base.threshold:
+        return Verdict(True, head + ": OK", tuple(efficiencies), median)
+    return Verdict(
+        False,
+        head + f": REGRESSION: efficiency {median:.3f} is below {base.threshold:.3f}. Something serialises the "
+        "threads (a lock, false sharing, a serial section); compare with `slidebench scaling` and profile.",
+        tuple(efficiencies),
+        median,
+    )
+
+
+def check(
+    base: Baseline,
+    *,
+    threads: int | None = None,
+    rounds: int | None = None,
+    engine_params: Mapping[str, Any] | None = None,
+    data_dir: str | Path | None = None,
+) -> Verdict:
+    """Measure A (1 thread) / B (`threads`, default the core count) rounds and judge them."""
+    cores = core_count()
+    threads = threads or cores
+    if threads < 2 or cores < 2:
+        return Verdict(True, f"cannot check thread scaling with {cores} core(s) available: passing without a check")
+    if threads > cores:
+        raise ValueError(f"--threads {threads} exceeds the {cores} cores available")
+    wl = workload.load(base.workload)
+    (spec,) = wl.expand(engines=[base.engine], threads=[1], seeds=[wl.seeds[0]])
+    if engine_params:
+        merged = {**spec.engine_params, **engine_params}
+        spec = replace(spec, engine_params=registry.engine_class(base.engine).check_params(merged))
+    efficiencies = []
+    for r in range(rounds or base.rounds):
+        one = measure_throughput(spec, 1, base.steps, base.warmup, data_dir=data_dir)
+        many = measure_throughput(spec, threads, base.steps, base.warmup, data_dir=data_dir)
+        eff = many.samples_per_s / (threads * one.samples_per_s)
+        log.info(
+            "round %d: 1 thread %.0f samples/s, %d threads %.0f samples/s, efficiency %.3f (load %.2f)",
+            r + 1, one.samples_per_s, threads, many.samples_per_s, eff, one.load_avg_before[0],
+        )
+        efficiencies.append(eff)
+    return judge(efficiencies, base, threads)

@@ -1,0 +1,37 @@
+"""`slidebench report`: plots and the report from stored result records (harness.report)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here so that building the parser (every slidebench command) never loads matplotlib.
+    from harness.report import render
+
+    report = render(args.results_dir, args.out)
+    print(f"report: {report}")
+    print(f"report (HTML, plots inline): {report.with_suffix('.html')}")
+    print(f"plots: {report.parent / 'plots'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="render plots and results/report.{md,html} from stored records",
+        description="Render every plot (PNG and SVG) and the report (Markdown and HTML) from the result "
+        "records under RESULTS_DIR/runs. Reads records only: needs neither TensorFlow nor the native "
+        "extension.",
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="folder holding runs/ (default: results)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where plots/ and report.md|html go (default: the results folder)",
+    )
+    parser.set_defaults(func=_run)

@@ -1,0 +1,82 @@
+"""`slidebench scaling WORKLOAD [--threads 1,2] [--engines a,b] [--steps N] [--warmup N] [--data-dir D]`.
+
+Thread-scaling sweep (harness.scaling.run_sweep): throughput per engine and thread count, each in a
+fresh process, speedup and parallel efficiency against one thread; records under
+``<results>/runs/<workload>-scaling/<engine>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from harness import scaling
+
+log = logging.getLogger("slidebench.scaling")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "scaling",
+        help="thread-scaling sweep: samples/s, speedup and efficiency per engine and thread count",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("workload", help="workload name (workloads/<name>.toml) or path")
+    p.add_argument(
+        "--threads",
+        type=_int_list,
+        default=None,
+        help="comma-separated thread counts (default: powers of two up to the core count, and the core count)",
+    )
+    p.add_argument(
+        "--engines", type=_str_list, default=None, help="comma-separated engines (default: the workload's)"
+    )
+    p.add_argument("--steps", type=int, default=scaling.DEFAULT_STEPS, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=scaling.DEFAULT_WARMUP, help="untimed warm-up steps first")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the batch order (default: the workload's first)"
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="real data sets (default: $SLIDEBENCH_DATA)")
+    p.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="where records go (default: results)"
+    )
+    p.add_argument(
+        "--allow-oversubscribe", action="store_true", help="measure thread counts above the core count"
+    )
+    p.add_argument("--force", action="store_true", help="measure again even where a record exists")
+    p.set_defaults(func=_run)  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    records = scaling.run_sweep(
+        args.workload,
+        engines=args.engines,
+        threads=args.threads,
+        steps=args.steps,
+        warmup=args.warmup,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        allow_oversubscribe=args.allow_oversubscribe,
+        force=args.force,
+        seed=args.seed,
+    )
+    print(scaling.summary_table(records))
+    failed = [r for r in records if r["status"]["state"] == "error"]
+    for r in failed:
+        log.error(
+            "%s at %d threads: %s", r["spec"]["engine"], r["scaling"]["threads"], r["status"]["message"]
+        )
+    return 1 if failed else 0

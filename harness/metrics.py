@@ -1,0 +1,91 @@
+"""Ranking metrics shared by every engine: P@k and nDCG@k from top-k label ids.
+
+Engines never grade themselves: they return int32 top-k ids (best first) and this one function
+scores them against the true label rows, so a difference between engines cannot come from two
+implementations of the metric.
+
+Definitions (the Extreme Classification Repository's):
+
+- ``P@k = |top_k ∩ y| / k``, averaged over rows.
+- ``DCG@k = sum_{j<k} [top_j ∈ y] / log2(j + 2)``;
+  ``nDCG@k = DCG@k / IDCG@min(k, |y|)``, where ``IDCG@m = sum_{j<m} 1 / log2(j + 2)``.
+- A row with no true labels scores 0 on every metric and still counts in the average (it is a
+  point the model cannot get right; dropping it would flatter every engine equally, but silently
+  change the denominator from the published convention of "all test points").
+- A label id repeated within one row of ``topk`` counts once (the first occurrence), so an engine
+  cannot inflate its score by repeating a correct label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.sparse import Csr
+
+DEFAULT_KS: tuple[int, ...] = (1, 3, 5)
+
+
+def hits_matrix(topk: np.ndarray, labels: Csr) -> np.ndarray:
+    """bool[n, k]: whether topk[i, j] is a true label of row i (repeats after the first are False)."""
+    topk = np.asarray(topk)
+    if topk.ndim != 2:
+        raise ValueError(f"topk must be 2-d (rows x k), got shape {topk.shape}")
+    if not np.issubdtype(topk.dtype, np.integer):
+        raise ValueError(f"topk must hold integer label ids, got dtype {topk.dtype}")
+    n, k = topk.shape
+    if n != labels.n_rows:
+        raise ValueError(f"topk has {n} rows but the label matrix has {labels.n_rows}")
+    if n == 0 or k == 0:
+        return np.zeros((n, k), dtype=bool)
+    lo, hi = int(topk.min()), int(topk.max())
+    if lo < 0 or hi >= labels.n_cols:
+        raise ValueError(f"topk holds label ids outside [0, {labels.n_cols}): min {lo}, max {hi}")
+    # Every (row, label) pair becomes one int64 key; CSR rows are sorted and unique, so the true
+    # keys are already sorted and one searchsorted answers every membership question at once.
+    width = np.int64(labels.n_cols)
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(labels.indptr))
+    true_keys = rows * width + labels.indices.astype(np.int64)
+    query = np.arange(n, dtype=np.int64)[:, None] * width + topk.astype(np.int64)
+    if len(true_keys) == 0:
+        return np.zeros((n, k), dtype=bool)
+    pos = np.searchsorted(true_keys, query)
+    hits = true_keys[np.minimum(pos, len(true_keys) - 1)] == query
+    if k > 1:
+        # Drop repeats: sort each row's ids, mark an id equal to its left neighbour as a repeat,
+        # and scatter the mark back to the original (later) position.
+        order = np.argsort(topk, axis=1, kind="stable")
+        sorted_ids = np.take_along_axis(topk, order, axis=1)
+        repeat_sorted = np.zeros_like(hits)
+        repeat_sorted[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+        repeat = np.zeros_like(hits)
+        np.put_along_axis(repeat, order, repeat_sorted, axis=1)
+        hits &= ~repeat
+    return hits
+
+
+def ranking_metrics(topk: np.ndarray, labels: Csr, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Mean P@k and nDCG@k for each k in `ks` (keys "p1", "ndcg1", ...).
+
+    Every k must be at most topk.shape[1]: scoring P@5 from 3 predictions would silently count
+    the missing two as misses.
+    """
+    topk = np.asarray(topk)
+    hits = hits_matrix(topk, labels)
+    n, width = hits.shape
+    for k in ks:
+        if k < 1 or k > width:
+            raise ValueError(f"cannot score @{k} from {width} predictions per row")
+    if n == 0:
+        raise ValueError("cannot score an empty evaluation set")
+    discounts = 1.0 / np.log2(np.arange(2, width + 2, dtype=np.float64))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])  # ideal[m] = IDCG@m
+    n_true = np.diff(labels.indptr)
+    out: dict[str, float] = {}
+    for k in ks:
+        h = hits[:, :k]
+        out[f"p{k}"] = float(h.sum() / (n * k))
+        dcg = h.astype(np.float64) @ discounts[:k]
+        idcg = ideal[np.minimum(n_true, k)]
+        ndcg = np.divide(dcg, idcg, out=np.zeros(n, dtype=np.float64), where=idcg > 0)
+        out[f"ndcg{k}"] = float(ndcg.mean())
+    return out

@@ -1,0 +1,150 @@
+"""Result records on disk: where they live, how they are written, how they are read back.
+
+One JSON file per run at ``<results>/runs/<workload>/<engine>/<run_id>.json``, written atomically
+(temporary file in the same folder, fsync, rename, fsync of the folder) so that a reader, or a
+campaign resumed after a crash, sees either the whole record or none. Records are never rewritten.
+Non-finite floats (a diverged loss) are stored as ``null``: strict JSON, readable by any tool.
+
+The event log beside a record (``<run_id>.events.jsonl``) holds one JSON object per line with
+named keys (``event``, ``utc``, ``wall_s`` and the event's own fields), MLPerf-logging style.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self, TextIO
+
+SCHEMA_VERSION = 1
+RECORD_SUFFIX = ".json"
+EVENTS_SUFFIX = ".events.jsonl"
+DRAFT_SUFFIX = ".draft.json"
+STATES = ("target_reached", "budget_spent", "diverged", "error")
+
+
+def run_dir(results_dir: Path, workload: str, engine: str) -> Path:
+    return Path(results_dir) / "runs" / workload / engine
+
+
+def record_path(results_dir: Path, workload: str, engine: str, run_id: str) -> Path:
+    return run_dir(results_dir, workload, engine) / f"{run_id}{RECORD_SUFFIX}"
+
+
+def events_path(record: Path) -> Path:
+    """The event log that belongs to a record (or a draft) path."""
+    name = record.name
+    for suffix in (DRAFT_SUFFIX, RECORD_SUFFIX):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return record.with_name(name + EVENTS_SUFFIX)
+
+
+def jsonable(value: Any) -> Any:
+    """A copy of `value` that json.dumps(allow_nan=False) accepts: NaN/inf -> None, numpy -> Python."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    # numpy scalars and arrays, without importing numpy here.
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    raise TypeError(f"cannot store a {type(value).__name__} in a record: {value!r}")
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    return json.dumps(jsonable(record), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that `path` is either absent, the old file, or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself must survive a power cut, so the folder entry is synced too.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Atomically write one record (any kind). Refuses a record without schema_version/run_id."""
+    for key in ("schema_version", "run_id", "kind", "spec", "status"):
+        if key not in record:
+            raise ValueError(f"record for {path} lacks the key {key!r}")
+    state = record["status"].get("state") if isinstance(record["status"], Mapping) else None
+    if state not in STATES:
+        raise ValueError(f"record for {path}: status.state {state!r} is not one of {', '.join(STATES)}")
+    write_atomic(Path(path), dumps(record))
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record; ValueError naming the file when it is not a JSON object with a schema_version."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or "schema_version" not in record:
+        raise ValueError(f"{path}: not a slidebench record (no schema_version)")
+    return record
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class EventLog:
+    """Append-only JSON-lines event log; each line is flushed so a killed run keeps its events."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._t0 = time.perf_counter()
+        self._fh: TextIO | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._fh is None:
+            return
+        line = {"event": event, "utc": utc_now(), "wall_s": round(time.perf_counter() - self._t0, 6)}
+        line.update(fields)
+        self._fh.write(json.dumps(jsonable(line), sort_keys=True, allow_nan=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

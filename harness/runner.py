@@ -1,0 +1,438 @@
+"""Campaigns: expand a workload into runs, skip the ones already recorded, run the rest one at a time.
+
+Each run is one fresh worker process (`harness.worker`), launched with its thread settings in the
+environment and wrapped by `harness.perf.wrap_command` (perf over the training region, or the
+cachegrind fallback, or nothing). The worker writes a *draft* record into a scratch folder
+(``<results>/work/<run_id>/``, outside ``runs/`` so that readers never see it); the runner then
+merges the counters `wrapped.collect(samples)` returns and writes the final record atomically to
+``<results>/runs/<workload>/<engine>/<run_id>.json``. So a record exists only for a finished run,
+and everything in it — counters included — was written once.
+
+Failure handling:
+- the worker dies (crash, kill, out of memory) or exceeds the run timeout: the runner writes an
+  `error` record saying how it died (exit status or signal, last lines of its stderr) with the
+  accuracy curve recovered from its event log, and the campaign goes on. Such runs are skipped on
+  the next campaign like any other recorded run; ``--retry-errors`` runs them again.
+- Ctrl-C (or SIGTERM to the runner): the current worker is stopped, its scratch folder removed, no
+  record written; finished runs stay, and rerunning the same command resumes where it stopped.
+- the whole campaign killed (kill -9, power loss): at most a scratch folder is left behind (it is
+  cleared when that run starts again); records are all-or-nothing.
+
+`--force` reruns recorded runs; the old record is kept beside the new one as
+``<run_id>.json.replaced-<utc>`` (not a ``*.json`` file, so readers ignore it): records are never
+rewritten in place.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import results
+from harness.worker import thread_env
+from harness.workload import RunSpec, Workload, build_id
+
+log = logging.getLogger("slidebench.runner")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STDERR_TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one run of a campaign."""
+
+    spec: RunSpec
+    run_id: str
+    path: Path
+    state: str  # a record state, or "skipped"
+    message: str
+    wall_s: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Counter wrapping (harness.perf is optional: without it the record says counters are unavailable)
+
+
+class _Unwrapped:
+    def __init__(self, argv: list[str], reason: str) -> None:
+        self.argv = argv
+        self.pass_fds: tuple[int, ...] = ()
+        self.env: dict[str, str] = {}
+        self._reason = reason
+
+    def collect(self, samples: int) -> dict[str, Any]:
+        return {
+            "source": "unavailable", "scope": None, "reason": self._reason,
+            "events": {}, "per_sample": {}, "cachegrind": None,
+        }  # fmt: skip
+
+
+def wrap(argv: list[str], counters: Mapping[str, Any], workdir: Path) -> Any:
+    try:
+        from harness import perf
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.perf":
+            raise
+        return _Unwrapped(argv, "harness.perf is not installed in this checkout")
+    return perf.wrap_command(argv, dict(counters), workdir)
+
+
+# --------------------------------------------------------------------------------------------
+# Progress display
+
+
+class Progress:
+    """A one-line progress display on a TTY; plain log lines otherwise."""
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._width = 0
+
+    def run_started(self, index: int, spec: RunSpec) -> None:
+        self.index, self.spec, self.t0 = index, spec, time.monotonic()
+        self._line(f"[{index}/{self.total}] {self._name(spec)}: starting", log_too=True)
+
+    def event(self, ev: Mapping[str, Any]) -> None:
+        kind = ev.get("event")
+        if kind == "eval_accuracy":
+            eta = self._eta(ev)
+            msg = (
+                f"[{self.index}/{self.total}] {self._name(self.spec)}: step {ev.get('step')} "
+                f"epoch {ev.get('epoch', 0):.2f} P@1 {ev.get('p1', float('nan')):.4f} "
+                f"train {ev.get('train_s', 0):.1f}s" + (f" ETA {eta:.0f}s" if eta is not None else "")
+            )
+            self._line(msg, log_too=not self.tty)
+        elif kind in ("data_loaded", "init_stop") and not self.tty:
+            log.info("%s: %s %.1fs", self._name(self.spec), kind, ev.get("seconds", 0.0))
+
+    def run_finished(self, outcome: Outcome) -> None:
+        self._clear()
+        log.info(
+            "[%d/%d] %s: %s (%s) in %.0fs",
+            self.index, self.total, self._name(outcome.spec), outcome.state, outcome.message, outcome.wall_s,
+        )  # fmt: skip
+
+    def _eta(self, ev: Mapping[str, Any]) -> float | None:
+        tr = self.spec.training
+        fractions = []
+        if tr.max_steps:
+            fractions.append(ev.get("step", 0) / tr.max_steps)
+        if tr.max_seconds:
+            fractions.append(ev.get("train_s", 0.0) / tr.max_seconds)
+        if tr.max_epochs:
+            fractions.append(ev.get("epoch", 0.0) / tr.max_epochs)
+        done = max(fractions, default=0.0)
+        if done <= 0:
+            return None
+        elapsed = time.monotonic() - self.t0
+        return elapsed * (1 - min(done, 1.0)) / done
+
+    @staticmethod
+    def _name(spec: RunSpec) -> str:
+        return f"{spec.workload} {spec.engine} threads={spec.threads} seed={spec.seed}"
+
+    def _line(self, msg: str, log_too: bool = False) -> None:
+        if self.tty:
+            pad = max(0, self._width - len(msg))
+            self.stream.write("\r" + msg + " " * pad)
+            self.stream.flush()
+            self._width = len(msg)
+        elif log_too:
+            log.info("%s", msg)
+
+    def _clear(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+class _EventTail:
+    """Reads the new complete lines of a JSON-lines file each time it is polled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for line in chunk[:end].splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+
+
+def _utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def failure_record(spec: RunSpec, run_id: str, message: str, events_file: Path, counters: Mapping[str, Any]) -> dict:
+    """An `error` record for a worker that died without writing one; the curve comes from its events."""
+    from harness import env
+
+    curve: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for ev in _EventTail(events_file).poll():
+        if ev.get("event") == "eval_accuracy":
+            point = {k: ev.get(k) for k in ("step", "epoch", "samples", "train_s", "wall_s", "p1", "p3", "p5", "ndcg5", "loss")}
+            curve.append(point)
+    if curve:
+        last = curve[-1]
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": run_id,
+        "build_id": build_id(spec.engine),
+        "kind": "train",
+        "spec": spec.to_dict(),
+        "status": {"state": "error", "message": message},
+        "timing": {
+            "data_s": None, "init_s": None, "train_s": last.get("train_s"), "eval_s": None, "wall_s": None,
+            "time_to_target_s": None, "steps": last.get("step"), "samples": last.get("samples"),
+            "epochs": last.get("epoch"),
+        },
+        "curve": curve,
+        "final": None,
+        "throughput": {"samples_per_s": None},
+        "counters": dict(counters),
+        "resources": None,
+        "engine_info": {},
+        "environment": env.capture(None),
+    }
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -rc == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with status {rc} without writing a record"
+
+
+def _stderr_tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(collections.deque(lines, maxlen=STDERR_TAIL_LINES))
+
+
+def run_one(
+    spec: RunSpec,
+    results_dir: Path,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+    timeout_s: float | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Run `spec` in a fresh worker process and store its record; KeyboardInterrupt if interrupted."""
+    t0 = time.monotonic()
+    run_id = spec.run_id
+    final = results.record_path(results_dir, spec.workload, spec.engine, run_id)
+    events_file = results.events_path(final)
+    workdir = Path(results_dir) / "work" / run_id
+    shutil.rmtree(workdir, ignore_errors=True)  # left over by a killed campaign
+    workdir.mkdir(parents=True)
+    events_file.parent.mkdir(parents=True, exist_ok=True)
+    events_file.unlink(missing_ok=True)  # the log of an attempt that left no record
+    draft = workdir / f"{run_id}{results.DRAFT_SUFFIX}"
+    spec_file = workdir / "spec.json"
+    doc = {
+        "spec": spec.to_dict(),
+        "run_id": run_id,
+        "build_id": build_id(spec.engine),
+        "data_dir": str(data_dir) if data_dir else None,
+        "events": str(events_file),
+    }
+    spec_file.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
+
+    argv = [sys.executable, "-m", "harness.worker", str(spec_file), str(draft)]
+    wrapped = wrap(argv, _plain_counters(spec), workdir)
+    env = dict(os.environ)
+    env.update(thread_env(spec.threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra_env or {})
+    env.update(wrapped.env)
+    stderr_file = workdir / "worker.stderr"
+    tail = _EventTail(events_file)
+    with open(stderr_file, "wb") as err:
+        proc = subprocess.Popen(
+            wrapped.argv, cwd=REPO_ROOT, env=env, pass_fds=tuple(wrapped.pass_fds),
+            stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        timed_out = False
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if progress is not None:
+                    for ev in tail.poll():
+                        progress.event(ev)
+                if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+                    timed_out = True
+                    proc.kill()
+        except BaseException:
+            # Ctrl-C reached us (and, on a terminal, the worker too): stop the worker, keep nothing.
+            _stop(proc)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    if rc in (130, -signal.SIGINT, -signal.SIGTERM) and not draft.exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise KeyboardInterrupt(f"worker of {run_id} was interrupted")
+
+    if draft.exists():
+        # The draft is written atomically as the worker's last act: if it exists it is complete,
+        # even when a wrapper (perf) reports a non-zero status afterwards.
+        record = results.read_record(draft)
+        samples = int((record.get("timing") or {}).get("samples") or 0)
+        try:
+            record["counters"] = wrapped.collect(samples)
+        except Exception as exc:
+            log.exception("counter collection failed")
+            record["counters"] = _Unwrapped([], f"counter collection failed: {type(exc).__name__}: {exc}").collect(0)
+        if rc != 0:
+            record["status"]["message"] += f" (wrapper exited with status {rc})"
+        state, message = record["status"]["state"], record["status"]["message"]
+    else:
+        message = f"timed out after {timeout_s:g} s (worker killed)" if timed_out else _describe_exit(rc)
+        stderr = _stderr_tail(stderr_file)
+        if stderr:
+            message += f"; last lines of its output:\n{stderr}"
+        try:
+            counters = wrapped.collect(0)
+        except Exception as exc:  # noqa: BLE001 - counters of a dead run are a nicety
+            counters = _Unwrapped([], f"counter collection failed: {exc}").collect(0)
+        record = failure_record(spec, run_id, message, events_file, counters)
+        state = "error"
+        results.EventLog(events_file).emit("run_stop", state="error", message=message)
+    if final.exists():
+        final.rename(final.with_name(f"{final.name}.replaced-{_utc_stamp()}"))
+    results.write_record(final, record)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return Outcome(spec, run_id, final, state, message.splitlines()[0] if message else "", time.monotonic() - t0)
+
+
+def _plain_counters(spec: RunSpec) -> dict[str, Any]:
+    return spec.to_dict()["counters"]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        proc.wait(timeout=5)  # a worker that got the same SIGINT exits on its own
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# Campaigns
+
+
+def plan(
+    workload: Workload,
+    results_dir: Path,
+    engines: Sequence[str] | None = None,
+    threads: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    force: bool = False,
+    retry_errors: bool = False,
+) -> tuple[list[RunSpec], list[Outcome]]:
+    """(runs to do, runs skipped because their record exists) — validates everything first."""
+    todo, skipped = [], []
+    for spec in workload.expand(engines, threads, seeds):
+        path = results.record_path(results_dir, spec.workload, spec.engine, spec.run_id)
+        if path.exists() and not force:
+            try:
+                state = results.read_record(path)["status"]["state"]
+            except (ValueError, KeyError, TypeError):
+                state = "error"
+            if not (retry_errors and state == "error"):
+                skipped.append(Outcome(spec, spec.run_id, path, "skipped", f"recorded earlier as {state}"))
+                continue
+        todo.append(spec)
+    return todo, skipped
+
+
+def run_campaign(
+    workload: Workload,
+    results_dir: Path = REPO_ROOT / "results",
+    engines: Sequence[str] | None = None,
+    threads: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    force: bool = False,
+    retry_errors: bool = False,
+    data_dir: Path | None = None,
+    timeout_s: float | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run every not-yet-recorded run of `workload`; KeyboardInterrupt propagates after cleanup."""
+    results_dir = Path(results_dir)
+    todo, skipped = plan(workload, results_dir, engines, threads, seeds, force, retry_errors)
+    cores = os.cpu_count() or 1
+    for t in sorted({s.threads for s in todo}):
+        if t > cores:
+            log.warning("%s: %d threads on a machine with %d cores: oversubscribed, timings will suffer", workload.name, t, cores)
+    errors_skipped = sum(1 for o in skipped if o.message.endswith("as error"))
+    log.info(
+        "%s: %d runs, %d already recorded%s, %d to run",
+        workload.name, len(todo) + len(skipped), len(skipped),
+        f" ({errors_skipped} as error; --retry-errors reruns them)" if errors_skipped else "", len(todo),
+    )  # fmt: skip
+    outcomes = list(skipped)
+    progress = Progress(len(todo))
+    for i, spec in enumerate(todo, 1):
+        progress.run_started(i, spec)
+        outcome = run_one(spec, results_dir, data_dir, progress, timeout_s)
+        progress.run_finished(outcome)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+def summarize(outcomes: Sequence[Outcome]) -> str:
+    counts = collections.Counter(o.state for o in outcomes)
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
+

@@ -1,0 +1,430 @@
+"""One training run in one fresh process: ``python -m harness.worker SPEC.json OUT.json``.
+
+SPEC.json is ``{"spec": <RunSpec.to_dict()>, "run_id": ..., "build_id": ..., "data_dir": ...,
+"events": <path of the JSON-lines event log>}`` (a bare RunSpec dict is accepted too). The
+worker writes one record (schema in docs/design.md) to OUT.json atomically, whatever the outcome
+— target reached, budget spent, diverged, or an engine/data error with its message — and exits 0.
+It writes nothing when interrupted (SIGINT/SIGTERM) or killed, so a resumed campaign simply runs
+it again. Its `counters` section says "unavailable: worker run without the campaign runner"; the
+runner (`harness.runner`) replaces it with what `harness.perf` collected.
+
+Thread counts are fixed through the environment here, before numpy or any engine is imported
+(this module imports only the standard library at the top for that reason); the runner sets the
+same variables, so either way an engine's thread pools are sized before they exist.
+
+Measurement protocol:
+- data loading and `engine.prepare()` are untimed by the train clock (`timing.data_s`, `init_s`);
+- the train clock runs only around `fit_step`; batches are built outside it (`timing.feed_s`);
+- evaluation (`predict_topk` on a fixed, seeded, shuffled test subset, scored by
+  `harness.metrics`) happens at step 0, every `every_steps` steps and/or every `every_seconds` of
+  train clock, and when the run stops; it is off the train clock (`timing.eval_s`);
+- the stop rule: P@1 >= target at an evaluation, else the first budget spent (steps, epochs,
+  train-clock seconds); a non-finite loss stops the run at once as `diverged`;
+- `timing.overhead_s` is the loop's wall time minus train and eval time: the harness's own cost
+  (batch building, bookkeeping, counter toggles).
+
+Environment overrides, for short measurement slices (cachegrind, scaling): ``SLIDEBENCH_MAX_STEPS=N``
+caps the run at N steps and ``SLIDEBENCH_NO_EVAL=1`` skips every evaluation; both are recorded
+under `overrides` and in `status.message`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("slidebench.worker")
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+)
+BATCH_SALT = 0x5B1DE  # keeps the batch stream independent of other streams seeded with the same seed
+EVAL_SALT = 0xE7A1
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment variables that fix every thread pool an engine may create to `threads`."""
+    env = {name: str(threads) for name in THREAD_VARS}
+    # TF's inter-op pool runs independent ops concurrently; one keeps the total at `threads`.
+    env["TF_NUM_INTEROP_THREADS"] = "1"
+    return env
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT: stop without writing a record (the run is simply not done)."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+class _NoRegion:
+    """Stand-in for harness.perf.TrainingRegion when that module is absent."""
+
+    def enable(self) -> None:
+        pass
+
+    def disable(self) -> None:
+        pass
+
+
+def training_region() -> Any:
+    try:
+        from harness.perf import TrainingRegion
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.perf":
+            raise
+        return _NoRegion()
+    return TrainingRegion.from_env()
+
+
+# --------------------------------------------------------------------------------------------
+# Data order and evaluation subset (pure functions: tests hash them)
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[Any]:
+    """Row indices of each minibatch of `epoch`: a seeded shuffle cut into batches (last one short).
+
+    Depends only on (n, batch_size, seed, epoch), so every engine with the same seed sees the
+    very same batches in the same order.
+    """
+    import numpy as np
+
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"batch_order needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    perm = np.random.default_rng([seed, epoch, BATCH_SALT]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def eval_rows(n_test: int, subset: int, seed: int) -> Any:
+    """The fixed evaluation subset: a seeded shuffle of the test rows (test files are often sorted)."""
+    import numpy as np
+
+    return np.random.default_rng([seed, EVAL_SALT]).permutation(n_test)[: min(subset, n_test)]
+
+
+def row_slice(m: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a Csr as views of its arrays (indptr rebased to 0)."""
+    from harness.sparse import Csr
+
+    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
+    values = None if m.values is None else m.values[lo:hi]
+    return Csr(m.indptr[start : stop + 1] - lo, m.indices[lo:hi], values, m.n_cols)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise TypeError(f"{path}: a run spec must be a JSON object")
+    return doc if "spec" in doc else {"spec": doc}
+
+
+def _overrides() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    raw = os.environ.get("SLIDEBENCH_MAX_STEPS")
+    if raw:
+        try:
+            out["max_steps"] = int(raw)
+        except ValueError:
+            raise ValueError(f"SLIDEBENCH_MAX_STEPS must be an integer, got {raw!r}") from None
+        if out["max_steps"] < 1:
+            raise ValueError(f"SLIDEBENCH_MAX_STEPS must be >= 1, got {raw!r}")
+    if os.environ.get("SLIDEBENCH_NO_EVAL", "") not in ("", "0"):
+        out["no_eval"] = True
+    return out
+
+
+class _Run:
+    """State of one run; `execute` fills it, `record` turns it into the draft record."""
+
+    def __init__(self, doc: dict[str, Any], events: Any, overrides: dict[str, Any]) -> None:
+        from harness.workload import RunSpec
+
+        self.doc = doc
+        self.spec = RunSpec.from_dict(doc["spec"])
+        self.events = events
+        self.overrides = overrides
+        self.state = "error"
+        self.message = ""
+        self.timing: dict[str, Any] = {
+            "data_s": None, "init_s": None, "train_s": 0.0, "eval_s": 0.0, "feed_s": 0.0, "loop_s": 0.0,
+            "overhead_s": 0.0, "wall_s": None, "time_to_target_s": None, "steps": 0, "samples": 0, "epochs": 0.0,
+        }  # fmt: skip
+        self.curve: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.engine_info: dict[str, Any] = {}
+        self.threads_in_effect: int | None = None
+        self.data_info: dict[str, Any] = {}
+        self.t_start = time.perf_counter()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        import numpy as np
+
+        from harness import data, registry
+        from harness.engine import Batch
+        from harness.metrics import ranking_metrics
+
+        spec = self.spec
+        ev = spec.evaluation
+        tr = spec.training
+        self.events.emit("run_start", run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides)
+
+        t0 = time.perf_counter()
+        train, test = data.load(spec.dataset.to_data_spec(), self.doc.get("data_dir"))
+        self.timing["data_s"] = time.perf_counter() - t0
+        n_train = train.features.n_rows
+        self.data_info = {
+            "train_rows": n_train,
+            "test_rows": test.features.n_rows,
+            "num_features": train.features.n_cols,
+            "num_labels": train.labels.n_cols,
+            "source": getattr(train, "source", None),
+        }
+        if n_train == 0 or test.features.n_rows == 0:
+            raise ValueError(f"dataset {spec.dataset.label} has an empty split: {self.data_info}")
+        self.events.emit("data_loaded", seconds=self.timing["data_s"], **self.data_info)
+
+        # Evaluation subset, cut into predict batches once: identical for every engine.
+        rows = eval_rows(test.features.n_rows, ev.subset, ev.seed)
+        eval_labels = test.labels.take(rows)
+        eval_chunks = [test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)]
+        self.data_info["eval_rows"] = len(rows)
+
+        t0 = time.perf_counter()
+        engine = registry.engine_class(spec.engine)(spec.engine_params)
+        self.threads_in_effect = int(engine.set_threads(spec.threads))
+        engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n_train))
+        self.timing["init_s"] = time.perf_counter() - t0
+        self.events.emit("init_stop", seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
+
+        max_steps = tr.max_steps
+        if "max_steps" in self.overrides:
+            max_steps = min(max_steps or self.overrides["max_steps"], self.overrides["max_steps"])
+        do_eval = not self.overrides.get("no_eval", False)
+        k = ev.k
+        loss_sum, loss_n = 0.0, 0
+        next_eval_s = ev.every_seconds if ev.every_seconds else math.inf
+        t_loop = time.perf_counter()
+
+        def evaluate(step: int, samples: int) -> dict[str, Any]:
+            nonlocal loss_sum, loss_n
+            te = time.perf_counter()
+            parts = []
+            for chunk in eval_chunks:
+                top = engine.predict_topk(chunk, k)
+                if not isinstance(top, np.ndarray) or top.dtype != np.int32 or top.shape != (chunk.n_rows, k):
+                    got = f"{type(top).__name__} {getattr(top, 'dtype', '?')} {getattr(top, 'shape', '?')}"
+                    raise TypeError(f"{spec.engine}.predict_topk must return int32 ({chunk.n_rows}, {k}), got {got}")
+                parts.append(top)
+            m = ranking_metrics(np.concatenate(parts), eval_labels, (1, 3, 5))
+            elapsed = time.perf_counter() - te
+            self.timing["eval_s"] += elapsed
+            point = {
+                "step": step,
+                "epoch": samples / n_train,
+                "samples": samples,
+                "train_s": self.timing["train_s"],
+                "wall_s": time.perf_counter() - t_loop,
+                "p1": m["p1"], "p3": m["p3"], "p5": m["p5"], "ndcg5": m["ndcg5"],
+                "loss": loss_sum / loss_n if loss_n else None,
+            }  # fmt: skip
+            loss_sum, loss_n = 0.0, 0
+            self.curve.append(point)
+            self.final = {key: m[key] for key in ("p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5")}
+            self.events.emit("eval_accuracy", eval_seconds=elapsed, **point)
+            return point
+
+        def target_hit(point: dict[str, Any]) -> bool:
+            return ev.target_p1 is not None and point["p1"] >= ev.target_p1
+
+        region = training_region()
+        if do_eval:
+            evaluate(0, 0)
+        self.events.emit("train_start")
+        region.enable()
+        step, samples, epoch = 0, 0, 0
+        stream = hashlib.sha256()  # fingerprint of the batches trained on: equal across engines
+        stop: tuple[str, str] | None = None
+        while stop is None:
+            tf = time.perf_counter()
+            batches = batch_order(n_train, tr.batch_size, spec.seed, epoch)
+            # One gather per epoch puts the shuffled rows in order; each batch is then a
+            # contiguous slice (no copy), which keeps the per-step harness cost to microseconds.
+            perm = np.concatenate(batches)
+            x_epoch, y_epoch = train.features.take(perm), train.labels.take(perm)
+            self.timing["feed_s"] += time.perf_counter() - tf
+            start = 0
+            for idx in batches:
+                tf = time.perf_counter()
+                stream.update(idx.astype("<i8").tobytes())
+                stop_row = start + len(idx)
+                batch = Batch(row_slice(x_epoch, start, stop_row), row_slice(y_epoch, start, stop_row))
+                start = stop_row
+                ts = time.perf_counter()
+                stats = engine.fit_step(batch)
+                te = time.perf_counter()
+                self.timing["feed_s"] += ts - tf
+                self.timing["train_s"] += te - ts
+                step += 1
+                samples += len(idx)
+                loss = float(stats.loss)
+                if not math.isfinite(loss):
+                    stop = ("diverged", f"loss became {loss} at step {step}")
+                    self.events.emit("diverged", step=step, loss=loss)
+                    break
+                loss_sum += loss
+                loss_n += 1
+                budget = None
+                if max_steps is not None and step >= max_steps:
+                    budget = f"max_steps {max_steps} reached"
+                elif tr.max_seconds is not None and self.timing["train_s"] >= tr.max_seconds:
+                    budget = f"max_seconds {tr.max_seconds:g} of train clock spent"
+                elif tr.max_epochs is not None and samples >= tr.max_epochs * n_train:
+                    budget = f"max_epochs {tr.max_epochs:g} done"
+                due = bool(ev.every_steps and step % ev.every_steps == 0)
+                if self.timing["train_s"] >= next_eval_s:
+                    due = True
+                    while next_eval_s <= self.timing["train_s"]:
+                        next_eval_s += ev.every_seconds or math.inf
+                if do_eval and (due or budget):
+                    region.disable()
+                    point = evaluate(step, samples)
+                    region.enable()
+                    if target_hit(point):
+                        self.timing["time_to_target_s"] = point["train_s"]
+                        stop = ("target_reached", f"P@1 {point['p1']:.4f} >= target {ev.target_p1:g} at step {step}")
+                        break
+                if budget:
+                    stop = ("budget_spent", budget)
+                    break
+            epoch += 1
+        region.disable()
+        self.data_info["batch_stream_sha256"] = stream.hexdigest()
+        self.timing["loop_s"] = time.perf_counter() - t_loop
+        self.timing["overhead_s"] = max(0.0, self.timing["loop_s"] - self.timing["train_s"] - self.timing["eval_s"])
+        self.timing["steps"], self.timing["samples"] = step, samples
+        self.timing["epochs"] = samples / n_train
+        self.state, self.message = stop
+        if self.overrides:
+            self.message += f" (overrides: {', '.join(f'{k}={v}' for k, v in sorted(self.overrides.items()))})"
+        try:
+            self.engine_info = dict(engine.info())
+        except Exception as exc:  # noqa: BLE001 - a broken info() must not lose the run's numbers
+            self.engine_info = {"error": f"{type(exc).__name__}: {exc}"}
+
+    # -- the record ------------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        from harness import env
+        from harness.results import SCHEMA_VERSION
+
+        self.timing["wall_s"] = time.perf_counter() - self.t_start
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        train_s = self.timing["train_s"]
+        info = dict(self.engine_info)
+        if self.threads_in_effect is not None:
+            info.setdefault("threads_in_effect", self.threads_in_effect)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.doc.get("run_id") or self.spec.run_id,
+            "build_id": self.doc.get("build_id"),
+            "kind": "train",
+            "spec": self.spec.to_dict(),
+            "status": {"state": self.state, "message": self.message},
+            "timing": dict(self.timing),
+            "curve": self.curve,
+            "final": self.final,
+            "throughput": {"samples_per_s": self.timing["samples"] / train_s if train_s > 0 else None},
+            "counters": {
+                "source": "unavailable",
+                "scope": None,
+                "reason": "not collected: worker run without the campaign runner",
+                "events": {},
+                "per_sample": {},
+                "cachegrind": None,
+            },
+            "resources": {
+                # ru_maxrss is in KiB on Linux.
+                "peak_rss_mb": usage.ru_maxrss / 1024.0,
+                "cpu_user_s": usage.ru_utime,
+                "cpu_sys_s": usage.ru_stime,
+            },
+            "engine_info": info,
+            "environment": env.capture(info),
+            "data": self.data_info,
+            "overrides": self.overrides,
+        }
+
+
+def run(spec_path: Path, out_path: Path) -> int:
+    """Execute one run and write its record; see the module docstring. Returns the exit status."""
+    from harness.results import EventLog, events_path, write_record
+
+    doc = _read_spec(spec_path)
+    events_file = Path(doc["events"]) if doc.get("events") else events_path(out_path)
+    with EventLog(events_file) as events:
+        try:
+            overrides = _overrides()
+            state = _Run(doc, events, overrides)
+        except Exception as exc:
+            events.emit("run_stop", state="error", message=f"bad spec: {exc}")
+            raise
+        try:
+            state.execute()
+        except Interrupted as exc:
+            events.emit("run_abort", reason=str(exc))
+            return 130
+        except KeyboardInterrupt:
+            events.emit("run_abort", reason="SIGINT")
+            return 130
+        except Exception as exc:  # noqa: BLE001 - any engine/data failure becomes an `error` record
+            state.state, state.message = "error", f"{type(exc).__name__}: {exc}"
+            events.emit("error", message=state.message, traceback=traceback.format_exc())
+            log.error("run failed: %s", state.message)
+        record = state.record()
+        write_record(out_path, record)
+        events.emit("run_stop", state=state.state, message=state.message, timing=record["timing"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m harness.worker SPEC.json OUT.json\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec_path, out_path = Path(argv[0]), Path(argv[1])
+    doc = _read_spec(spec_path)
+    threads = int(doc["spec"]["threads"])
+    # Before numpy or any engine is imported: thread pools are sized from these at creation.
+    for name, value in thread_env(threads).items():
+        if os.environ.get(name) not in (None, value):
+            log.warning("%s=%s in the environment; the spec says %s threads: using %s", name, os.environ[name], threads, value)
+        os.environ[name] = value
+    signal.signal(signal.SIGTERM, _on_signal)
+    return run(spec_path, out_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared helpers of the tests/test_slide_*.py files: skip markers and small engines and data."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.sparse import Csr
+
+HAVE_NATIVE = importlib.util.find_spec("engines.slide._slide") is not None
+needs_native = pytest.mark.skipif(not HAVE_NATIVE, reason="engines.slide._slide is not built (run `make install`)")
+
+
+def native() -> Any:
+    from engines.slide import _native
+
+    return _native()
+
+
+def learnable(rng: np.random.Generator, n: int, n_features: int, n_labels: int, nnz: int) -> Batch:
+    """Each point has a topic label (plus its neighbour) and features mostly from the topic's block."""
+    block = max(1, n_features // n_labels)
+    f_ptr, f_idx, l_ptr, l_idx = [0], [], [0], []
+    for _ in range(n):
+        topic = int(rng.integers(n_labels))
+        own = (topic * block + rng.integers(block, size=nnz)) % n_features
+        noise = rng.integers(n_features, size=max(1, nnz // 4))
+        ids = np.unique(np.concatenate([own, noise]))
+        f_idx.extend(ids.tolist())
+        f_ptr.append(len(f_idx))
+        l_idx.extend(sorted({topic, (topic + 1) % n_labels}))
+        l_ptr.append(len(l_idx))
+    vals = (0.5 + rng.random(len(f_idx))).astype(np.float32)
+    x = Csr(np.array(f_ptr, np.int64), np.array(f_idx, np.int32), vals, n_features)
+    y = Csr(np.array(l_ptr, np.int64), np.array(l_idx, np.int32), None, n_labels)
+    return Batch(x, y)
+
+
+def meta(n_features: int, n_labels: int, hidden: tuple[int, ...] = (16,), lr: float = 1e-3, eps: float = 1e-8,
+         seed: int = 0) -> TrainMeta:
+    return TrainMeta(n_features, n_labels, 1000, 32, ModelSpec(hidden), OptimizerSpec(lr=lr, eps=eps), seed=seed)
+
+
+def engine(params: dict[str, Any], m: TrainMeta, threads: int = 1) -> Any:
+    from engines.slide import SlideEngine
+
+    e = SlideEngine(params)
+    e.set_threads(threads)
+    e.prepare(m)
+    return e
+
+
+def all_weights(e: Any) -> list[np.ndarray]:
+    net = e._net
+    out = []
+    for i in range(len(net.layer_shapes())):
+        w, b = net.get_weights(i)
+        out += [w, b]
+    return out

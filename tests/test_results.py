@@ -1,0 +1,98 @@
+"""Records on disk: atomic writes, strict JSON, round trip, paths (harness/results.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import env, results
+
+
+def minimal(state: str = "budget_spent") -> dict:
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": "abc",
+        "kind": "train",
+        "spec": {"workload": "w", "engine": "numpy_dense", "threads": 1, "seed": 0},
+        "status": {"state": state, "message": ""},
+        "curve": [{"step": 1, "loss": float("nan"), "p1": np.float32(0.5), "train_s": np.float64(1.5)}],
+        "timing": {"steps": np.int64(3), "time_to_target_s": float("inf")},
+    }
+
+
+def test_round_trip_with_non_finite_and_numpy_values(tmp_path: Path) -> None:
+    path = results.record_path(tmp_path, "w", "numpy_dense", "abc")
+    assert path == tmp_path / "runs" / "w" / "numpy_dense" / "abc.json"
+    results.write_record(path, minimal())
+    text = path.read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = results.read_record(path)
+    assert back["curve"][0]["loss"] is None and back["timing"]["time_to_target_s"] is None
+    assert back["curve"][0]["p1"] == 0.5 and back["timing"]["steps"] == 3
+    assert isinstance(back["timing"]["steps"], int)
+
+
+def test_refuses_incomplete_or_unknown_state(tmp_path: Path) -> None:
+    rec = minimal()
+    del rec["run_id"]
+    with pytest.raises(ValueError, match="run_id"):
+        results.write_record(tmp_path / "x.json", rec)
+    with pytest.raises(ValueError, match="status.state"):
+        results.write_record(tmp_path / "x.json", minimal(state="finished"))
+    assert not list(tmp_path.iterdir()), "nothing written for a refused record"
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    results.write_record(path, minimal())
+    before = path.read_text()
+    bad = minimal()
+    bad["curve"] = [object()]
+    with pytest.raises(TypeError):
+        results.write_record(path, bad)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "f.json"
+    results.write_atomic(path, "one")
+    results.write_atomic(path, "two")
+    assert path.read_text() == "two" and len(os.listdir(path.parent)) == 1
+
+
+def test_read_record_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        results.read_record(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="schema_version"):
+        results.read_record(p)
+
+
+def test_events_path_and_log(tmp_path: Path) -> None:
+    rec = tmp_path / "id.json"
+    assert results.events_path(rec).name == "id.events.jsonl"
+    assert results.events_path(tmp_path / f"id{results.DRAFT_SUFFIX}").name == "id.events.jsonl"
+    with results.EventLog(results.events_path(rec)) as log:
+        log.emit("run_start", run_id="id")
+        log.emit("eval_accuracy", step=3, p1=math.nan)
+    lines = [json.loads(x) for x in results.events_path(rec).read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["run_start", "eval_accuracy"]
+    assert lines[1]["p1"] is None and lines[1]["step"] == 3 and "utc" in lines[0] and "wall_s" in lines[0]
+
+
+def test_environment_capture_has_the_schema_keys() -> None:
+    e = env.capture({"engine": "x", "build_flags": "-O2", "compiler": "gcc 12"})
+    for key in ("cpu_model", "cpu_flags", "cores", "kernel", "python", "numpy", "tensorflow", "native_build",
+                "omp", "git_commit", "git_dirty", "utc_time", "load_avg"):  # fmt: skip
+        assert key in e, key
+    assert e["native_build"] == {"build_flags": "-O2", "compiler": "gcc 12"}
+    assert env.capture(None)["native_build"] is None
+    json.dumps(results.jsonable(e), allow_nan=False)

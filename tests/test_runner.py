@@ -1,0 +1,357 @@
+"""Worker and runner: batch stream, stop rules, failure paths, resume after a kill (harness/worker.py,
+harness/runner.py). Runs the numpy_dense reference engine on the synthetic `tiny` preset: each run
+is a fresh process of about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import results, runner, workload
+from harness.worker import batch_order, eval_rows
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_workload(tmp: Path, name: str = "tw", engine_params: str = "", **over: object) -> Path:
+    opts = {
+        "engines": '["numpy_dense"]',
+        "seeds": "[0]",
+        "max_steps": "12",
+        "every_steps": "4",
+        "target": "",
+        "extra_training": "",
+    }
+    opts.update({k: str(v) for k, v in over.items()})
+    text = f"""
+name = "{name}"
+description = "test workload"
+target_source = "test"
+[dataset]
+synthetic = "tiny"
+[model]
+hidden = [16]
+[training]
+batch_size = 64
+lr = 0.005
+max_steps = {opts["max_steps"]}
+{opts["extra_training"]}
+[evaluation]
+every_steps = {opts["every_steps"]}
+subset = 200
+k = 5
+{opts["target"]}
+[matrix]
+engines = {opts["engines"]}
+threads = [1]
+seeds = {opts["seeds"]}
+[counters]
+perf = false
+{engine_params}
+"""
+    path = tmp / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def records(results_dir: Path) -> list[dict]:
+    return [results.read_record(p) for p in sorted((results_dir / "runs").rglob("*.json"))]
+
+
+# -- batch stream -----------------------------------------------------------------------------
+
+
+def stream_hash(n: int, bs: int, seed: int, epochs: int) -> str:
+    h = hashlib.sha256()
+    for epoch in range(epochs):
+        for idx in batch_order(n, bs, seed, epoch):
+            h.update(idx.astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def test_batch_order_is_a_seeded_partition() -> None:
+    batches = batch_order(10, 4, seed=3, epoch=0)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    assert stream_hash(1000, 64, 0, 3) == stream_hash(1000, 64, 0, 3)
+    assert stream_hash(1000, 64, 0, 3) != stream_hash(1000, 64, 1, 3)
+    e0, e1 = batch_order(1000, 64, 0, 0), batch_order(1000, 64, 0, 1)
+    assert not np.array_equal(np.concatenate(e0), np.concatenate(e1)), "each epoch reshuffles"
+    with pytest.raises(ValueError, match="batch_size"):
+        batch_order(10, 0, 0, 0)
+
+
+def test_eval_subset_is_fixed_and_shuffled() -> None:
+    a, b = eval_rows(1000, 100, 0), eval_rows(1000, 100, 0)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 100
+    assert not np.array_equal(np.sort(a), np.arange(100)), "not the first rows of a (possibly sorted) file"
+    assert len(eval_rows(50, 100, 0)) == 50
+
+
+def test_batch_stream_identical_across_engines(tmp_path: Path) -> None:
+    # Two differently configured engines (different init) and a second seed: the recorded
+    # fingerprint of the batches trained on depends on the seed only.
+    path = write_workload(tmp_path, seeds="[0, 1]", engines='["numpy_dense"]')
+    w = workload.load(path)
+    res = tmp_path / "res"
+    runner.run_campaign(w, res)
+    w2 = workload.load(write_workload(tmp_path, name="tw2", seeds="[0]", engine_params="[engines.numpy_dense]\ninit_scale = 0.5"))
+    runner.run_campaign(w2, res)
+    by = {(r["spec"]["workload"], r["spec"]["seed"]): r for r in records(res)}
+    assert by[("tw", 0)]["data"]["batch_stream_sha256"] == by[("tw2", 0)]["data"]["batch_stream_sha256"]
+    assert by[("tw", 0)]["data"]["batch_stream_sha256"] != by[("tw", 1)]["data"]["batch_stream_sha256"]
+    assert by[("tw", 0)]["final"] != by[("tw2", 0)]["final"] or by[("tw", 0)]["curve"] != by[("tw2", 0)]["curve"]
+    # The fingerprint is the one a test can recompute from batch_order alone.
+    n_train = by[("tw", 0)]["data"]["train_rows"]
+    h = hashlib.sha256()
+    for idx in batch_order(n_train, 64, 0, 0)[:12]:
+        h.update(idx.astype("<i8").tobytes())
+    assert by[("tw", 0)]["data"]["batch_stream_sha256"] == h.hexdigest()
+
+
+# -- a normal run and its record --------------------------------------------------------------
+
+
+def test_record_of_a_finished_run(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=40, every_steps=10, target="target_p1 = 0.99"))
+    out = runner.run_campaign(w, tmp_path / "res")
+    assert [o.state for o in out] == ["budget_spent"]
+    (rec,) = records(tmp_path / "res")
+    assert rec["schema_version"] == 1 and rec["kind"] == "train"
+    assert rec["run_id"] == w.expand()[0].run_id
+    assert Path(out[0].path).name == f"{rec['run_id']}.json"
+    t = rec["timing"]
+    n = rec["data"]["train_rows"]
+    lengths = [len(b) for e in range(3) for b in batch_order(n, 64, 0, e)][:40]
+    assert t["steps"] == 40 and t["samples"] == sum(lengths) and t["train_s"] > 0 and t["eval_s"] > 0
+    assert t["epochs"] == pytest.approx(sum(lengths) / n)
+    assert t["time_to_target_s"] is None
+    assert t["loop_s"] >= t["train_s"] + t["eval_s"]
+    steps = [p["step"] for p in rec["curve"]]
+    assert steps == [0, 10, 20, 30, 40]
+    assert all(a["train_s"] <= b["train_s"] for a, b in zip(rec["curve"], rec["curve"][1:]))
+    assert rec["curve"][0]["loss"] is None and rec["curve"][-1]["loss"] > 0
+    assert rec["final"]["p1"] == rec["curve"][-1]["p1"] and rec["final"]["p1"] > 0.05
+    assert set(rec["final"]) == {"p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5"}
+    assert rec["counters"]["source"] in ("perf", "cachegrind", "unavailable")
+    assert rec["environment"]["omp"]["OMP_NUM_THREADS"] == "1"
+    assert rec["resources"]["peak_rss_mb"] > 0
+    assert rec["throughput"]["samples_per_s"] == pytest.approx(t["samples"] / t["train_s"])
+    events = [json.loads(x) for x in results.events_path(Path(out[0].path)).read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_stop" and kinds.count("eval_accuracy") == 5
+    assert not (tmp_path / "res" / "work" / rec["run_id"]).exists(), "scratch folder removed"
+
+
+def test_target_reached_stops_the_run(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=400, every_steps=5, target="target_p1 = 0.2"))
+    (out,) = runner.run_campaign(w, tmp_path / "res")
+    (rec,) = records(tmp_path / "res")
+    assert out.state == "target_reached", out.message
+    assert rec["timing"]["steps"] < 400
+    assert rec["timing"]["time_to_target_s"] == rec["curve"][-1]["train_s"]
+    assert rec["curve"][-1]["p1"] >= 0.2 > max(p["p1"] for p in rec["curve"][:-1])
+
+
+def test_nan_loss_ends_run_as_diverged(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, engine_params="[engines.numpy_dense]\nnan_at_step = 3"))
+    (out,) = runner.run_campaign(w, tmp_path / "res")
+    (rec,) = records(tmp_path / "res")
+    assert out.state == "diverged" and "step 3" in rec["status"]["message"]
+    assert rec["timing"]["steps"] == 3
+
+
+def test_engine_error_is_recorded_and_campaign_goes_on(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, seeds="[0, 1]", engine_params="[engines.numpy_dense]\nraise_at_step = 2"))
+    out = runner.run_campaign(w, tmp_path / "res")
+    assert [o.state for o in out] == ["error", "error"]
+    rec = records(tmp_path / "res")[0]
+    assert "raise_at_step" in rec["status"]["message"] and rec["status"]["message"].startswith("RuntimeError")
+
+
+def test_existing_records_are_skipped_and_force_keeps_the_old_one(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=4))
+    res = tmp_path / "res"
+    first = runner.run_campaign(w, res)
+    again = runner.run_campaign(w, res)
+    assert [o.state for o in again] == ["skipped"]
+    forced = runner.run_campaign(w, res, force=True)
+    assert [o.state for o in forced] == ["budget_spent"]
+    folder = Path(first[0].path).parent
+    assert len(list(folder.glob("*.json"))) == 1
+    assert len(list(folder.glob("*.json.replaced-*"))) == 1
+
+
+def test_max_steps_override_is_recorded(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=50))
+    (spec,) = w.expand()
+    out = runner.run_one(spec, tmp_path / "res", extra_env={"SLIDEBENCH_MAX_STEPS": "3", "SLIDEBENCH_NO_EVAL": "1"})
+    rec = results.read_record(out.path)
+    assert rec["timing"]["steps"] == 3 and rec["curve"] == []
+    assert rec["overrides"] == {"max_steps": 3, "no_eval": True} and "overrides" in rec["status"]["message"]
+
+
+# -- crashes, kills, interrupts ---------------------------------------------------------------
+
+
+def _campaign_cmd(path: Path, res: Path) -> list[str]:
+    code = (
+        "import sys; from pathlib import Path; from harness import runner, workload;"
+        "runner.run_campaign(workload.load(Path(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    return [sys.executable, "-c", code, str(path), str(res)]
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def _training_started(res: Path) -> bool:
+    return any("train_start" in p.read_text() for p in (res / "runs").rglob("*.events.jsonl"))
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_killed_campaign_leaves_no_partial_record_and_resumes(tmp_path: Path, how: int) -> None:
+    slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
+    path = write_workload(tmp_path, seeds="[0, 1]", max_steps=20, engine_params=slow)
+    res = tmp_path / "res"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(_campaign_cmd(path, res), cwd=REPO, env=env, start_new_session=True)
+    try:
+        _wait_for(lambda: _training_started(res))
+        os.killpg(proc.pid, how)  # the whole campaign: runner and worker, like a Ctrl-C or a crash
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc != 0
+    assert records(res) == [], "no record for a run that did not finish"
+    assert not list((res / "runs").rglob("*.tmp"))
+    # Resume: both runs complete (the slow one still takes ~4 s).
+    out = runner.run_campaign(workload.load(path), res)
+    assert sorted(o.state for o in out) == ["budget_spent", "budget_spent"]
+    assert len(records(res)) == 2
+
+
+def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path) -> None:
+    slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
+    w = workload.load(write_workload(tmp_path, seeds="[0, 1]", max_steps=15, engine_params=slow))
+    res = tmp_path / "res"
+    killed: list[int] = []
+
+    def killer() -> None:
+        # Kill the first worker process once it is training.
+        _wait_for(lambda: _training_started(res))
+        out = subprocess.run(["pgrep", "-f", f"harness.worker {res}"], capture_output=True, text=True, check=False)
+        pids = [int(x) for x in out.stdout.split()]
+        for pid in pids[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    import threading
+
+    t = threading.Thread(target=killer)
+    t.start()
+    out = runner.run_campaign(w, res)
+    t.join()
+    assert killed
+    states = [o.state for o in out]
+    assert states == ["error", "budget_spent"], [o.message for o in out]
+    rec = results.read_record(out[0].path)
+    assert "SIGKILL" in rec["status"]["message"]
+    assert rec["curve"] and rec["curve"][0]["step"] == 0, "partial curve recovered from the event log"
+    # Skipped on the next campaign, rerun with retry_errors.
+    assert [o.state for o in runner.run_campaign(w, res)] == ["skipped", "skipped"]
+    retried = runner.run_campaign(w, res, retry_errors=True)
+    assert [o.state for o in retried] == ["skipped", "budget_spent"]
+
+
+# -- progress and the reproduce command -------------------------------------------------------
+
+
+class _Tty:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_line_on_a_tty(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=100))
+    spec = w.expand()[0]
+    tty = _Tty()
+    p = runner.Progress(3, stream=tty)
+    p.run_started(2, spec)
+    p.event({"event": "eval_accuracy", "step": 50, "epoch": 1.6, "p1": 0.4321, "train_s": 2.0})
+    assert "\r[2/3] tw numpy_dense" in tty.text and "step 50" in tty.text and "P@1 0.4321" in tty.text
+    assert "ETA" in tty.text  # half the step budget is spent
+
+
+def test_reproduce_runs_suite_then_scaling_then_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.commands import run as run_cmd
+
+    wdir = tmp_path / "workloads"
+    wdir.mkdir()
+    write_workload(wdir, name="a", max_steps=3)
+    write_workload(wdir, name="b", max_steps=3)
+    (wdir / "suites.toml").write_text(
+        '[mini]\nworkloads = ["a"]\nrealdata = ["b"]\nscaling = "a"\nscaling_steps = 2\n'
+    )
+    monkeypatch.setattr(workload, "WORKLOADS_DIR", wdir)
+    monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
+    calls: list[tuple[str, object]] = []
+
+    def fake_optional(module: str, func: str, what: str):
+        def call(*args, **kwargs):
+            calls.append((func, kwargs))
+            return tmp_path / "report.md" if func == "render" else None
+
+        return call
+
+    monkeypatch.setattr(run_cmd, "_optional", fake_optional)
+    import argparse
+
+    args = argparse.Namespace(suite="mini", data_dir=None, results_dir=str(tmp_path / "res"), timeout=None, no_scaling=False)
+    assert run_cmd.cmd_reproduce(args) == 0
+    done = {r["spec"]["workload"] for r in records(tmp_path / "res")}
+    assert done == {"a", "b"}  # b's data is synthetic, so always "available"
+    assert [c[0] for c in calls] == ["run_sweep", "render"]
+    assert calls[0][1]["steps"] == 2 and "warmup" not in calls[0][1]
+    args.suite = "nope"
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_cmd.cmd_reproduce(args)
+
+
+def test_row_slice_matches_take() -> None:
+    from harness.sparse import Csr
+    from harness.worker import row_slice
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 5, size=20)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    m = Csr(indptr, rng.integers(0, 50, size=int(indptr[-1])).astype(np.int32), rng.random(int(indptr[-1])).astype(np.float32), 50)
+    for a, b in [(0, 20), (3, 9), (19, 20), (5, 5)]:
+        s, t = row_slice(m, a, b), m.take(np.arange(a, b))
+        assert np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices)
+        assert np.array_equal(s.values, t.values) and s.n_cols == 50

@@ -1,0 +1,328 @@
+"""TF baselines (tf_dense, tf_sampled): parameters, exactness against numpy, contract, learning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.tf import TFDenseEngine, TFSampledEngine
+from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.sparse import Csr
+
+try:
+    from tf_numpy_ref import NumpyAdamModel, dense, random_csr
+except ImportError:  # tests/ imported as a package
+    from tests.tf_numpy_ref import NumpyAdamModel, dense, random_csr
+
+ROOT = Path(__file__).resolve().parents[1]
+tf = pytest.importorskip("tensorflow", reason="TensorFlow not importable")
+pytestmark = pytest.mark.tf
+THREADS = 2  # TF's pools are process-wide: every test in this process asks for the same count
+
+
+def make(cls, meta: TrainMeta, **params):
+    engine = cls(params)
+    assert engine.set_threads(THREADS) >= 1
+    engine.prepare(meta)
+    return engine
+
+
+def small_meta(hidden=(8,), features=40, labels=25, lr=0.01, seed=0) -> TrainMeta:
+    return TrainMeta(
+        num_features=features,
+        num_labels=labels,
+        num_train=64,
+        batch_size=16,
+        model=ModelSpec(hidden=tuple(hidden)),
+        optimizer=OptimizerSpec(lr=lr),
+        seed=seed,
+    )
+
+
+def small_batch(meta: TrainMeta, seed=1, n=16) -> Batch:
+    rng = np.random.default_rng(seed)
+    f = random_csr(rng, n, meta.num_features, 4, values=True)
+    y = random_csr(rng, n, meta.num_labels, 2, values=None)
+    return Batch(f, y)
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+
+def test_check_params_defaults_and_refusals():
+    p = TFSampledEngine.check_params({})
+    assert p["num_sampled"] == 4096 and p["remove_accidental_hits"] is True and p["xla"] is False
+    assert TFDenseEngine.check_params({"xla": True})["xla"] is True
+    with pytest.raises(ValueError, match="num_sampled"):
+        TFDenseEngine.check_params({"num_sampled": 10})  # a sampled-only key
+    with pytest.raises(ValueError, match="'xla'"):
+        TFDenseEngine.check_params({"xla": "yes"})
+    with pytest.raises(ValueError, match="num_sampled"):
+        TFSampledEngine.check_params({"num_sampled": 0})
+    with pytest.raises(ValueError, match="sampler"):
+        TFSampledEngine.check_params({"sampler": "zipf"})
+    with pytest.raises(ValueError, match="init"):
+        TFDenseEngine.check_params({"init": "he"})
+    with pytest.raises(ValueError, match="remove_accidental_hits"):
+        TFSampledEngine.check_params({"xla": True})
+    with pytest.raises(ValueError, match="eval_chunk"):
+        TFDenseEngine.check_params({"eval_chunk": -1})
+
+
+def test_check_params_does_not_import_tensorflow():
+    code = (
+        "import sys; from harness.registry import engine_class\n"
+        "for n in ('tf_dense', 'tf_sampled'): engine_class(n).check_params({})\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+# ---- exactness of tf_dense against a numpy reference -------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", [(8,), (8, 6)])
+@pytest.mark.parametrize("xla", [False, True])
+def test_dense_steps_match_numpy_reference(hidden, xla):
+    meta = small_meta(hidden=hidden)
+    engine = make(TFDenseEngine, meta, xla=xla)
+    rng = np.random.default_rng(7)
+    # Non-trivial start: random biases too, so every term of the update is exercised.
+    start = [(rng.standard_normal(w.shape) * 0.3).astype(np.float32) for w in engine.get_weights()]
+    engine.set_weights(start)
+    ref = NumpyAdamModel(start, meta.optimizer)
+    batches = [small_batch(meta, seed=s) for s in (1, 2, 3)]
+    # A sample with no labels must contribute zero loss and zero gradient.
+    b0 = batches[0]
+    ind = b0.labels.indptr.copy()
+    removed = ind[1] - ind[0]
+    ind[1:] -= removed
+    batches[0] = Batch(b0.features, Csr(ind, b0.labels.indices[removed:], None, b0.labels.n_cols))
+    for batch in batches:  # three steps: bias correction with t = 1, 2, 3
+        loss = engine.fit_step(batch).loss
+        ref_loss = ref.step(batch.features, batch.labels)
+        assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+    for got, want in zip(engine.get_weights(), ref.w):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_set_weights_round_trip_and_refusals():
+    meta = small_meta()
+    engine = make(TFDenseEngine, meta)
+    w = engine.get_weights()
+    assert [a.shape for a in w] == [(40, 8), (8,), (25, 8), (25,)]
+    assert all(a.dtype == np.float32 for a in w)
+    new = [a + 1.0 for a in w]
+    engine.set_weights(new)
+    for a, b in zip(engine.get_weights(), new):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        engine.set_weights([w[0].T, w[1], w[2], w[3]])
+    with pytest.raises(ValueError, match="expected 4"):
+        engine.set_weights(w[:3])
+    bad = [a.copy() for a in w]
+    bad[1][0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        engine.set_weights(bad)
+
+
+def test_initialisation_is_seeded():
+    a = make(TFDenseEngine, small_meta(seed=3)).get_weights()
+    b = make(TFDenseEngine, small_meta(seed=3)).get_weights()
+    c = make(TFDenseEngine, small_meta(seed=4)).get_weights()
+    np.testing.assert_array_equal(a[0], b[0])
+    # prepare's warm-up step (traces the graphs) must leave the initial weights untouched.
+    from engines.tf.graph import initial_weights
+
+    want = initial_weights(40, 25, (8,), "normal", 0.01, seed=3)
+    for engine_weights in (
+        a,
+        make(TFDenseEngine, small_meta(seed=3), xla=True).get_weights(),
+        make(TFSampledEngine, small_meta(seed=3), num_sampled=5).get_weights(),
+    ):
+        for got, ref in zip(engine_weights, want):
+            np.testing.assert_array_equal(got, ref)
+    assert not np.array_equal(a[0], c[0])
+    assert abs(float(a[2].std()) - 0.01) < 0.003  # N(0, 0.01^2) by default
+    assert not a[1].any() and not a[3].any()  # biases start at zero
+
+
+# ---- predict_topk --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [TFDenseEngine, TFSampledEngine])
+def test_predict_topk_exact_best_first(cls):
+    meta = small_meta()
+    params = {"num_sampled": 10} if cls is TFSampledEngine else {}
+    engine = make(cls, meta, **params)
+    rng = np.random.default_rng(5)
+    engine.set_weights([(rng.standard_normal(w.shape)).astype(np.float32) for w in engine.get_weights()])
+    features = small_batch(meta, seed=9, n=23).features
+    top = engine.predict_topk(features, 5)
+    assert top.dtype == np.int32 and top.shape == (23, 5)
+    w1, b1, w2, b2 = [a.astype(np.float64) for a in engine.get_weights()]
+    scores = np.maximum(dense(features) @ w1 + b1, 0) @ w2.T + b2
+    picked = np.take_along_axis(scores, top.astype(np.int64), axis=1)
+    assert np.all(np.diff(picked, axis=1) <= 1e-6), "not best first"
+    kth_best = -np.sort(-scores, axis=1)[:, 4]
+    np.testing.assert_allclose(picked[:, 4], kth_best, rtol=1e-5, atol=1e-5)
+    # Chunked scoring gives the same answer as one chunk.
+    chunked = cls({**params, "eval_chunk": 4})
+    chunked.set_threads(THREADS)
+    chunked.prepare(meta)
+    chunked.set_weights(engine.get_weights())
+    np.testing.assert_array_equal(chunked.predict_topk(features, 5), top)
+    with pytest.raises(ValueError, match="k must be"):
+        engine.predict_topk(features, meta.num_labels + 1)
+
+
+def test_bad_input_refused():
+    meta = small_meta()
+    engine = TFDenseEngine({})
+    with pytest.raises(RuntimeError, match="prepare"):
+        engine.fit_step(small_batch(meta))
+    engine.set_threads(THREADS)
+    engine.prepare(meta)
+    b = small_batch(meta)
+    wide = Batch(Csr(b.features.indptr, b.features.indices, b.features.values, 99), b.labels)
+    with pytest.raises(ValueError, match="feature columns"):
+        engine.fit_step(wide)
+    bad_ids = b.labels.indices.copy()
+    bad_ids[-1] = meta.num_labels  # out of range, but Csr itself does not know n_cols limits
+    with pytest.raises(ValueError, match="label id out of range"):
+        engine.fit_step(Batch(b.features, Csr(b.labels.indptr, bad_ids, None, meta.num_labels)))
+    with pytest.raises(ValueError, match="hidden layer"):
+        TFDenseEngine({}).prepare(
+            TrainMeta(num_features=4, num_labels=3, num_train=1, batch_size=1, model=ModelSpec(hidden=()))
+        )
+
+
+# ---- tf_sampled ----------------------------------------------------------------------------------
+
+
+def test_sampled_lazy_adam_touches_only_used_rows():
+    meta = small_meta(features=60, labels=200)
+    engine = make(TFSampledEngine, meta, num_sampled=5)
+    batch = small_batch(meta, seed=4, n=6)
+    before = engine.get_weights()
+    engine.fit_step(batch)
+    after1 = engine.get_weights()
+    present = np.unique(batch.features.indices)
+    absent = np.setdiff1d(np.arange(meta.num_features), present)
+    np.testing.assert_array_equal(after1[0][absent], before[0][absent])  # untouched input rows
+    assert np.all(np.any(after1[0][present] != before[0][present], axis=1))
+    changed = np.flatnonzero(np.any(after1[2] != before[2], axis=1))
+    true = np.unique(batch.labels.indices)
+    assert set(true) <= set(changed)
+    assert len(changed) <= len(true) + 5  # true labels plus at most num_sampled candidates
+    # Lazy, not dense: a row touched in step 1 but not in step 2 keeps its value (dense Adam would
+    # still move it by its first moment).
+    other = Batch(
+        Csr(np.array([0, 1], np.int64), np.array([present[0]], np.int32), np.ones(1, np.float32), 60),
+        Csr(np.array([0, 1], np.int64), np.array([true[0]], np.int32), None, 200),
+    )
+    engine.fit_step(other)
+    after2 = engine.get_weights()
+    np.testing.assert_array_equal(after2[0][present[1:]], after1[0][present[1:]])
+
+
+def test_sampled_clamps_num_sampled_to_label_count():
+    meta = small_meta(labels=25)
+    engine = make(TFSampledEngine, meta)  # default 4096 > 25 labels
+    assert engine.info()["num_sampled_effective"] == 24
+    stats = engine.fit_step(small_batch(meta))
+    assert np.isfinite(stats.loss) and stats.active_outputs >= 24
+
+
+def test_sampled_xla_runs():
+    meta = small_meta()
+    engine = make(TFSampledEngine, meta, num_sampled=10, xla=True, remove_accidental_hits=False)
+    batch = small_batch(meta)
+    losses = [engine.fit_step(batch).loss for _ in range(3)]
+    assert all(np.isfinite(losses))
+
+
+def test_info_reports_version_device_threads():
+    engine = make(TFDenseEngine, small_meta())
+    info = engine.info()
+    assert info["tensorflow"] == tf.__version__
+    assert "CPU" in info["device"] or "GPU" in info["device"]
+    assert info["threads"] >= 1 and info["xla"] is False
+
+
+# ---- learning ------------------------------------------------------------------------------------
+
+
+def learnable_problem(n: int, seed: int) -> tuple[Csr, Csr]:
+    """Each sample has 1-2 labels; each label owns 3 features that appear when the label does."""
+    rng = np.random.default_rng(seed)
+    num_labels, per = 20, 3
+    rows_f, rows_y = [], []
+    for _ in range(n):
+        labels = np.sort(rng.choice(num_labels, rng.integers(1, 3), replace=False))
+        feats = np.concatenate([lab * per + np.arange(per) for lab in labels])
+        noise = rng.choice(num_labels * per, 2, replace=False)
+        rows_f.append(np.unique(np.concatenate([feats, noise])))
+        rows_y.append(labels)
+
+    def pack(rows, n_cols, values):
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(r) for r in rows], out=indptr[1:])
+        idx = np.concatenate(rows).astype(np.int32)
+        return Csr(indptr, idx, np.ones(len(idx), np.float32) if values else None, n_cols)
+
+    return pack(rows_f, num_labels * per, True), pack(rows_y, num_labels, False)
+
+
+@pytest.mark.parametrize("cls,params", [(TFDenseEngine, {}), (TFSampledEngine, {"num_sampled": 8})])
+def test_loss_falls_and_learns(cls, params):
+    features, labels = learnable_problem(512, seed=0)
+    meta = TrainMeta(
+        num_features=features.n_cols,
+        num_labels=labels.n_cols,
+        num_train=512,
+        batch_size=32,
+        model=ModelSpec(hidden=(16,)),
+        optimizer=OptimizerSpec(lr=0.01),
+    )
+    engine = make(cls, meta, **params)
+    losses = []
+    for epoch in range(8):
+        for start in range(0, 512, 32):
+            rows = np.arange(start, start + 32)
+            losses.append(engine.fit_step(Batch(features.take(rows), labels.take(rows))).loss)
+    assert np.mean(losses[-16:]) < 0.5 * np.mean(losses[:4])
+    test_f, test_y = learnable_problem(200, seed=1)
+    top1 = engine.predict_topk(test_f, 1)[:, 0]
+    p1 = np.mean([top1[i] in test_y.row(i) for i in range(200)])
+    assert p1 > 0.9
+
+
+def test_lazy_adam_update_matches_numpy_over_two_steps():
+    """The row-wise Adam of tf_sampled, fed hand-made sparse gradients with repeated ids."""
+    meta = small_meta(features=10, labels=6)
+    engine = make(TFSampledEngine, meta, num_sampled=2)
+    model = engine._model  # white-box: drive the optimiser directly
+    opt = meta.optimizer
+    w = engine.get_weights()[2].astype(np.float64)  # W_out, 6 x 8
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    rng = np.random.default_rng(0)
+    steps = [np.array([4, 1, 4], np.int32), np.array([1, 2], np.int32)]
+    for t, ids in enumerate(steps, start=1):
+        values = rng.standard_normal((len(ids), 8)).astype(np.float32)
+        model.t.assign(t)
+        c1, c2 = model._bias_terms()
+        model._lazy_adam(2, tf.IndexedSlices(tf.constant(values), tf.constant(ids)), c1, c2)
+        g = np.zeros_like(w)
+        np.add.at(g, ids, values)  # repeated ids sum
+        rows = np.unique(ids)
+        m[rows] = opt.beta1 * m[rows] + (1 - opt.beta1) * g[rows]
+        v[rows] = opt.beta2 * v[rows] + (1 - opt.beta2) * g[rows] ** 2
+        m_hat, v_hat = m[rows] / (1 - opt.beta1**t), v[rows] / (1 - opt.beta2**t)
+        w[rows] -= opt.lr * m_hat / (np.sqrt(v_hat) + opt.eps)
+    np.testing.assert_allclose(engine.get_weights()[2], w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.m[2].numpy(), m, rtol=1e-5, atol=1e-7)
