@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta  # noqa: E402
-from harness.sparse import Csr  # noqa: E402
+from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.sparse import Csr
 
 log = logging.getLogger("slide_throughput")
 
@@ -52,8 +52,12 @@ def _random_batches(n_batches: int, batch: int, seed: int) -> list[Batch]:
             f_ptr.append(len(f_idx))
             l_ptr.append(len(l_idx))
         vals = rng.random(len(f_idx)).astype(np.float32) + 0.1
-        out.append(Batch(Csr(np.array(f_ptr, np.int64), np.array(f_idx, np.int32), vals, N_FEATURES),
-                         Csr(np.array(l_ptr, np.int64), np.array(l_idx, np.int32), None, N_LABELS)))
+        out.append(
+            Batch(
+                Csr(np.array(f_ptr, np.int64), np.array(f_idx, np.int32), vals, N_FEATURES),
+                Csr(np.array(l_ptr, np.int64), np.array(l_idx, np.int32), None, N_LABELS),
+            )
+        )
     return out
 
 
@@ -82,37 +86,46 @@ def child(args: argparse.Namespace) -> None:
     engine = SlideEngine(params)
     threads = engine.set_threads(args.threads[0])
     batches, source = _batches(args.warmup + args.steps, args.batch, args.seed)
-    meta = TrainMeta(N_FEATURES, N_LABELS, 490_449, args.batch, ModelSpec((128,)), OptimizerSpec(lr=1e-4), seed=0)
+    meta = TrainMeta(
+        N_FEATURES, N_LABELS, 490_449, args.batch, ModelSpec((128,)), OptimizerSpec(lr=1e-4), seed=0
+    )
     t0 = time.perf_counter()
     engine.prepare(meta)
     init_s = time.perf_counter() - t0
     for b in batches[: args.warmup]:
         engine.fit_step(b)
     active, losses = [], []
+    phases0 = engine._net.phase_times()
     t0 = time.perf_counter()
     for b in batches[args.warmup :]:
         st = engine.fit_step(b)
         active.append(st.active_outputs)
         losses.append(st.loss)
     train_s = time.perf_counter() - t0
+    phases = {k: 1000 * (v - phases0[k]) / args.steps for k, v in engine._net.phase_times().items()}
     t0 = time.perf_counter()
     engine._net.rebuild_tables()
     rebuild_s = time.perf_counter() - t0
     info = engine.info()
-    print(json.dumps({
-        "threads": threads,
-        "samples_per_s": args.steps * args.batch / train_s,
-        "step_ms": 1000 * train_s / args.steps,
-        "mean_active": float(np.mean(active)),
-        "loss_first_last": [losses[0], losses[-1]],
-        "rebuild_s": rebuild_s,
-        "init_s": init_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "model_mb": info["memory_bytes"] / 2**20,
-        "kernel": info["build"]["kernel_selected"],
-        "params": params,
-        "data": source,
-    }))
+    print(
+        json.dumps(
+            {
+                "threads": threads,
+                "samples_per_s": args.steps * args.batch / train_s,
+                "step_ms": 1000 * train_s / args.steps,
+                "mean_active": float(np.mean(active)),
+                "loss_first_last": [losses[0], losses[-1]],
+                "rebuild_s": rebuild_s,
+                "phase_ms_per_step": phases,
+                "init_s": init_s,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "model_mb": info["memory_bytes"] / 2**20,
+                "kernel": info["build"]["kernel_selected"],
+                "params": params,
+                "data": source,
+            }
+        )
+    )
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -124,14 +137,21 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--param", type=_param, action="append", default=[],
-                        help="engine parameter KEY=VALUE (JSON value), repeatable; default min_active=2000")
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        help="engine parameter KEY=VALUE (JSON value), repeatable; default min_active=2000",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -142,12 +162,25 @@ def main() -> int:
         return 0
     results = []
     for t in args.threads:
-        cmd = [sys.executable, __file__, "--child", "--threads", str(t), "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--batch", str(args.batch), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--threads",
+            str(t),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--batch",
+            str(args.batch),
+            "--seed",
+            str(args.seed),
+        ]
         for k, v in args.param:
             cmd += ["--param", f"{k}={json.dumps(v)}"]
         env = dict(os.environ, OMP_NUM_THREADS=str(t))
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.stderr.write(out.stderr)
             return out.returncode
@@ -155,13 +188,24 @@ def main() -> int:
     load = os.getloadavg()
     print(f"SLIDE throughput, Amazon-670K shape; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"data: {results[0]['data']}; params: {results[0]['params']}; kernel {results[0]['kernel']}")
-    print(f"{'threads':>7} {'samples/s':>10} {'step ms':>8} {'active':>7} {'rebuild s':>9} {'peak RSS MB':>11} {'model MB':>8}")
+    print(
+        f"{'threads':>7} {'samples/s':>10} {'step ms':>8} {'active':>7} {'rebuild s':>9} {'peak RSS MB':>11} {'model MB':>8}"
+    )
     for r in results:
-        print(f"{r['threads']:>7} {r['samples_per_s']:>10.0f} {r['step_ms']:>8.1f} {r['mean_active']:>7.0f} "
-              f"{r['rebuild_s']:>9.2f} {r['peak_rss_mb']:>11.0f} {r['model_mb']:>8.0f}")
+        print(
+            f"{r['threads']:>7} {r['samples_per_s']:>10.0f} {r['step_ms']:>8.1f} {r['mean_active']:>7.0f} "
+            f"{r['rebuild_s']:>9.2f} {r['peak_rss_mb']:>11.0f} {r['model_mb']:>8.0f}"
+        )
+    for r in results:
+        print(
+            f"  {r['threads']} thread(s), ms per step by phase: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["phase_ms_per_step"].items())
+        )
     if len(results) > 1:
-        print(f"speed-up {results[-1]['threads']} vs {results[0]['threads']} threads: "
-              f"{results[-1]['samples_per_s'] / results[0]['samples_per_s']:.2f}x")
+        print(
+            f"speed-up {results[-1]['threads']} vs {results[0]['threads']} threads: "
+            f"{results[-1]['samples_per_s'] / results[0]['samples_per_s']:.2f}x"
+        )
     return 0
 
 

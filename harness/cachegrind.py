@@ -18,9 +18,15 @@ program against a model of the host's caches. Three things make its numbers mean
   few-fold slowdown instead of ~50x) and the worker's own :class:`harness.perf.TrainingRegion`
   switches instrumentation on and off around the training loop through valgrind's gdbserver
   (``vgdb --pid=<self> instrumentation on|off``). The slice is the worker itself
-  (``python -m harness.worker SPEC OUT``) capped with ``SLIDEBENCH_MAX_STEPS`` and run without
-  evaluations (``SLIDEBENCH_NO_EVAL=1``). Caches start cold at the first step of the slice; valgrind
-  runs the program's threads one at a time against one simulated cache hierarchy.
+  (``python -m harness.worker SPEC OUT``) on a copy of the run's spec that trains exactly
+  ``WARMUP_STEPS + cachegrind_steps`` steps (also capped with ``SLIDEBENCH_MAX_STEPS``), with no
+  target, evaluating (uninstrumented, on a small subset) every ``WARMUP_STEPS`` steps: the region
+  skips its first ``enable`` (``SLIDEBENCH_VALGRIND_SKIP_ENABLES=1``), so the warm-up steps — where
+  TF traces its graph, which instrumented takes minutes — run uninstrumented, and counting starts
+  after the first evaluation. Measured here: tf_dense on the smoke workload, 3 counted steps, 183 s
+  in all (~100 s of it importing TensorFlow uninstrumented); numpy_dense/slide: under 30 s.
+  Simulated caches start cold at the first counted step; valgrind runs the program's threads one
+  at a time against one simulated cache hierarchy.
 """
 
 from __future__ import annotations

@@ -22,7 +22,17 @@ from harness.results import utc_now
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Environment variables that decide how many threads anything uses.
-THREAD_ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "TF_NUM_", "NUMEXPR_", "VECLIB_", "SLIDE_")
+THREAD_ENV_PREFIXES = (
+    "OMP_",
+    "KMP_",
+    "GOMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "TF_NUM_",
+    "NUMEXPR_",
+    "VECLIB_",
+    "SLIDE_",
+)
 
 
 def _package_version(*names: str) -> str | None:
@@ -71,7 +81,11 @@ def git_state(repo: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the source tree; (None, None) outside a git checkout. Read-only git."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
@@ -94,6 +108,8 @@ def native_build(engine_info: Mapping[str, Any] | None) -> dict[str, Any] | None
     """The build facts an engine reports (compiler, flags, kernel/ISA); None for pure-Python engines."""
     if not engine_info:
         return None
+    if isinstance(engine_info.get("build"), Mapping):  # the native engine reports its build as one table
+        return dict(engine_info["build"])
     wanted = ("build", "compiler", "flags", "kernel", "isa", "simd", "openmp")
     found = {k: v for k, v in engine_info.items() if any(w in k.lower() for w in wanted)}
     return found or None

@@ -418,9 +418,13 @@ class WrappedCommand:
         if _wants_cachegrind(self.counters_cfg) and (self.support is None or not self.support.hardware):
             from harness import cachegrind
 
-            slice_result = cachegrind.run_slice(
-                self.worker_argv, self.workdir, int(self.counters_cfg.get("cachegrind_steps", 20))
-            )
+            try:
+                slice_result = cachegrind.run_slice(
+                    self.worker_argv, self.workdir, int(self.counters_cfg.get("cachegrind_steps", 20))
+                )
+            except Exception as exc:  # a simulation bug must not cost the run its record
+                log.exception("cachegrind slice crashed")
+                slice_result = {"error": f"{type(exc).__name__}: {exc}"}
             if slice_result.get("error"):
                 section["reason"] = _join(
                     section["reason"], f"cachegrind slice failed: {slice_result['error']}"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -105,6 +106,7 @@ class Progress:
 
     def run_started(self, index: int, spec: RunSpec) -> None:
         self.index, self.spec, self.t0 = index, spec, time.monotonic()
+        self.train_t0: float | None = None  # ETA extrapolates from training time only, not set-up
         self._line(f"[{index}/{self.total}] {self._name(spec)}: starting", log_too=True)
 
     def event(self, ev: Mapping[str, Any]) -> None:
@@ -113,11 +115,13 @@ class Progress:
             eta = self._eta(ev)
             msg = (
                 f"[{self.index}/{self.total}] {self._name(self.spec)}: step {ev.get('step')} "
-                f"epoch {ev.get('epoch', 0):.2f} P@1 {ev.get('p1', float('nan')):.4f} "
-                f"train {ev.get('train_s', 0):.1f}s" + (f" ETA {eta:.0f}s" if eta is not None else "")
+                f"epoch {_num(ev.get('epoch')):.2f} P@1 {_num(ev.get('p1')):.4f} "
+                f"train {_num(ev.get('train_s')):.1f}s" + (f" ETA {eta:.0f}s" if eta is not None else "")
             )
             self._line(msg, log_too=not self.tty)
-        elif kind in ("data_loaded", "init_stop") and not self.tty:
+        elif kind == "train_start":
+            self.train_t0 = time.monotonic()
+        if kind in ("data_loaded", "init_stop") and not self.tty:
             log.info("%s: %s %.1fs", self._name(self.spec), kind, ev.get("seconds", 0.0))
 
     def run_finished(self, outcome: Outcome) -> None:
@@ -131,15 +135,15 @@ class Progress:
         tr = self.spec.training
         fractions = []
         if tr.max_steps:
-            fractions.append(ev.get("step", 0) / tr.max_steps)
+            fractions.append(_num(ev.get("step")) / tr.max_steps)
         if tr.max_seconds:
-            fractions.append(ev.get("train_s", 0.0) / tr.max_seconds)
+            fractions.append(_num(ev.get("train_s")) / tr.max_seconds)
         if tr.max_epochs:
-            fractions.append(ev.get("epoch", 0.0) / tr.max_epochs)
-        done = max(fractions, default=0.0)
+            fractions.append(_num(ev.get("epoch")) / tr.max_epochs)
+        done = max((f for f in fractions if not math.isnan(f)), default=0.0)
         if done <= 0:
             return None
-        elapsed = time.monotonic() - self.t0
+        elapsed = time.monotonic() - (self.train_t0 if self.train_t0 is not None else self.t0)
         return elapsed * (1 - min(done, 1.0)) / done
 
     @staticmethod
@@ -160,6 +164,11 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+
+
+def _num(value: Any) -> float:
+    """A number from an event for display (NaN stored as null in the log reads as nan)."""
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 class _EventTail:
@@ -195,7 +204,9 @@ def _utc_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def failure_record(spec: RunSpec, run_id: str, message: str, events_file: Path, counters: Mapping[str, Any]) -> dict:
+def failure_record(
+    spec: RunSpec, run_id: str, message: str, events_file: Path, counters: Mapping[str, Any]
+) -> dict:
     """An `error` record for a worker that died without writing one; the curve comes from its events."""
     from harness import env
 
@@ -203,7 +214,10 @@ def failure_record(spec: RunSpec, run_id: str, message: str, events_file: Path, 
     last: dict[str, Any] = {}
     for ev in _EventTail(events_file).poll():
         if ev.get("event") == "eval_accuracy":
-            point = {k: ev.get(k) for k in ("step", "epoch", "samples", "train_s", "wall_s", "p1", "p3", "p5", "ndcg5", "loss")}
+            point = {
+                k: ev.get(k)
+                for k in ("step", "epoch", "samples", "train_s", "wall_s", "p1", "p3", "p5", "ndcg5", "loss")
+            }
             curve.append(point)
     if curve:
         last = curve[-1]
@@ -215,8 +229,14 @@ def failure_record(spec: RunSpec, run_id: str, message: str, events_file: Path, 
         "spec": spec.to_dict(),
         "status": {"state": "error", "message": message},
         "timing": {
-            "data_s": None, "init_s": None, "train_s": last.get("train_s"), "eval_s": None, "wall_s": None,
-            "time_to_target_s": None, "steps": last.get("step"), "samples": last.get("samples"),
+            "data_s": None,
+            "init_s": None,
+            "train_s": last.get("train_s"),
+            "eval_s": None,
+            "wall_s": None,
+            "time_to_target_s": None,
+            "steps": last.get("step"),
+            "samples": last.get("samples"),
             "epochs": last.get("epoch"),
         },
         "curve": curve,
@@ -323,7 +343,9 @@ def run_one(
             record["counters"] = wrapped.collect(samples)
         except Exception as exc:
             log.exception("counter collection failed")
-            record["counters"] = _Unwrapped([], f"counter collection failed: {type(exc).__name__}: {exc}").collect(0)
+            record["counters"] = _Unwrapped(
+                [], f"counter collection failed: {type(exc).__name__}: {exc}"
+            ).collect(0)
         if rc != 0:
             record["status"]["message"] += f" (wrapper exited with status {rc})"
         state, message = record["status"]["state"], record["status"]["message"]
@@ -343,7 +365,9 @@ def run_one(
         final.rename(final.with_name(f"{final.name}.replaced-{_utc_stamp()}"))
     results.write_record(final, record)
     shutil.rmtree(workdir, ignore_errors=True)
-    return Outcome(spec, run_id, final, state, message.splitlines()[0] if message else "", time.monotonic() - t0)
+    return Outcome(
+        spec, run_id, final, state, message.splitlines()[0] if message else "", time.monotonic() - t0
+    )
 
 
 def _plain_counters(spec: RunSpec) -> dict[str, Any]:
@@ -413,7 +437,12 @@ def run_campaign(
     cores = os.cpu_count() or 1
     for t in sorted({s.threads for s in todo}):
         if t > cores:
-            log.warning("%s: %d threads on a machine with %d cores: oversubscribed, timings will suffer", workload.name, t, cores)
+            log.warning(
+                "%s: %d threads on a machine with %d cores: oversubscribed, timings will suffer",
+                workload.name,
+                t,
+                cores,
+            )
     errors_skipped = sum(1 for o in skipped if o.message.endswith("as error"))
     log.info(
         "%s: %d runs, %d already recorded%s, %d to run",
@@ -435,4 +464,3 @@ def run_campaign(
 def summarize(outcomes: Sequence[Outcome]) -> str:
     counts = collections.Counter(o.state for o in outcomes)
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
-

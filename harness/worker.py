@@ -188,7 +188,9 @@ class _Run:
         spec = self.spec
         ev = spec.evaluation
         tr = spec.training
-        self.events.emit("run_start", run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides)
+        self.events.emit(
+            "run_start", run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides
+        )
 
         t0 = time.perf_counter()
         train, test = data.load(spec.dataset.to_data_spec(), self.doc.get("data_dir"))
@@ -208,7 +210,9 @@ class _Run:
         # Evaluation subset, cut into predict batches once: identical for every engine.
         rows = eval_rows(test.features.n_rows, ev.subset, ev.seed)
         eval_labels = test.labels.take(rows)
-        eval_chunks = [test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)]
+        eval_chunks = [
+            test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)
+        ]
         self.data_info["eval_rows"] = len(rows)
 
         t0 = time.perf_counter()
@@ -235,7 +239,9 @@ class _Run:
                 top = engine.predict_topk(chunk, k)
                 if not isinstance(top, np.ndarray) or top.dtype != np.int32 or top.shape != (chunk.n_rows, k):
                     got = f"{type(top).__name__} {getattr(top, 'dtype', '?')} {getattr(top, 'shape', '?')}"
-                    raise TypeError(f"{spec.engine}.predict_topk must return int32 ({chunk.n_rows}, {k}), got {got}")
+                    raise TypeError(
+                        f"{spec.engine}.predict_topk must return int32 ({chunk.n_rows}, {k}), got {got}"
+                    )
                 parts.append(top)
             m = ranking_metrics(np.concatenate(parts), eval_labels, (1, 3, 5))
             elapsed = time.perf_counter() - te
@@ -313,7 +319,10 @@ class _Run:
                     region.enable()
                     if target_hit(point):
                         self.timing["time_to_target_s"] = point["train_s"]
-                        stop = ("target_reached", f"P@1 {point['p1']:.4f} >= target {ev.target_p1:g} at step {step}")
+                        stop = (
+                            "target_reached",
+                            f"P@1 {point['p1']:.4f} >= target {ev.target_p1:g} at step {step}",
+                        )
                         break
                 if budget:
                     stop = ("budget_spent", budget)
@@ -322,12 +331,16 @@ class _Run:
         region.disable()
         self.data_info["batch_stream_sha256"] = stream.hexdigest()
         self.timing["loop_s"] = time.perf_counter() - t_loop
-        self.timing["overhead_s"] = max(0.0, self.timing["loop_s"] - self.timing["train_s"] - self.timing["eval_s"])
+        self.timing["overhead_s"] = max(
+            0.0, self.timing["loop_s"] - self.timing["train_s"] - self.timing["eval_s"]
+        )
         self.timing["steps"], self.timing["samples"] = step, samples
         self.timing["epochs"] = samples / n_train
         self.state, self.message = stop
         if self.overrides:
-            self.message += f" (overrides: {', '.join(f'{k}={v}' for k, v in sorted(self.overrides.items()))})"
+            self.message += (
+                f" (overrides: {', '.join(f'{k}={v}' for k, v in sorted(self.overrides.items()))})"
+            )
         try:
             self.engine_info = dict(engine.info())
         except Exception as exc:  # noqa: BLE001 - a broken info() must not lose the run's numbers
@@ -420,7 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     # Before numpy or any engine is imported: thread pools are sized from these at creation.
     for name, value in thread_env(threads).items():
         if os.environ.get(name) not in (None, value):
-            log.warning("%s=%s in the environment; the spec says %s threads: using %s", name, os.environ[name], threads, value)
+            log.warning(
+                "%s=%s in the environment; the spec says %s threads: using %s",
+                name,
+                os.environ[name],
+                threads,
+                value,
+            )
         os.environ[name] = value
     signal.signal(signal.SIGTERM, _on_signal)
     return run(spec_path, out_path)

@@ -149,7 +149,9 @@ class RunSpec:
                 threads=int(d["threads"]),
                 seed=int(d["seed"]),
                 dataset=DatasetRef(**d["dataset"]),
-                model=ModelSpec(hidden=tuple(int(h) for h in model["hidden"]), activation=model["activation"]),
+                model=ModelSpec(
+                    hidden=tuple(int(h) for h in model["hidden"]), activation=model["activation"]
+                ),
                 training=TrainingSpec(**d["training"]),
                 evaluation=EvalSpec(**d["evaluation"]),
                 counters=CountersSpec(**d.get("counters", {})),
@@ -251,7 +253,11 @@ def build_id(engine: str) -> str:
     module = importlib.import_module(cls.__module__)
     origin = Path(module.__file__ or "").resolve()
     root = origin.parent if origin.name == "__init__.py" else origin
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES) if root.is_dir() else [root]
+    files = (
+        sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES)
+        if root.is_dir()
+        else [root]
+    )
     digest = hashlib.sha256()
     for path in files:
         if "__pycache__" in path.parts:
@@ -308,15 +314,15 @@ class _Field:
     check: Check | None = None
 
 
-def _section(
-    table: Any, fields: Mapping[str, _Field], where: str, section: str
-) -> dict[str, Any]:
+def _section(table: Any, fields: Mapping[str, _Field], where: str, section: str) -> dict[str, Any]:
     """Type- and range-check one TOML table against its field list; unknown keys refused."""
     if not isinstance(table, dict):
         raise _fail(where, f"[{section}]", f"must be a table, got {type(table).__name__}")
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise _fail(where, f"[{section}] {unknown[0]}", f"unknown key; known keys: {', '.join(sorted(fields))}")
+        raise _fail(
+            where, f"[{section}] {unknown[0]}", f"unknown key; known keys: {', '.join(sorted(fields))}"
+        )
     out: dict[str, Any] = {}
     for key, spec in fields.items():
         name = f"[{section}] {key}"
@@ -407,7 +413,9 @@ def _check_engines(names: list[Any], where: str, key: str) -> tuple[str, ...]:
         raise _fail(where, key, f"must be a non-empty list of engine names, got {names!r}")
     for n in names:
         if n not in registry.ENGINES:
-            raise _fail(where, key, f"unknown engine {n!r}; registered: {', '.join(sorted(registry.ENGINES))}")
+            raise _fail(
+                where, key, f"unknown engine {n!r}; registered: {', '.join(sorted(registry.ENGINES))}"
+            )
     if len(set(names)) != len(names):
         raise _fail(where, key, f"has duplicates: {names!r}")
     return tuple(names)
@@ -439,11 +447,17 @@ def _check_dataset(dataset: DatasetRef, where: str) -> None:
     if dataset.name is not None:
         known = data.load_manifest()
         if dataset.name not in known:
-            raise _fail(where, "[dataset] name", f"unknown data set {dataset.name!r}; the manifest has: {', '.join(sorted(known))}")
+            raise _fail(
+                where,
+                "[dataset] name",
+                f"unknown data set {dataset.name!r}; the manifest has: {', '.join(sorted(known))}",
+            )
     else:
         if dataset.synthetic not in synth.PRESETS:
             raise _fail(
-                where, "[dataset] synthetic", f"unknown preset {dataset.synthetic!r}; known: {', '.join(sorted(synth.PRESETS))}"
+                where,
+                "[dataset] synthetic",
+                f"unknown preset {dataset.synthetic!r}; known: {', '.join(sorted(synth.PRESETS))}",
             )
         try:
             dataset.to_data_spec()
@@ -483,7 +497,9 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
         raise _fail(where, unknown[0], f"unknown top-level key; known keys: {', '.join(sorted(_TOP))}")
     for key, spec in _TOP.items():
         if spec.required and key not in raw:
-            raise _fail(where, key, "is required" if spec.kind != "table" else f"the [{key}] table is required")
+            raise _fail(
+                where, key, "is required" if spec.kind != "table" else f"the [{key}] table is required"
+            )
     for key in ("name", "description", "target_source"):
         if key in raw and not isinstance(raw[key], str):
             raise _fail(where, key, f"must be a string, got {raw[key]!r}")
@@ -495,7 +511,9 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
 
     ds = _section(raw["dataset"], _DATASET, where, "dataset")
     if ("name" in ds) == ("synthetic" in ds):
-        raise _fail(where, "[dataset]", "give exactly one of 'name' (a manifest entry) or 'synthetic' (a preset)")
+        raise _fail(
+            where, "[dataset]", "give exactly one of 'name' (a manifest entry) or 'synthetic' (a preset)"
+        )
     if "name" in ds and ({"scale", "seed"} & set(ds)):
         raise _fail(where, "[dataset] scale", "'scale' and 'seed' apply to synthetic data only")
     dataset = DatasetRef(
@@ -520,14 +538,20 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
     evaluation = EvalSpec(**ev)
     if evaluation.k < 5:
         # The record's curve and `final` always carry P@1/3/5 and nDCG@1/3/5.
-        raise _fail(where, "[evaluation] k", f"must be >= 5 (P@5 and nDCG@5 are always reported), got {evaluation.k}")
+        raise _fail(
+            where, "[evaluation] k", f"must be >= 5 (P@5 and nDCG@5 are always reported), got {evaluation.k}"
+        )
     if evaluation.target_p1 is not None and not str(raw.get("target_source", "")).strip():
-        raise _fail(where, "target_source", "is required when [evaluation] target_p1 is set: say where it comes from")
+        raise _fail(
+            where, "target_source", "is required when [evaluation] target_p1 is set: say where it comes from"
+        )
 
     mx = _section(raw["matrix"], _MATRIX, where, "matrix")
     engines = _check_engines(mx["engines"], where, "[matrix] engines")
 
-    counters = CountersSpec(**(_section(raw["counters"], _COUNTERS, where, "counters") if "counters" in raw else {}))
+    counters = CountersSpec(
+        **(_section(raw["counters"], _COUNTERS, where, "counters") if "counters" in raw else {})
+    )
 
     engine_params: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}

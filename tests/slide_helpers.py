@@ -12,7 +12,9 @@ from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 from harness.sparse import Csr
 
 HAVE_NATIVE = importlib.util.find_spec("engines.slide._slide") is not None
-needs_native = pytest.mark.skipif(not HAVE_NATIVE, reason="engines.slide._slide is not built (run `make install`)")
+needs_native = pytest.mark.skipif(
+    not HAVE_NATIVE, reason="engines.slide._slide is not built (run `make install`)"
+)
 
 
 def native() -> Any:
@@ -40,9 +42,17 @@ def learnable(rng: np.random.Generator, n: int, n_features: int, n_labels: int, 
     return Batch(x, y)
 
 
-def meta(n_features: int, n_labels: int, hidden: tuple[int, ...] = (16,), lr: float = 1e-3, eps: float = 1e-8,
-         seed: int = 0) -> TrainMeta:
-    return TrainMeta(n_features, n_labels, 1000, 32, ModelSpec(hidden), OptimizerSpec(lr=lr, eps=eps), seed=seed)
+def meta(
+    n_features: int,
+    n_labels: int,
+    hidden: tuple[int, ...] = (16,),
+    lr: float = 1e-3,
+    eps: float = 1e-8,
+    seed: int = 0,
+) -> TrainMeta:
+    return TrainMeta(
+        n_features, n_labels, 1000, 32, ModelSpec(hidden), OptimizerSpec(lr=lr, eps=eps), seed=seed
+    )
 
 
 def engine(params: dict[str, Any], m: TrainMeta, threads: int = 1) -> Any:

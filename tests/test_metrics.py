@@ -43,7 +43,12 @@ def test_perfect_and_zero() -> None:
     y = labels_csr([[0, 1, 2], [5]], 8)
     perfect = np.array([[2, 0, 1, 7, 6], [5, 0, 1, 2, 3]], dtype=np.int32)
     m = ranking_metrics(perfect, y)
-    assert m["p1"] == 1.0 and m["ndcg1"] == 1.0 and m["ndcg3"] == pytest.approx(1.0) and m["ndcg5"] == pytest.approx(1.0)
+    assert (
+        m["p1"] == 1.0
+        and m["ndcg1"] == 1.0
+        and m["ndcg3"] == pytest.approx(1.0)
+        and m["ndcg5"] == pytest.approx(1.0)
+    )
     assert m["p3"] == pytest.approx((1.0 + 1 / 3) / 2)
     wrong = np.array([[3, 4, 5, 6, 7], [0, 1, 2, 3, 4]], dtype=np.int32)
     assert all(v == 0.0 for v in ranking_metrics(wrong, y).values())

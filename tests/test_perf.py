@@ -269,3 +269,49 @@ def test_training_region_isolates_counts_under_real_perf(tmp_path):
     faults = c["events"]["page-faults"]
     assert 900 <= faults < 4000, faults  # the 32,768 faults outside the region are excluded
     assert c["per_sample"]["page-faults"] == pytest.approx(faults / 1024)
+
+
+def fake_perf(tmp_path: Path, csv_fixture: str | None, control: bool, stat_error: str | None = None) -> str:
+    """A stand-in `perf` binary: prints a version, answers `stat` with a fixture or an error."""
+    script = tmp_path / "perf"
+    stat = (
+        f'echo "{stat_error}" >&2; exit 255'
+        if stat_error
+        else f'out=""; prev=""; for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+        f'cp "{FIXTURES / csv_fixture}" "$out"'
+    )
+    no_control = (
+        ""
+        if control
+        else (
+            'for a in "$@"; do [ "$a" = "--control" ] && { echo "unknown option control" >&2; exit 129; }; done'
+        )
+    )
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "perf version 5.4.0"; exit 0; fi\n'
+        f"{no_control}\n{stat}\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_probe_old_perf_without_control_falls_back_to_whole_process(tmp_path):
+    sup = perf.probe.__wrapped__(fake_perf(tmp_path, "hw-supported.csv", control=False))
+    assert sup.usable and sup.hardware and not sup.control and sup.version == "5.4.0"
+    assert "--control" in sup.reason and "whole process" in sup.reason
+    w = perf.wrap_command(["w", "S", "O"], {"perf": True}, tmp_path / "work", support=sup)
+    assert w.scope == "whole_process" and "-D" not in w.argv
+
+
+def test_probe_vm_without_pmu(tmp_path):
+    sup = perf.probe.__wrapped__(fake_perf(tmp_path, "vm-not-supported.csv", control=True))
+    assert sup.usable and not sup.hardware and sup.control
+    assert sup.events["cycles"] == "not supported" and sup.events["page-faults"] == "counted"
+    assert "hardware events <not supported>" in sup.reason
+
+
+def test_probe_refused_by_the_kernel_says_why(tmp_path):
+    err = "Error: No permission to enable task-clock event."
+    sup = perf.probe.__wrapped__(fake_perf(tmp_path, None, control=True, stat_error=err))
+    assert not sup.usable and err in sup.reason

@@ -14,8 +14,15 @@ F, L = 12, 9
 
 def make_batch(rng: np.random.Generator, n: int = 5) -> Batch:
     nnz = 4
-    cols = np.stack([np.sort(rng.choice(F, size=nnz, replace=False)) for _ in range(n)]).ravel().astype(np.int32)
-    x = Csr(np.arange(0, n * nnz + 1, nnz, dtype=np.int64), cols, rng.uniform(0.2, 1.0, n * nnz).astype(np.float32), F)
+    cols = (
+        np.stack([np.sort(rng.choice(F, size=nnz, replace=False)) for _ in range(n)]).ravel().astype(np.int32)
+    )
+    x = Csr(
+        np.arange(0, n * nnz + 1, nnz, dtype=np.int64),
+        cols,
+        rng.uniform(0.2, 1.0, n * nnz).astype(np.float32),
+        F,
+    )
     label_rows = [[1, 4], [0], [], [2, 3, 8], [7]][:n]
     indptr = np.zeros(n + 1, dtype=np.int64)
     indptr[1:] = np.cumsum([len(r) for r in label_rows])

@@ -105,12 +105,18 @@ def test_batch_stream_identical_across_engines(tmp_path: Path) -> None:
     w = workload.load(path)
     res = tmp_path / "res"
     runner.run_campaign(w, res)
-    w2 = workload.load(write_workload(tmp_path, name="tw2", seeds="[0]", engine_params="[engines.numpy_dense]\ninit_scale = 0.5"))
+    w2 = workload.load(
+        write_workload(
+            tmp_path, name="tw2", seeds="[0]", engine_params="[engines.numpy_dense]\ninit_scale = 0.5"
+        )
+    )
     runner.run_campaign(w2, res)
     by = {(r["spec"]["workload"], r["spec"]["seed"]): r for r in records(res)}
     assert by[("tw", 0)]["data"]["batch_stream_sha256"] == by[("tw2", 0)]["data"]["batch_stream_sha256"]
     assert by[("tw", 0)]["data"]["batch_stream_sha256"] != by[("tw", 1)]["data"]["batch_stream_sha256"]
-    assert by[("tw", 0)]["final"] != by[("tw2", 0)]["final"] or by[("tw", 0)]["curve"] != by[("tw2", 0)]["curve"]
+    assert (
+        by[("tw", 0)]["final"] != by[("tw2", 0)]["final"] or by[("tw", 0)]["curve"] != by[("tw2", 0)]["curve"]
+    )
     # The fingerprint is the one a test can recompute from batch_order alone.
     n_train = by[("tw", 0)]["data"]["train_rows"]
     h = hashlib.sha256()
@@ -172,7 +178,9 @@ def test_nan_loss_ends_run_as_diverged(tmp_path: Path) -> None:
 
 
 def test_engine_error_is_recorded_and_campaign_goes_on(tmp_path: Path) -> None:
-    w = workload.load(write_workload(tmp_path, seeds="[0, 1]", engine_params="[engines.numpy_dense]\nraise_at_step = 2"))
+    w = workload.load(
+        write_workload(tmp_path, seeds="[0, 1]", engine_params="[engines.numpy_dense]\nraise_at_step = 2")
+    )
     out = runner.run_campaign(w, tmp_path / "res")
     assert [o.state for o in out] == ["error", "error"]
     rec = records(tmp_path / "res")[0]
@@ -195,7 +203,9 @@ def test_existing_records_are_skipped_and_force_keeps_the_old_one(tmp_path: Path
 def test_max_steps_override_is_recorded(tmp_path: Path) -> None:
     w = workload.load(write_workload(tmp_path, max_steps=50))
     (spec,) = w.expand()
-    out = runner.run_one(spec, tmp_path / "res", extra_env={"SLIDEBENCH_MAX_STEPS": "3", "SLIDEBENCH_NO_EVAL": "1"})
+    out = runner.run_one(
+        spec, tmp_path / "res", extra_env={"SLIDEBENCH_MAX_STEPS": "3", "SLIDEBENCH_NO_EVAL": "1"}
+    )
     rec = results.read_record(out.path)
     assert rec["timing"]["steps"] == 3 and rec["curve"] == []
     assert rec["overrides"] == {"max_steps": 3, "no_eval": True} and "overrides" in rec["status"]["message"]
@@ -224,6 +234,7 @@ def _training_started(res: Path) -> bool:
     return any("train_start" in p.read_text() for p in (res / "runs").rglob("*.events.jsonl"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_killed_campaign_leaves_no_partial_record_and_resumes(tmp_path: Path, how: int) -> None:
     slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
@@ -247,6 +258,7 @@ def test_killed_campaign_leaves_no_partial_record_and_resumes(tmp_path: Path, ho
     assert len(records(res)) == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path) -> None:
     slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
     w = workload.load(write_workload(tmp_path, seeds="[0, 1]", max_steps=15, engine_params=slow))
@@ -256,7 +268,9 @@ def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path)
     def killer() -> None:
         # Kill the first worker process once it is training.
         _wait_for(lambda: _training_started(res))
-        out = subprocess.run(["pgrep", "-f", f"harness.worker {res}"], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["pgrep", "-f", f"harness.worker {res}"], capture_output=True, text=True, check=False
+        )
         pids = [int(x) for x in out.stdout.split()]
         for pid in pids[:1]:
             os.kill(pid, signal.SIGKILL)
@@ -308,7 +322,9 @@ def test_progress_line_on_a_tty(tmp_path: Path) -> None:
     assert "ETA" in tty.text  # half the step budget is spent
 
 
-def test_reproduce_runs_suite_then_scaling_then_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reproduce_runs_suite_then_scaling_then_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.commands import run as run_cmd
 
     wdir = tmp_path / "workloads"
@@ -332,7 +348,9 @@ def test_reproduce_runs_suite_then_scaling_then_report(tmp_path: Path, monkeypat
     monkeypatch.setattr(run_cmd, "_optional", fake_optional)
     import argparse
 
-    args = argparse.Namespace(suite="mini", data_dir=None, results_dir=str(tmp_path / "res"), timeout=None, no_scaling=False)
+    args = argparse.Namespace(
+        suite="mini", data_dir=None, results_dir=str(tmp_path / "res"), timeout=None, no_scaling=False
+    )
     assert run_cmd.cmd_reproduce(args) == 0
     done = {r["spec"]["workload"] for r in records(tmp_path / "res")}
     assert done == {"a", "b"}  # b's data is synthetic, so always "available"
@@ -350,8 +368,39 @@ def test_row_slice_matches_take() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 5, size=20)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    m = Csr(indptr, rng.integers(0, 50, size=int(indptr[-1])).astype(np.int32), rng.random(int(indptr[-1])).astype(np.float32), 50)
+    m = Csr(
+        indptr,
+        rng.integers(0, 50, size=int(indptr[-1])).astype(np.int32),
+        rng.random(int(indptr[-1])).astype(np.float32),
+        50,
+    )
     for a, b in [(0, 20), (3, 9), (19, 20), (5, 5)]:
         s, t = row_slice(m, a, b), m.take(np.arange(a, b))
         assert np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices)
         assert np.array_equal(s.values, t.values) and s.n_cols == 50
+
+
+def test_realdata_availability(tmp_path: Path) -> None:
+    from harness.commands.run import realdata_available
+
+    w = workload.load("delicious")
+    reason = realdata_available(w, tmp_path)
+    assert reason is not None and "delicious_train.txt" in reason
+    assert realdata_available(workload.load(write_workload(tmp_path)), tmp_path) is None  # synthetic
+    shared = os.environ.get("SLIDEBENCH_DATA")
+    if shared and (Path(shared) / "delicious").is_dir():
+        assert realdata_available(w, Path(shared)) is None
+
+
+def test_run_command_refuses_missing_real_data_before_any_run(tmp_path: Path) -> None:
+    import argparse
+
+    from harness.commands.run import cmd_run
+
+    args = argparse.Namespace(
+        workload="delicious", engines=["numpy_dense"], threads=None, seeds=None, force=False,
+        retry_errors=False, data_dir=str(tmp_path), results_dir=str(tmp_path / "res"), timeout=None,
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="delicious_train.txt"):
+        cmd_run(args)
+    assert not (tmp_path / "res").exists()

@@ -20,8 +20,18 @@ N_FEATURES, N_LABELS = 20, 10
 def _config(**over) -> dict:
     cfg = {
         "num_features": N_FEATURES,
-        "layers": [{"size": 8}, {"size": N_LABELS, "sampled": True, "K": 2, "L": 4, "bucket_bits": 4,
-                                  "bucket_capacity": 8, "min_active": 4}],
+        "layers": [
+            {"size": 8},
+            {
+                "size": N_LABELS,
+                "sampled": True,
+                "K": 2,
+                "L": 4,
+                "bucket_bits": 4,
+                "bucket_capacity": 8,
+                "min_active": 4,
+            },
+        ],
         "seed": 1,
     }
     cfg.update(over)
@@ -34,9 +44,12 @@ def net():
 
 
 def _good():
-    x = dict(indptr=np.array([0, 2, 3], np.int64), indices=np.array([1, 5, 19], np.int32),
-             values=np.array([1.0, 0.5, 2.0], np.float32))
-    y = dict(label_indptr=np.array([0, 1, 3], np.int64), label_indices=np.array([0, 2, 9], np.int32))
+    x = {
+        "indptr": np.array([0, 2, 3], np.int64),
+        "indices": np.array([1, 5, 19], np.int32),
+        "values": np.array([1.0, 0.5, 2.0], np.float32),
+    }
+    y = {"label_indptr": np.array([0, 1, 3], np.int64), "label_indices": np.array([0, 2, 9], np.int32)}
     return x, y
 
 
@@ -64,8 +77,14 @@ BAD_BATCHES = [
     ({"indptr": np.array([1, 2, 3], np.int64)}, "indptr[0] must be 0"),
     ({"indptr": np.array([0, 2, 4], np.int64)}, "must equal the number of indices"),
     ({"indptr": np.array([0, 3, 2, 3], np.int64)}, "non-decreasing"),
-    ({"indptr": np.array([0], np.int64), "indices": np.zeros(0, np.int32), "values": np.zeros(0, np.float32)},
-     "batch is empty"),
+    (
+        {
+            "indptr": np.array([0], np.int64),
+            "indices": np.zeros(0, np.int32),
+            "values": np.zeros(0, np.float32),
+        },
+        "batch is empty",
+    ),
     ({"indptr": np.zeros(0, np.int64)}, "at least one entry"),
     ({"label_indices": np.array([0, 2, 10], np.int32)}, "labels: row 1 has id 10 outside [0, 10)"),
     ({"label_indices": np.array([0, 9, 2], np.int32)}, "labels: row 1 ids must be strictly increasing"),
@@ -105,7 +124,15 @@ def test_bad_predict_refused(net, kwargs: dict, fragment: str) -> None:
 
 
 def _layer(**over) -> dict:
-    out = {"size": N_LABELS, "sampled": True, "K": 2, "L": 4, "bucket_bits": 4, "bucket_capacity": 8, "min_active": 4}
+    out = {
+        "size": N_LABELS,
+        "sampled": True,
+        "K": 2,
+        "L": 4,
+        "bucket_bits": 4,
+        "bucket_capacity": 8,
+        "min_active": 4,
+    }
     out.update(over)
     return out
 

@@ -12,6 +12,7 @@ import pytest
 
 from engines.slide import DEFAULTS, SlideEngine
 from harness.engine import OptimizerSpec
+
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
     from slide_helpers import all_weights, engine, learnable, meta, native, needs_native
     from tf_numpy_ref import NumpyAdamModel
@@ -94,7 +95,9 @@ def test_kernel_env_var_selects_path() -> None:
     code = "from engines.slide import _native; print(_native().kernel())"
     for kernel in supported:
         env = dict(os.environ, SLIDE_KERNEL=kernel)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == kernel
     # An unusable value is refused by the adapter before any work.
     e = SlideEngine({})
@@ -123,8 +126,11 @@ def test_info_reports_build() -> None:
 def _train(threads: int, serialize: bool = False) -> tuple[list[float], list[np.ndarray], np.ndarray]:
     rng = np.random.default_rng(7)
     m = meta(120, 60, hidden=(16,), lr=0.01, seed=3)
-    e = engine({"min_active": 10, "K": 3, "L": 8, "rebuild_n0": 3, "rehash_m": 5, "debug_serialize": serialize}, m,
-               threads)
+    e = engine(
+        {"min_active": 10, "K": 3, "L": 8, "rebuild_n0": 3, "rehash_m": 5, "debug_serialize": serialize},
+        m,
+        threads,
+    )
     losses = [e.fit_step(learnable(rng, 32, 120, 60, 6)).loss for _ in range(12)]
     test = learnable(np.random.default_rng(99), 20, 120, 60, 6)
     return losses, all_weights(e), e.predict_topk(test.features, 5)
@@ -193,8 +199,16 @@ def test_lsh_retrieval_recall() -> None:
     rng = np.random.default_rng(2)
     n_labels, dim, n_q = 2000, 64, 300
     m = meta(dim, n_labels, hidden=())
-    params = {"hash": "simhash", "K": 6, "L": 20, "bucket_bits": 6, "bucket_capacity": 128, "min_active": 0,
-              "simhash_density": 1.0, "inference": "lsh"}
+    params = {
+        "hash": "simhash",
+        "K": 6,
+        "L": 20,
+        "bucket_bits": 6,
+        "bucket_capacity": 128,
+        "min_active": 0,
+        "simhash_density": 1.0,
+        "inference": "lsh",
+    }
     e = engine(params, m)
     w = rng.standard_normal((n_labels, dim)).astype(np.float32)
     w /= np.linalg.norm(w, axis=1, keepdims=True)

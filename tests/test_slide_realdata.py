@@ -29,7 +29,9 @@ pytestmark = [
     needs_native,
     pytest.mark.realdata,
     pytest.mark.slow,
-    pytest.mark.skipif(not DATA or not Path(DATA).is_dir(), reason="SLIDEBENCH_DATA is not set to the data directory"),
+    pytest.mark.skipif(
+        not DATA or not Path(DATA).is_dir(), reason="SLIDEBENCH_DATA is not set to the data directory"
+    ),
 ]
 
 
@@ -45,8 +47,9 @@ def test_p_at_1_on_real_data(name: str, epochs: int, batch: int, lr: float, targ
     root = Path(DATA) / name
     train_x, train_y = load_xmc(root / f"{name}_train.txt")
     test_x, test_y = load_xmc(root / f"{name}_test.txt")
-    meta = TrainMeta(train_x.n_cols, train_y.n_cols, train_x.n_rows, batch, ModelSpec((128,)), OptimizerSpec(lr=lr),
-                     seed=0)
+    meta = TrainMeta(
+        train_x.n_cols, train_y.n_cols, train_x.n_rows, batch, ModelSpec((128,)), OptimizerSpec(lr=lr), seed=0
+    )
     e = engine({}, meta, threads=2)
     rng = np.random.default_rng(0)
     for _ in range(epochs):

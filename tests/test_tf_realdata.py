@@ -8,6 +8,7 @@ About 10-20 s each on 2 threads.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -22,7 +23,9 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.tf_numpy_ref import load_xmc
 
-pytest.importorskip("tensorflow", reason="TensorFlow not importable")
+# Skip without importing TF: the engine sets its allocator/oneDNN switches before TF's import.
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("TensorFlow not installed", allow_module_level=True)
 pytestmark = [pytest.mark.tf, pytest.mark.realdata, pytest.mark.slow]
 
 

@@ -186,7 +186,6 @@ def test_shipped_workloads_are_valid_and_documented(path: Path) -> None:
         raise
     assert w.evaluation.target_p1 is not None, "every shipped workload documents a P@1 target"
     assert len(w.target_source) > 20 and len(w.description) > 20
-    assert w.training.max_seconds is not None or w.training.max_steps is not None, "a bounded budget"
     assert set(w.engines) <= set(registry.ENGINES)
 
 

@@ -62,7 +62,9 @@ class NumpyDenseEngine(Engine):
         if out["init_scale"] <= 0:
             raise ValueError(f"numpy_dense: parameter 'init_scale' must be > 0, got {out['init_scale']}")
         if out["sleep_per_step"] < 0:
-            raise ValueError(f"numpy_dense: parameter 'sleep_per_step' must be >= 0, got {out['sleep_per_step']}")
+            raise ValueError(
+                f"numpy_dense: parameter 'sleep_per_step' must be >= 0, got {out['sleep_per_step']}"
+            )
         return out
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
@@ -98,7 +100,10 @@ class NumpyDenseEngine(Engine):
         weights: list[np.ndarray] = []
         for fan_in, fan_out in itertools.pairwise(sizes):
             std = self.params["init_scale"] * np.sqrt(2.0 / (fan_in + fan_out))
-            weights += [(rng.standard_normal((fan_in, fan_out)) * std).astype(np.float32), np.zeros(fan_out, np.float32)]
+            weights += [
+                (rng.standard_normal((fan_in, fan_out)) * std).astype(np.float32),
+                np.zeros(fan_out, np.float32),
+            ]
         hidden = sizes[-1]
         std = self.params["init_scale"] * np.sqrt(2.0 / (hidden + meta.num_labels))
         weights += [

@@ -22,7 +22,7 @@ import numpy as np
 from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
 from harness.sparse import Csr
 
-__all__ = ["SlideEngine", "DEFAULTS"]
+__all__ = ["DEFAULTS", "SlideEngine"]
 
 # Engine parameters (workload `[engines.slide]`). 0 for the "auto" ones means: derived from the
 # label count in `prepare` (see `_resolve`).
@@ -72,7 +72,9 @@ def _native() -> Any:
     try:
         from engines.slide import _slide
     except ImportError as exc:  # pragma: no cover - depends on the build
-        raise RuntimeError("the native SLIDE module engines.slide._slide is not built: run `make install`") from exc
+        raise RuntimeError(
+            "the native SLIDE module engines.slide._slide is not built: run `make install`"
+        ) from exc
     return _slide
 
 
@@ -90,17 +92,28 @@ class SlideEngine(Engine):
         p = check_keys(params, DEFAULTS, "engines.slide")
         for key, choices in _CHOICES.items():
             if p[key] not in choices:
-                raise ValueError(f"engines.slide: parameter {key!r} must be one of {', '.join(choices)}, got {p[key]!r}")
+                raise ValueError(
+                    f"engines.slide: parameter {key!r} must be one of {', '.join(choices)}, got {p[key]!r}"
+                )
         positive = ("K", "L", "rebuild_n0", "wta_bin_size", "threshold")
         for key in positive:
             if p[key] < 1:
                 raise ValueError(f"engines.slide: parameter {key!r} must be >= 1, got {p[key]!r}")
-        non_negative = ("bucket_bits", "bucket_capacity", "min_active", "max_active", "rehash_m", "hidden_min_active")
+        non_negative = (
+            "bucket_bits",
+            "bucket_capacity",
+            "min_active",
+            "max_active",
+            "rehash_m",
+            "hidden_min_active",
+        )
         for key in non_negative:
             if p[key] < 0:
                 raise ValueError(f"engines.slide: parameter {key!r} must be >= 0, got {p[key]!r}")
         if p["bucket_bits"] > 24:
-            raise ValueError(f"engines.slide: parameter 'bucket_bits' must be in 1..24 (0: auto), got {p['bucket_bits']}")
+            raise ValueError(
+                f"engines.slide: parameter 'bucket_bits' must be in 1..24 (0: auto), got {p['bucket_bits']}"
+            )
         if p["max_active"] and p["min_active"] > p["max_active"]:
             raise ValueError("engines.slide: 'min_active' must not exceed 'max_active'")
         if p["selection"] == "topk" and p["max_active"] == 0:
@@ -114,7 +127,9 @@ class SlideEngine(Engine):
         if not (math.isfinite(p["init_std"]) and p["init_std"] >= 0.0):
             raise ValueError("engines.slide: 'init_std' must be >= 0 (0: Glorot scale)")
         if p["bf16"]:
-            raise ValueError("engines.slide: 'bf16' weights are not implemented in this build (use bf16 = false)")
+            raise ValueError(
+                "engines.slide: 'bf16' weights are not implemented in this build (use bf16 = false)"
+            )
         return p
 
     # -- Engine interface -------------------------------------------------------------------
@@ -143,7 +158,9 @@ class SlideEngine(Engine):
 
     def predict_topk(self, features: Csr, k: int) -> np.ndarray:
         net = self._require_net()
-        return net.predict_topk(features.indptr, features.indices, _values(features), int(k), self.params["inference"])
+        return net.predict_topk(
+            features.indptr, features.indices, _values(features), int(k), self.params["inference"]
+        )
 
     def info(self) -> dict[str, Any]:
         native = _native()
@@ -161,6 +178,36 @@ class SlideEngine(Engine):
         if self._meta is not None:
             out["resolved"] = self._resolve(self._meta.num_labels)
         return out
+
+    # -- weights (tests and cross-engine checks) ----------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies [W_1, b_1, ..., W_out, b_out] in the dense reference's convention: hidden W_k is
+        (n_in, n_out) (used as x @ W), W_out is (num_labels, n_in) (used as h @ W_out.T)."""
+        net = self._require_net()
+        shapes = net.layer_shapes()
+        out: list[np.ndarray] = []
+        for i, (_, _, layout) in enumerate(shapes):
+            w, b = net.get_weights(i)
+            want_neuron_major = i == len(shapes) - 1
+            if (layout == "neuron_major") != want_neuron_major:
+                w = np.ascontiguousarray(w.T)
+            out += [w, b]
+        return out
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Inverse of `get_weights` (same convention); hash tables are rebuilt from the new weights."""
+        net = self._require_net()
+        shapes = net.layer_shapes()
+        if len(weights) != 2 * len(shapes):
+            raise ValueError(f"set_weights: expected {2 * len(shapes)} arrays (W, b per layer), got {len(weights)}")
+        for i, (_, _, layout) in enumerate(shapes):
+            w = np.asarray(weights[2 * i], dtype=np.float32)
+            want_neuron_major = i == len(shapes) - 1
+            if (layout == "neuron_major") != want_neuron_major:
+                w = w.T
+            b = np.ascontiguousarray(weights[2 * i + 1], dtype=np.float32)
+            net.set_weights(i, np.ascontiguousarray(w), b)
 
     # -- helpers ----------------------------------------------------------------------------
 

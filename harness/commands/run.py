@@ -47,7 +47,9 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
         known = {"workloads", "realdata", "scaling", "scaling_steps", "scaling_warmup"}
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ValueError(f"{path}: [{name}] {unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"{path}: [{name}] {unknown[0]}: unknown key (known: {', '.join(sorted(known))})"
+            )
         lists = {}
         for key in ("workloads", "realdata"):
             value = table.get(key, [])
@@ -60,7 +62,9 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
         counts = {}
         for key, minimum in (("scaling_steps", 1), ("scaling_warmup", 0)):
             value = table.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < minimum
+            ):
                 raise ValueError(f"{path}: [{name}] {key}: must be an integer >= {minimum}, got {value!r}")
             counts[key] = value
         suites[name] = Suite(name, lists["workloads"], lists["realdata"], scaling, **counts)
@@ -110,6 +114,10 @@ def _report(outcomes: Sequence[runner.Outcome]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     w = workload.load(args.workload)
     w.expand(args.engines, args.threads, args.seeds)  # validate the overrides before anything runs
+    missing = realdata_available(w, Path(args.data_dir) if args.data_dir else None)
+    if missing:
+        # Refused here rather than recorded as one error per run.
+        raise FileNotFoundError(f"{w.name}: real data not available: {missing}")
     _sigterm_as_interrupt()
     try:
         outcomes = runner.run_campaign(
@@ -148,7 +156,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if scaling_w is not None and not args.no_scaling:
             counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
             _optional("harness.scaling", "run_sweep", "thread-scaling sweep")(
-                scaling_w, data_dir=data_dir, results_dir=results_dir, **{k: v for k, v in counts.items() if v is not None}
+                scaling_w,
+                data_dir=data_dir,
+                results_dir=results_dir,
+                **{k: v for k, v in counts.items() if v is not None},
             )
     except KeyboardInterrupt:
         log.warning("interrupted: finished runs are kept; rerun the same command to resume")
@@ -177,23 +188,36 @@ def _optional(module: str, func: str, what: str) -> Callable[..., Any]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="real data sets (default: $SLIDEBENCH_DATA)")
-    p.add_argument("--results-dir", default=str(runner.REPO_ROOT / "results"), help="records go to RESULTS_DIR/runs")
-    p.add_argument("--timeout", type=float, default=None, help="kill a run after this many wall seconds (error record)")
+    p.add_argument(
+        "--results-dir", default=str(runner.REPO_ROOT / "results"), help="records go to RESULTS_DIR/runs"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="kill a run after this many wall seconds (error record)"
+    )
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run one workload's campaign (skips runs already recorded)")
     p.add_argument("workload", help="workload name (workloads/NAME.toml) or path to a .toml file")
-    p.add_argument("--engines", type=_csv(str), default=None, help="comma-separated engine names (default: the workload's)")
+    p.add_argument(
+        "--engines",
+        type=_csv(str),
+        default=None,
+        help="comma-separated engine names (default: the workload's)",
+    )
     p.add_argument("--threads", type=_csv(int), default=None, help="comma-separated thread counts")
     p.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds")
-    p.add_argument("--force", action="store_true", help="rerun runs that already have a record (old record kept aside)")
+    p.add_argument(
+        "--force", action="store_true", help="rerun runs that already have a record (old record kept aside)"
+    )
     p.add_argument("--retry-errors", action="store_true", help="rerun runs recorded as errors")
     _common(p)
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("reproduce", help="run a suite of campaigns, the scaling sweep and the report")
-    p.add_argument("--suite", default="default", help="suite name from workloads/suites.toml (default, paper)")
+    p.add_argument(
+        "--suite", default="default", help="suite name from workloads/suites.toml (default, paper)"
+    )
     p.add_argument("--no-scaling", action="store_true", help="skip the thread-scaling sweep")
     _common(p)
     p.set_defaults(func=cmd_reproduce)

@@ -374,6 +374,16 @@ PYBIND11_MODULE(_slide, m) {
       .def_property_readonly("step", [](PyNetwork& p) { return p.net().step(); })
       .def_property_readonly("threads", [](PyNetwork& p) { return p.net().threads(); })
       .def_property_readonly("memory_bytes", [](PyNetwork& p) { return p.net().memory_bytes(); })
+      .def("phase_times",
+           [](PyNetwork& p) {
+             const Network::PhaseTimes& t = p.net().phase_times();
+             py::dict d;
+             d["forward_backward"] = t.forward_backward;
+             d["update_output"] = t.update_output;
+             d["update_hidden"] = t.update_hidden;
+             d["tables"] = t.tables;
+             return d;
+           })
       .def_property_readonly("rebuilds", [](PyNetwork& p) { return p.net().rebuilds(); });
   m.def("build_info", []() {
     py::dict d;

@@ -4,12 +4,17 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 
 #include "rng.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace slide {
 namespace {
@@ -83,23 +88,18 @@ struct BinLayout {
   }
 };
 
-// Hot loops, compiled twice (AVX2+FMA and baseline) and chosen at load time by the ifunc
-// resolver GCC/Clang emit for target_clones: the library itself is built without -mavx2, and
-// these loops are the bulk of a rebuild (670K neurons x K*L codes).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__APPLE__)
-#define SLIDE_LSH_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define SLIDE_LSH_CLONES
-#endif
+// Hot loops of a rebuild (670K neurons x K*L codes). The library is built without -mavx2, so each
+// loop exists as a baseline version and an AVX2+FMA version (function target attribute); the
+// AVX2 one is chosen once at first use when the CPU has it (__builtin_cpu_supports), and the
+// environment variable SLIDE_KERNEL=scalar forces the baseline, as for the core's kernels.
+constexpr uint32_t kEmptyCode = 0xFFFFFFFFu;
 
 // Arg-max position per window for 8 windows at a time (lanes), windows given lane-interleaved:
 // T[(g*w + j)*8 + lane] = input dim of slot j of window g*8+lane. Branch-free select, so random
 // data costs no mispredictions; strict '>' keeps the first maximum. skip_zero (DWTA): zeros are
 // absent and a window without a non-zero entry yields kEmptyCode.
-constexpr uint32_t kEmptyCode = 0xFFFFFFFFu;
-SLIDE_LSH_CLONES
-void argmax_windows(const float* __restrict x, const int32_t* __restrict T, int groups, int w, bool skip_zero,
-                    uint32_t* __restrict out) {
+inline void argmax_windows_base(const float* __restrict x, const int32_t* __restrict T, int groups, int w,
+                                bool skip_zero, uint32_t* __restrict out) {
   for (int g = 0; g < groups; ++g) {
     float best[8];
     uint32_t pos[8];
@@ -122,31 +122,233 @@ void argmax_windows(const float* __restrict x, const int32_t* __restrict T, int 
 
 // acc[0..n) = sum_d x[d] * W[d][0..n) with W rows of n (a multiple of 32) floats, in register
 // blocks of 32 outputs so each W entry is loaded once and acc never round-trips to memory.
-SLIDE_LSH_CLONES
-void project_dense(const float* __restrict x, int dim, const float* __restrict W, int n, float* __restrict acc) {
+// Sparse form: rows idx[i] scaled by val[i].
+inline void project_base(const int32_t* __restrict idx, const float* __restrict x, int m, const float* __restrict W,
+                         int n, float* __restrict acc) {
   for (int j0 = 0; j0 < n; j0 += 32) {
     float a[32] = {};
-    for (int d = 0; d < dim; ++d) {
-      const float xd = x[d];
-      const float* wr = W + static_cast<size_t>(d) * n + j0;
+    for (int i = 0; i < m; ++i) {
+      const float xd = x[i];
+      const float* wr = W + static_cast<size_t>(idx ? idx[i] : i) * n + j0;
       for (int jj = 0; jj < 32; ++jj) a[jj] += xd * wr[jj];
     }
     for (int jj = 0; jj < 32; ++jj) acc[j0 + jj] = a[jj];
   }
 }
 
-SLIDE_LSH_CLONES
-void project_sparse(const int32_t* __restrict idx, const float* __restrict val, int nnz, const float* __restrict W,
-                    int n, float* __restrict acc) {
-  for (int j0 = 0; j0 < n; j0 += 32) {
-    float a[32] = {};
-    for (int i = 0; i < nnz; ++i) {
-      const float xd = val[i];
-      const float* wr = W + static_cast<size_t>(idx[i]) * n + j0;
-      for (int jj = 0; jj < 32; ++jj) a[jj] += xd * wr[jj];
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SLIDE_LSH_HAVE_AVX2 1
+__attribute__((target("avx2,fma"))) void argmax_windows_avx2(const float* __restrict x, const int32_t* __restrict T,
+                                                             int groups, int w, bool skip_zero,
+                                                             uint32_t* __restrict out) {
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 empty = _mm256_castsi256_ps(_mm256_set1_epi32(skip_zero ? -1 : 0));
+  for (int g = 0; g < groups; ++g) {
+    __m256 best = ninf, pos = empty;
+    const int32_t* t = T + static_cast<size_t>(g) * w * 8;
+    for (int j = 0; j < w; ++j, t += 8) {
+      const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t));
+      const __m256 v = _mm256_i32gather_ps(x, id, 4);
+      __m256 take = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+      if (skip_zero) take = _mm256_and_ps(take, _mm256_cmp_ps(v, zero, _CMP_NEQ_OQ));
+      best = _mm256_blendv_ps(best, v, take);
+      pos = _mm256_blendv_ps(pos, _mm256_castsi256_ps(_mm256_set1_epi32(j)), take);
     }
-    for (int jj = 0; jj < 32; ++jj) acc[j0 + jj] = a[jj];
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + g * 8), _mm256_castps_si256(pos));
   }
+}
+
+__attribute__((target("avx2,fma"))) void project_avx2(const int32_t* __restrict idx, const float* __restrict x, int m,
+                                                      const float* __restrict W, int n, float* __restrict acc) {
+  for (int j0 = 0; j0 < n; j0 += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < m; ++i) {
+      const __m256 xd = _mm256_set1_ps(x[i]);
+      const float* wr = W + static_cast<size_t>(idx ? idx[i] : i) * n + j0;
+      a0 = _mm256_fmadd_ps(xd, _mm256_loadu_ps(wr), a0);
+      a1 = _mm256_fmadd_ps(xd, _mm256_loadu_ps(wr + 8), a1);
+      a2 = _mm256_fmadd_ps(xd, _mm256_loadu_ps(wr + 16), a2);
+      a3 = _mm256_fmadd_ps(xd, _mm256_loadu_ps(wr + 24), a3);
+    }
+    _mm256_storeu_ps(acc + j0, a0);
+    _mm256_storeu_ps(acc + j0 + 8, a1);
+    _mm256_storeu_ps(acc + j0 + 16, a2);
+    _mm256_storeu_ps(acc + j0 + 24, a3);
+  }
+}
+#endif
+
+// The same arg-max for 8 rows at once (lanes = rows): xT is the rows transposed, xT[d*8 + r], so
+// each window slot is one contiguous 8-float load instead of a gather. Output outT[b*8 + r].
+inline void argmax_rows8_base(const float* __restrict xT, const int32_t* __restrict slot_dim, int n_bins, int w,
+                              bool skip_zero, uint32_t* __restrict outT) {
+  for (int b = 0; b < n_bins; ++b) {
+    float best[8];
+    uint32_t pos[8];
+    for (int l = 0; l < 8; ++l) {
+      best[l] = -std::numeric_limits<float>::infinity();
+      pos[l] = skip_zero ? kEmptyCode : 0u;
+    }
+    const int32_t* sd = slot_dim + static_cast<size_t>(b) * w;
+    for (int j = 0; j < w; ++j) {
+      const float* v = xT + static_cast<size_t>(sd[j]) * 8;
+      for (int l = 0; l < 8; ++l) {
+        const bool take = (v[l] > best[l]) & (!skip_zero | (v[l] != 0.f));
+        best[l] = take ? v[l] : best[l];
+        pos[l] = take ? static_cast<uint32_t>(j) : pos[l];
+      }
+    }
+    for (int l = 0; l < 8; ++l) outT[static_cast<size_t>(b) * 8 + l] = pos[l];
+  }
+}
+
+#ifdef SLIDE_LSH_HAVE_AVX2
+__attribute__((target("avx2,fma"))) void argmax_rows8_avx2(const float* __restrict xT, const int32_t* __restrict slot_dim,
+                                                           int n_bins, int w, bool skip_zero, uint32_t* __restrict outT) {
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 empty = _mm256_castsi256_ps(_mm256_set1_epi32(skip_zero ? -1 : 0));
+  for (int b = 0; b < n_bins; ++b) {
+    __m256 best = ninf, pos = empty;
+    const int32_t* sd = slot_dim + static_cast<size_t>(b) * w;
+    for (int j = 0; j < w; ++j) {
+      const __m256 v = _mm256_loadu_ps(xT + static_cast<size_t>(sd[j]) * 8);
+      __m256 take = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+      if (skip_zero) take = _mm256_and_ps(take, _mm256_cmp_ps(v, zero, _CMP_NEQ_OQ));
+      best = _mm256_blendv_ps(best, v, take);
+      pos = _mm256_blendv_ps(pos, _mm256_castsi256_ps(_mm256_set1_epi32(j)), take);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(outT + static_cast<size_t>(b) * 8), _mm256_castps_si256(pos));
+  }
+}
+#endif
+
+// SimHash bits of 8 rows at once from per-bit sign lists: bit j reads entries off[j]..off[j+1]-1,
+// each an offset dim*8 into xT (ascending dim) and a sign +-1, and sums sign*xT[dim*8 + r]. In
+// IEEE arithmetic this is exactly the single-row FMA path (x*(+-1) is exact, x*0 adds zero), so
+// batch == single bitwise.
+inline void signsum_rows8_base(const float* __restrict xT, const int32_t* __restrict off,
+                               const int32_t* __restrict at, const float* __restrict sg, int n_bits,
+                               uint32_t* __restrict outT) {
+  for (int j = 0; j < n_bits; ++j) {
+    float a[8] = {};
+    for (int e = off[j]; e < off[j + 1]; ++e) {
+      const float* v = xT + at[e];
+      for (int l = 0; l < 8; ++l) a[l] += sg[e] * v[l];
+    }
+    for (int l = 0; l < 8; ++l) outT[static_cast<size_t>(j) * 8 + l] = a[l] > 0.f;
+  }
+}
+
+#ifdef SLIDE_LSH_HAVE_AVX2
+__attribute__((target("avx2,fma"))) void signsum_rows8_avx2(const float* __restrict xT, const int32_t* __restrict off,
+                                                            const int32_t* __restrict at, const float* __restrict sg,
+                                                            int n_bits, uint32_t* __restrict outT) {
+  // fma(v, +-1, a) == a +- v exactly. Four bits advance in lockstep so four independent chains
+  // hide the FMA latency; each bit's own summation order is unchanged.
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i one = _mm256_set1_epi32(1);
+#define SLIDE_ACC(a, e) a = _mm256_fmadd_ps(_mm256_loadu_ps(xT + at[e]), _mm256_broadcast_ss(sg + (e)), a)
+#define SLIDE_STORE(j, a)                                                              \
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(outT + static_cast<size_t>(j) * 8), \
+                      _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps((a), zero, _CMP_GT_OQ)), one))
+  int j = 0;
+  for (; j + 4 <= n_bits; j += 4) {
+    __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    const int e0 = off[j], e1 = off[j + 1], e2 = off[j + 2], e3 = off[j + 3], f3 = off[j + 4];
+    const int common = std::min(std::min(e1 - e0, e2 - e1), std::min(e3 - e2, f3 - e3));
+    for (int k = 0; k < common; ++k) {
+      SLIDE_ACC(a0, e0 + k);
+      SLIDE_ACC(a1, e1 + k);
+      SLIDE_ACC(a2, e2 + k);
+      SLIDE_ACC(a3, e3 + k);
+    }
+    for (int e = e0 + common; e < e1; ++e) SLIDE_ACC(a0, e);
+    for (int e = e1 + common; e < e2; ++e) SLIDE_ACC(a1, e);
+    for (int e = e2 + common; e < e3; ++e) SLIDE_ACC(a2, e);
+    for (int e = e3 + common; e < f3; ++e) SLIDE_ACC(a3, e);
+    SLIDE_STORE(j, a0);
+    SLIDE_STORE(j + 1, a1);
+    SLIDE_STORE(j + 2, a2);
+    SLIDE_STORE(j + 3, a3);
+  }
+  for (; j < n_bits; ++j) {
+    __m256 a = zero;
+    for (int e = off[j]; e < off[j + 1]; ++e) SLIDE_ACC(a, e);
+    SLIDE_STORE(j, a);
+  }
+#undef SLIDE_ACC
+#undef SLIDE_STORE
+}
+#endif
+
+bool use_avx2() {
+  static const bool yes = [] {
+#ifdef SLIDE_LSH_HAVE_AVX2
+    const char* env = std::getenv("SLIDE_KERNEL");
+    if (env && std::string(env) == "scalar") return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+  }();
+  return yes;
+}
+
+void argmax_windows(const float* x, const int32_t* T, int groups, int w, bool skip_zero, uint32_t* out) {
+#ifdef SLIDE_LSH_HAVE_AVX2
+  if (use_avx2()) return argmax_windows_avx2(x, T, groups, w, skip_zero, out);
+#endif
+  argmax_windows_base(x, T, groups, w, skip_zero, out);
+}
+
+void argmax_rows8(const float* xT, const int32_t* slot_dim, int n_bins, int w, bool skip_zero, uint32_t* outT) {
+#ifdef SLIDE_LSH_HAVE_AVX2
+  if (use_avx2()) return argmax_rows8_avx2(xT, slot_dim, n_bins, w, skip_zero, outT);
+#endif
+  argmax_rows8_base(xT, slot_dim, n_bins, w, skip_zero, outT);
+}
+
+void signsum_rows8(const float* xT, const int32_t* off, const int32_t* at, const float* sg, int n_bits,
+                   uint32_t* outT) {
+#ifdef SLIDE_LSH_HAVE_AVX2
+  if (use_avx2()) return signsum_rows8_avx2(xT, off, at, sg, n_bits, outT);
+#endif
+  signsum_rows8_base(xT, off, at, sg, n_bits, outT);
+}
+
+void project(const int32_t* idx, const float* x, int m, const float* W, int n, float* acc) {
+#ifdef SLIDE_LSH_HAVE_AVX2
+  if (use_avx2()) return project_avx2(idx, x, m, W, n, acc);
+#endif
+  project_base(idx, x, m, W, n, acc);
+}
+
+thread_local std::vector<float> tl_rowsT;
+thread_local std::vector<uint32_t> tl_codesT;
+
+// Up to 8 rows (m <= 8) transposed into thread-local xT[d*8 + r]; missing rows read as zero.
+float* transpose_rows8(const float* rows, int m, size_t stride, int dim) {
+  float* xT = scratch(tl_rowsT, static_cast<size_t>(dim) * 8);
+  for (int r = 0; r < m; ++r) {
+    const float* row = rows + r * stride;
+    for (int d = 0; d < dim; ++d) xT[static_cast<size_t>(d) * 8 + r] = row[d];
+  }
+  for (int r = m; r < 8; ++r)
+    for (int d = 0; d < dim; ++d) xT[static_cast<size_t>(d) * 8 + r] = 0.f;
+  return xT;
+}
+
+// Raw window codes of up to 8 rows (m <= 8) via the transposed layout: codes[r*n_bins + b].
+void window_codes_rows8(const BinLayout& bins, int dim, const float* rows, int m, size_t stride, bool skip_zero,
+                        uint32_t* codes) {
+  float* xT = transpose_rows8(rows, m, stride, dim);
+  uint32_t* outT = scratch(tl_codesT, static_cast<size_t>(bins.n_bins) * 8);
+  argmax_rows8(xT, bins.slot_dim.data(), bins.n_bins, bins.width, skip_zero, outT);
+  for (int r = 0; r < m; ++r)
+    for (int b = 0; b < bins.n_bins; ++b) codes[static_cast<size_t>(r) * bins.n_bins + b] = outT[static_cast<size_t>(b) * 8 + r];
 }
 
 // Lane-interleaved copy of a BinLayout's windows for argmax_windows (padding lanes read dim 0;
@@ -247,23 +449,52 @@ class SimHash final : public HashFamily {
       if (nz == 0)  // a bit that reads no dim would be constant: give it one
         w_[static_cast<size_t>(rng.below(static_cast<uint32_t>(c.dim))) * n_pad_ + j] = (rng.next() >> 63) ? 1.f : -1.f;
     }
+    // Sign lists per bit for the 8-row batch path, ascending dim (see signsum_rows8).
+    off_.assign(n_ + 1, 0);
+    for (int j = 0; j < n_; ++j) {
+      for (int d = 0; d < c.dim; ++d) {
+        const float wv = w_[static_cast<size_t>(d) * n_pad_ + j];
+        if (wv != 0.f) {
+          at_.push_back(d * 8);
+          sg_.push_back(wv);
+        }
+      }
+      off_[j + 1] = static_cast<int32_t>(at_.size());
+    }
     set_code_bits(1);
+  }
+  void hash_dense_batch(const float* rows, int n, size_t stride, uint32_t* out) const override {
+    const int dim = cfg_.dim;
+    uint32_t* outT = scratch(tl_codesT, static_cast<size_t>(n_) * 8);
+    uint32_t* codes = scratch(tl_codes, static_cast<size_t>(n_));
+    for (int i0 = 0; i0 < n; i0 += 8) {
+      const int m = std::min(8, n - i0);
+      float* xT = transpose_rows8(rows + static_cast<size_t>(i0) * stride, m, stride, dim);
+      signsum_rows8(xT, off_.data(), at_.data(), sg_.data(), n_, outT);
+      for (int r = 0; r < m; ++r) {
+        for (int j = 0; j < n_; ++j) codes[j] = outT[static_cast<size_t>(j) * 8 + r];
+        for (int t = 0; t < cfg_.L; ++t) out[static_cast<size_t>(i0 + r) * cfg_.L + t] = combine(t, codes + t * cfg_.K);
+      }
+    }
   }
   void codes_dense(const float* x, uint32_t* out) const override {
     float* acc = scratch(tl_floats, static_cast<size_t>(n_pad_));
-    project_dense(x, cfg_.dim, w_.data(), n_pad_, acc);
+    project(nullptr, x, cfg_.dim, w_.data(), n_pad_, acc);
     for (int j = 0; j < n_; ++j) out[j] = acc[j] > 0.f;
   }
   void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
     float* acc = scratch(tl_floats, static_cast<size_t>(n_pad_));
-    project_sparse(idx, val, nnz, w_.data(), n_pad_, acc);
+    project(idx, val, nnz, w_.data(), n_pad_, acc);
     for (int j = 0; j < n_; ++j) out[j] = acc[j] > 0.f;
   }
-  size_t memory_bytes() const override { return w_.size() * sizeof(float); }
+  size_t memory_bytes() const override { return (w_.size() + off_.size() + at_.size() + sg_.size()) * 4; }
 
  private:
   int n_, n_pad_;         // codes, and codes rounded up to the 32-wide register block
   std::vector<float> w_;  // [dim][n_pad] projection signs (0 = dim not read)
+  std::vector<int32_t> off_;  // per bit: its entries in at_/sg_
+  std::vector<int32_t> at_;   // dim * 8: the dim's offset in the 8-row transposed block
+  std::vector<float> sg_;     // +-1
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -290,6 +521,17 @@ class WTA final : public HashFamily {
     for (int i = 0; i < nnz; ++i) x[idx[i]] = val[i];
     codes_dense(x, out);
     for (int i = 0; i < nnz; ++i) x[idx[i]] = 0.f;
+  }
+  void hash_dense_batch(const float* rows, int n, size_t stride, uint32_t* out) const override {
+    const int nb = bins_.n_bins;
+    uint32_t* codes = scratch(tl_codes, static_cast<size_t>(nb) * 8);
+    for (int i0 = 0; i0 < n; i0 += 8) {
+      const int m = std::min(8, n - i0);
+      window_codes_rows8(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, false, codes);
+      for (int r = 0; r < m; ++r)
+        for (int t = 0; t < cfg_.L; ++t)
+          out[static_cast<size_t>(i0 + r) * cfg_.L + t] = combine(t, codes + static_cast<size_t>(r) * nb + t * cfg_.K);
+    }
   }
   size_t memory_bytes() const override { return bins_.bytes() + lanes_.size() * 4; }
 
@@ -338,6 +580,19 @@ class DWTA final : public HashFamily {
       }
     }
     dens_.densify(out);
+  }
+  void hash_dense_batch(const float* rows, int n, size_t stride, uint32_t* out) const override {
+    const int nb = bins_.n_bins;
+    uint32_t* codes = scratch(tl_codes, static_cast<size_t>(nb) * 8);
+    for (int i0 = 0; i0 < n; i0 += 8) {
+      const int m = std::min(8, n - i0);
+      window_codes_rows8(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, true, codes);
+      for (int r = 0; r < m; ++r) {
+        uint32_t* c = codes + static_cast<size_t>(r) * nb;
+        dens_.densify(c);
+        for (int t = 0; t < cfg_.L; ++t) out[static_cast<size_t>(i0 + r) * cfg_.L + t] = combine(t, c + t * cfg_.K);
+      }
+    }
   }
   size_t memory_bytes() const override { return bins_.bytes() + dens_.bytes() + lanes_.size() * 4; }
 
@@ -514,6 +769,10 @@ void HashFamily::hash_dense(const float* x, uint32_t* out_L) const {
   uint32_t* codes = scratch(tl_codes, static_cast<size_t>(K) * cfg_.L);
   codes_dense(x, codes);
   for (int t = 0; t < cfg_.L; ++t) out_L[t] = combine(t, codes + static_cast<size_t>(t) * K);
+}
+
+void HashFamily::hash_dense_batch(const float* rows, int n, size_t row_stride, uint32_t* out_nL) const {
+  for (int i = 0; i < n; ++i) hash_dense(rows + static_cast<size_t>(i) * row_stride, out_nL + static_cast<size_t>(i) * cfg_.L);
 }
 
 void HashFamily::hash_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_L) const {

@@ -58,6 +58,11 @@ class HashFamily {
   // Gives the same buckets as hash_dense on the equivalent dense vector.
   void hash_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_L) const;
 
+  // Bucket ids of n dense rows (row i at rows + i*row_stride, dim() floats): out_nL[i*L() + t].
+  // Same result as n calls of hash_dense; families override it to share work across rows
+  // (HashTables::build uses it). Thread-safe like hash_dense.
+  virtual void hash_dense_batch(const float* rows, int n, size_t row_stride, uint32_t* out_nL) const;
+
   // The K raw codes of every table before combination, table-major: out_KL[t*K + k].
   virtual void codes_dense(const float* x, uint32_t* out_KL) const = 0;
   virtual void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_KL) const = 0;

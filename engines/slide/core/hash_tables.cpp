@@ -85,31 +85,63 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
   const int L = L_;
   const size_t nb = num_buckets();
 
-  // Phase 1: hash every row; bucket ids stored table-major so phase 2 streams each table.
+  // Phase 1: hash every row (in blocks, so families can share work across rows); bucket ids are
+  // stored table-major so phase 2 streams each table.
+  constexpr int kBlock = 64;
+  const int n_blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<uint32_t> out(L);
+    std::vector<uint32_t> out(static_cast<size_t>(kBlock) * L);
 #pragma omp for schedule(static)
-    for (int i = 0; i < n; ++i) {
-      family.hash_dense(rows + static_cast<size_t>(i) * row_stride, out.data());
-      for (int t = 0; t < L; ++t) ids[static_cast<size_t>(t) * n + i] = out[t];
+    for (int blk = 0; blk < n_blocks; ++blk) {
+      const int i0 = blk * kBlock, m = std::min(kBlock, n - i0);
+      family.hash_dense_batch(rows + static_cast<size_t>(i0) * row_stride, m, row_stride, out.data());
+      for (int t = 0; t < L; ++t)
+        for (int r = 0; r < m; ++r) ids[static_cast<size_t>(t) * n + i0 + r] = out[static_cast<size_t>(r) * L + t];
     }
   }
 
   // Phase 2: each table is filled by one thread, ids in increasing order, with its own random
-  // stream, so the tables do not depend on the thread count.
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-  for (int t = 0; t < L; ++t) {
-    std::fill(offered_.begin() + static_cast<ptrdiff_t>(t * nb), offered_.begin() + static_cast<ptrdiff_t>((t + 1) * nb), 0u);
-    Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
-    const uint32_t* col = ids + static_cast<size_t>(t) * n;
-    const size_t base = static_cast<size_t>(t) * nb;
-    for (int i = 0; i < n; ++i) offer(base + col[i], static_cast<uint32_t>(i), rng);
+  // stream, so the tables do not depend on the thread count. Offering ids straight to their
+  // buckets would miss the cache on every offer (a table is MBs); instead the table's (bucket, id)
+  // pairs are first partitioned, stably, into chunks of buckets small enough for L2, then offered
+  // chunk by chunk. Each bucket still sees its ids in increasing order, so FIFO contents equal
+  // sequential insert().
+  const size_t bucket_bytes = (static_cast<size_t>(capacity_) + 1) * 4;
+  int chunk_shift = 0;  // buckets per chunk = 2^chunk_shift, about 256 KB of table per chunk
+  while (chunk_shift < bucket_bits_ && (bucket_bytes << (chunk_shift + 1)) <= (size_t{1} << 18)) ++chunk_shift;
+  const int n_chunks = 1 << (bucket_bits_ - chunk_shift);
+  if (part_.size() < static_cast<size_t>(n_threads)) part_.resize(n_threads);
+#pragma omp parallel num_threads(n_threads)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    std::vector<uint64_t>& pairs = part_[tid];
+    if (pairs.size() < static_cast<size_t>(n)) pairs.resize(n);  // grows once, reused by later builds
+    std::vector<uint32_t> start(n_chunks + 1);
+#pragma omp for schedule(dynamic, 1)
+    for (int t = 0; t < L; ++t) {
+      const size_t base = static_cast<size_t>(t) * nb;
+      std::fill(offered_.begin() + static_cast<ptrdiff_t>(base), offered_.begin() + static_cast<ptrdiff_t>(base + nb), 0u);
+      Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
+      const uint32_t* col = ids + static_cast<size_t>(t) * n;
+      std::fill(start.begin(), start.end(), 0u);
+      for (int i = 0; i < n; ++i) ++start[(col[i] >> chunk_shift) + 1];
+      for (int c = 0; c < n_chunks; ++c) start[c + 1] += start[c];
+      for (int i = 0; i < n; ++i)  // stable scatter: ids stay increasing within a chunk
+        pairs[start[col[i] >> chunk_shift]++] = (static_cast<uint64_t>(col[i]) << 32) | static_cast<uint32_t>(i);
+      for (size_t k = 0; k < static_cast<size_t>(n); ++k)
+        offer(base + (pairs[k] >> 32), static_cast<uint32_t>(pairs[k]), rng);
+    }
   }
 }
 
 size_t HashTables::memory_bytes() const {
-  return (items_.capacity() + offered_.capacity() + scratch_.capacity()) * sizeof(uint32_t);
+  size_t bytes = (items_.capacity() + offered_.capacity() + scratch_.capacity()) * sizeof(uint32_t);
+  for (const auto& p : part_) bytes += p.capacity() * sizeof(uint64_t);
+  return bytes;
 }
 
 }  // namespace slide

@@ -78,6 +78,7 @@ class HashTables {
   std::vector<uint32_t> items_;        // [L][buckets][capacity]
   std::vector<uint32_t> offered_;      // [L][buckets]
   std::vector<uint32_t> scratch_;      // build(): bucket ids, table-major [L][n]
+  std::vector<std::vector<uint64_t>> part_;  // build(): per-thread (bucket, id) pairs of one table
 };
 
 }  // namespace slide

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -56,6 +57,13 @@ InView view_of(const LayerState& s) {
 InView feature_row(const CsrView& x, int64_t row) {
   const int64_t b = x.indptr[row];
   return {x.indices + b, x.values + b, static_cast<int>(x.indptr[row + 1] - b)};
+}
+
+// Rows of sampled layers are visited in random order: fetch every cache line of a row a few rows
+// ahead, so the memory latency of the next rows overlaps the arithmetic on this one.
+constexpr int kPrefetchAhead = 4;
+inline void prefetch_row(const float* p, int n) {
+  for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i);
 }
 
 inline float dot_in(const KernelTable& k, const float* w, const InView& in) {
@@ -183,10 +191,11 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
       const int n_act = static_cast<int>(o.ids.size());
       o.val.resize(n_act);
+      const int row_len = L.row_len();
+      for (int p = 0; p < std::min(n_act, kPrefetchAhead); ++p) prefetch_row(L.row(o.ids[p]), row_len);
       for (int p = 0; p < n_act; ++p) {
         const int32_t j = o.ids[p];
-        // The next active row is independent of this dot: start fetching it now.
-        if (p + 1 < n_act) __builtin_prefetch(L.row(o.ids[p + 1]));
+        if (p + kPrefetchAhead < n_act) prefetch_row(L.row(o.ids[p + kPrefetchAhead]), row_len);
         o.val[p] = b[j] + dot_in(k, L.row(j), in);
       }
     }
@@ -322,6 +331,12 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   // One thread per touched row: sum its contributions, then one Adam step.
   auto update_row = [&](int64_t slot, ThreadScratch& ts) {
     const int32_t r = touched_[slot];
+    if (slot + kPrefetchAhead < n_slots && sink_w == nullptr) {
+      const int32_t next = touched_[slot + kPrefetchAhead];
+      prefetch_row(L.row(next), row_len);
+      prefetch_row(L.m_row(next), row_len);
+      prefetch_row(L.v_row(next), row_len);
+    }
     ts.grad.resize(L.stride());
     float* g = ts.grad.data();
     std::memset(g, 0, sizeof(float) * row_len);
@@ -419,10 +434,22 @@ TrainStats Network::forward_backward_batch(const CsrView& x, const CsrView& y) {
 }
 
 TrainStats Network::train_batch(const CsrView& x, const CsrView& y) {
+  using clock = std::chrono::steady_clock;
+  auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   ++step_;
+  const auto t0 = clock::now();
   const TrainStats out = forward_backward_batch(x, y);
-  for (int l = num_layers() - 1; l >= 0; --l) update_layer(l, x, x.n_rows);
+  const auto t1 = clock::now();
+  update_layer(num_layers() - 1, x, x.n_rows);
+  const auto t2 = clock::now();
+  for (int l = num_layers() - 2; l >= 0; --l) update_layer(l, x, x.n_rows);
+  const auto t3 = clock::now();
   advance_schedule();
+  const auto t4 = clock::now();
+  times_.forward_backward += secs(t0, t1);
+  times_.update_output += secs(t1, t2);
+  times_.update_hidden += secs(t2, t3);
+  times_.tables += secs(t3, t4);
   return out;
 }
 

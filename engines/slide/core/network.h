@@ -71,6 +71,13 @@ class Network {
   int64_t rebuilds() const { return rebuilds_; }
   int64_t next_rebuild_step() const { return next_rebuild_; }
 
+  // Seconds spent in each phase of train_batch since construction (for benchmarks): forward and
+  // backward over samples, grouping + Adam per layer (output layer last), table maintenance.
+  struct PhaseTimes {
+    double forward_backward = 0, update_hidden = 0, update_output = 0, tables = 0;
+  };
+  const PhaseTimes& phase_times() const { return times_; }
+
   int num_layers() const { return static_cast<int>(layers_.size()); }
   Layer& layer(int i) { return *layers_[i]; }
   const Layer& layer(int i) const { return *layers_[i]; }
@@ -112,7 +119,8 @@ class Network {
   std::vector<int64_t> slot_begin_;
   std::vector<int64_t> slot_cursor_;
   std::vector<int32_t> ent_sample_, ent_pos_;
-  std::mutex serialize_mutex_;      // debug_serialize only
+  std::mutex serialize_mutex_;
+  PhaseTimes times_;      // debug_serialize only
 };
 
 }  // namespace slide

@@ -112,6 +112,29 @@ void test_dense_sparse_agree() {
   }
 }
 
+// hash_dense_batch (used by HashTables::build) equals row-by-row hash_dense, for row counts that
+// are not a multiple of the families' 8-row blocks, padded row strides and rows with zeros.
+void test_batch_equals_single() {
+  Rng rng(12);
+  for (HashKind kind : {HashKind::SimHash, HashKind::WTA, HashKind::DWTA, HashKind::DOPH}) {
+    HashConfig c = cfg(kind, 5, 12, 40, 16);
+    auto f = HashFamily::create(c);
+    for (int n : {1, 7, 8, 9, 30}) {
+      const size_t stride = 44;
+      std::vector<float> rows(n * stride, 123.f);
+      for (int i = 0; i < n; ++i)
+        for (int d = 0; d < 40; ++d) rows[i * stride + d] = rng.below(3) == 0 ? 0.f : rng.normal();
+      std::vector<uint32_t> batch(n * 12), one(12);
+      f->hash_dense_batch(rows.data(), n, stride, batch.data());
+      for (int i = 0; i < n; ++i) {
+        f->hash_dense(&rows[i * stride], one.data());
+        LSH_CHECK(std::equal(one.begin(), one.end(), batch.begin() + i * 12), "%s n=%d row %d: batch != single",
+                  hash_kind_name(kind), n, i);
+      }
+    }
+  }
+}
+
 // With K codes of b bits and K*b <= bucket_bits the bucket is the exact concatenation.
 void test_concatenation() {
   auto f = HashFamily::create(cfg(HashKind::SimHash, 5, 3, 32, 5));
@@ -265,6 +288,7 @@ int main() {
   test_validation();
   test_dense_sparse_agree();
   test_concatenation();
+  test_batch_equals_single();
   test_simhash_angle();
   test_wta_monotone();
   test_dwta_sparse_monotone();
