@@ -48,6 +48,8 @@ ctest: $(VENV)/.stamp-deps
 pytest: install
 	$(BIN)/python -m pytest -q
 
+# asv suite against this build, results filed under HEAD (docs/benchmarks.md). A subset, quickly:
+#   make bench ASV_ARGS="--quick -b FitStepSmall"
 bench: install
 	$(BIN)/asv machine --yes >/dev/null
 	$(BIN)/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)

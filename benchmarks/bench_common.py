@@ -135,7 +135,9 @@ def build_fixture(
     engine = engine_class(engine_name)(params or {})
     in_effect = engine.set_threads(threads)  # before prepare: TF's pools are fixed at the first op
     if in_effect != threads:
-        raise RuntimeError(f"{engine_name}: asked for {threads} threads, the engine reports {in_effect} in effect")
+        raise RuntimeError(
+            f"{engine_name}: asked for {threads} threads, the engine reports {in_effect} in effect"
+        )
     n = train.features.n_rows
     engine.prepare(
         TrainMeta(
@@ -162,6 +164,12 @@ def build_fixture(
     intra = fixture.info.get("intra_op_threads")
     if isinstance(intra, int) and intra not in (0, threads):
         raise RuntimeError(f"{engine_name}: TensorFlow runs {intra} intra-op threads, {threads} requested")
-    log.info("%s/%s/%d threads ready (%d batches, %d eval rows)", shape_name, engine_name, threads,
-             len(batches), len(rows))
+    log.info(
+        "%s/%s/%d threads ready (%d batches, %d eval rows)",
+        shape_name,
+        engine_name,
+        threads,
+        len(batches),
+        len(rows),
+    )
     return fixture

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from .bench_common import SEED, SHAPES, build_fixture, load_data, skip_if_too_many_threads
 
 STEPS = 150  # about one epoch of the 20,000-point small preset at batch 128
@@ -24,8 +26,8 @@ EVAL_ROWS = 1000
 
 
 class AccuracySmall:
-    params = [["slide", "tf_dense"]]
-    param_names = ["engine"]
+    params: ClassVar[list[list[Any]]] = [["slide", "tf_dense"]]
+    param_names: ClassVar[list[str]] = ["engine"]
     timeout = 600
 
     def setup_cache(self) -> None:
@@ -50,8 +52,8 @@ class AccuracySmall:
 
 
 class ParallelEfficiency:
-    params = [["slide", "tf_dense"]]
-    param_names = ["engine"]
+    params: ClassVar[list[list[Any]]] = [["slide", "tf_dense"]]
+    param_names: ClassVar[list[str]] = ["engine"]
     timeout = 900
     steps = 40
     warmup = 5

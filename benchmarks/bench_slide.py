@@ -16,6 +16,8 @@ binding the native module does not expose; `time_predict_topk` with `lsh` includ
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from .bench_common import SHAPES, THREADS, engine_fixture, load_data
 
 INFERENCE = ["exact", "lsh"]
@@ -23,8 +25,8 @@ INFERENCE = ["exact", "lsh"]
 
 class _Tables:
     shape = ""
-    params = [THREADS]
-    param_names = ["threads"]
+    params: ClassVar[list[list[Any]]] = [THREADS]
+    param_names: ClassVar[list[str]] = ["threads"]
 
     def setup(self, threads: int) -> None:
         fixture = engine_fixture(self.shape, "slide", threads)
@@ -36,8 +38,8 @@ class _Tables:
 
 class _Predict:
     shape = ""
-    params = [INFERENCE, THREADS]
-    param_names = ["inference", "threads"]
+    params: ClassVar[list[list[Any]]] = [INFERENCE, THREADS]
+    param_names: ClassVar[list[str]] = ["inference", "threads"]
 
     def setup(self, inference: str, threads: int) -> None:
         self.fixture = engine_fixture(self.shape, "slide", threads, {"inference": inference})

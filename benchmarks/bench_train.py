@@ -12,6 +12,8 @@ model, optimizer state, hash tables and framework overheads together.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from .bench_common import SHAPES, THREADS, engine_fixture, load_data
 
 ENGINES = ["slide", "tf_dense", "tf_sampled"]
@@ -22,8 +24,8 @@ class _FitStep:
     (asv keys the cache by the function's module and line: an inherited one would be shared)."""
 
     shape = ""
-    params = [ENGINES, THREADS]
-    param_names = ["engine", "threads"]
+    params: ClassVar[list[list[Any]]] = [ENGINES, THREADS]
+    param_names: ClassVar[list[str]] = ["engine", "threads"]
 
     def setup(self, engine: str, threads: int) -> None:
         self.fixture = engine_fixture(self.shape, engine, threads)

@@ -346,3 +346,50 @@ def test_features_without_values_mean_ones():
     ones = Csr(f.indptr, f.indices, np.ones(f.nnz, np.float32), f.n_cols)
     binary = Csr(f.indptr, f.indices, None, f.n_cols)
     np.testing.assert_array_equal(engine.predict_topk(binary, 5), engine.predict_topk(ones, 5))
+
+
+@pytest.mark.parametrize("remove_hits", [True, False])
+def test_shared_sampled_loss_equals_tf_nn_sampled_softmax(remove_hits):
+    """Given the same candidates, the "shared" loss and tf.nn.sampled_softmax_loss agree, gradients too."""
+    import tensorflow as tf
+
+    meta = small_meta(features=30, labels=50)
+    engines = {
+        kind: make(
+            TFSampledEngine, meta, num_sampled=12, sampled_loss=kind, remove_accidental_hits=remove_hits
+        )
+        for kind in ("tf_nn", "shared")
+    }
+    rng = np.random.default_rng(8)
+    start = [(rng.standard_normal(w.shape) * 0.5).astype(np.float32) for w in engines["shared"].get_weights()]
+    batch = small_batch(meta, seed=12, n=10)
+    from engines.tf import feed
+
+    f = feed.feature_arrays(batch.features, meta.num_features)
+    y = feed.label_arrays(batch.labels, meta.num_labels, f.n_rows)
+    # Candidates chosen to include some of the batch's true labels, so accidental hits occur.
+    hits = np.unique(batch.labels.indices)[:4]
+    fill = np.setdiff1d(np.arange(meta.num_labels), hits)[::5][: 12 - len(hits)]
+    s_ids = tf.constant(np.concatenate([hits, fill]), tf.int64)  # exactly num_sampled = 12
+    sampled = (s_ids, tf.fill([len(y.idx), 1], 0.3), tf.fill(tf.shape(s_ids), 0.2))
+    out = {}
+    for kind, engine in engines.items():
+        engine.set_weights(start)
+        model = engine._model
+        with tf.GradientTape() as tape:
+            loss = model._sampled_loss(
+                f.idx, f.val, f.row, y.idx, y.row, y.weight, np.int32(f.n_rows), sampled
+            )
+        grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.vars)]
+        out[kind] = (float(loss), grads)
+    assert out["shared"][0] == pytest.approx(out["tf_nn"][0], rel=1e-5)
+    for a, b in zip(out["shared"][1], out["tf_nn"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_sampled_loss_trains_with_xla():
+    meta = small_meta()
+    engine = make(TFSampledEngine, meta, num_sampled=10, sampled_loss="shared", xla=True)
+    batch = small_batch(meta)
+    losses = [engine.fit_step(batch).loss for _ in range(20)]
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])

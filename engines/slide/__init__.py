@@ -200,7 +200,9 @@ class SlideEngine(Engine):
         net = self._require_net()
         shapes = net.layer_shapes()
         if len(weights) != 2 * len(shapes):
-            raise ValueError(f"set_weights: expected {2 * len(shapes)} arrays (W, b per layer), got {len(weights)}")
+            raise ValueError(
+                f"set_weights: expected {2 * len(shapes)} arrays (W, b per layer), got {len(weights)}"
+            )
         for i, (_, _, layout) in enumerate(shapes):
             w = np.asarray(weights[2 * i], dtype=np.float32)
             want_neuron_major = i == len(shapes) - 1

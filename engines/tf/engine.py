@@ -50,6 +50,9 @@ _SAMPLED_DEFAULTS: dict[str, Any] = {
     "num_sampled": 4096,  # candidates per batch (clamped to num_labels - 1)
     "sampler": "uniform",  # "uniform" or "log_uniform" (Zipf; only right when ids are frequency-sorted)
     "remove_accidental_hits": True,
+    # "tf_nn": tf.nn.sampled_softmax_loss, one example per (sample, label) pair. "shared": the same
+    # loss with candidate logits computed once per sample, |y| times fewer FLOPs (graph.py).
+    "sampled_loss": "tf_nn",
 }
 _EVAL_CHUNK_BYTES = 64 << 20
 
@@ -277,10 +280,14 @@ class TFSampledEngine(_TFEngine):
             raise ValueError(
                 f"{where}: parameter 'sampler' must be 'uniform' or 'log_uniform', got {p['sampler']!r}"
             )
-        if p["xla"] and p["remove_accidental_hits"]:
+        if p["sampled_loss"] not in ("tf_nn", "shared"):
             raise ValueError(
-                f"{where}: parameter 'xla' = true needs 'remove_accidental_hits' = false "
-                "(TensorFlow's ComputeAccidentalHits op has no XLA kernel)"
+                f"{where}: parameter 'sampled_loss' must be 'tf_nn' or 'shared', got {p['sampled_loss']!r}"
+            )
+        if p["xla"] and p["remove_accidental_hits"] and p["sampled_loss"] == "tf_nn":
+            raise ValueError(
+                f"{where}: parameter 'xla' = true needs 'remove_accidental_hits' = false or "
+                "'sampled_loss' = 'shared' (tf.nn's ComputeAccidentalHits op has no XLA kernel)"
             )
         return p
 

@@ -55,6 +55,7 @@ class ModelConfig:
     sampled: bool
     num_sampled: int  # effective (clamped below num_labels); unused when not sampled
     sampler: str
+    sampled_loss: str  # "tf_nn" (tf.nn.sampled_softmax_loss per pair) or "shared" (same loss)
     remove_accidental_hits: bool
     sampler_seed: int
 
@@ -115,7 +116,8 @@ class TFModel:
         self.lazy = {0, n - 2, n - 1} if cfg.sampled else set()
         # XLA: the dense step compiles whole. The sampled step cannot (candidate sampling and the
         # lazy update's tf.unique have no XLA kernels), so there only the loss+gradient is compiled,
-        # and only without accidental-hit removal (ComputeAccidentalHits has no XLA kernel either).
+        # and with tf.nn's loss only without accidental-hit removal (no XLA kernel for
+        # ComputeAccidentalHits; the "shared" loss masks hits with XLA-friendly ops).
         if cfg.sampled:
             grads = tf.function(self._loss_and_grads_sampled, jit_compile=cfg.xla or None)
             self._grads_sampled = grads
@@ -175,6 +177,36 @@ class TFModel:
         return tf.reduce_sum(per_sample) / tf.cast(n_rows, tf.float32)
 
     def _sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
+        if self.cfg.sampled_loss == "shared":
+            return self._shared_sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values)
+        return self._tf_nn_sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values)
+
+    def _shared_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
+        """The same per-pair sampled softmax as `_tf_nn_sampled_loss`, candidate logits shared.
+
+        tf.nn.sampled_softmax_loss multiplies every (sample, label) pair's hidden vector by all
+        candidates: |y| times the work of scoring each *sample* once, which dominates on
+        label-dense data (Delicious: 19 labels per sample). Here candidates are scored once per
+        sample ([n, S]) and gathered per pair; log-Q correction and accidental-hit removal follow
+        TF's _compute_sampled_logits, so the loss is the same function of the same candidates.
+        """
+        s_ids, true_expected, sampled_expected = sampled_values
+        w_out, b_out = self.vars[-2], self.vars[-1]
+        h = self._hidden(f_idx, f_val, f_row, n_rows)
+        s_logits = tf.matmul(h, tf.gather(w_out, s_ids), transpose_b=True) + tf.gather(b_out, s_ids)
+        s_logits -= tf.math.log(sampled_expected)
+        pair_h = tf.gather(h, l_row)
+        true_logits = tf.reduce_sum(pair_h * tf.gather(w_out, l_idx), axis=1) + tf.gather(b_out, l_idx)
+        true_logits -= tf.math.log(true_expected[:, 0])
+        pair_s = tf.gather(s_logits, l_row)  # [P, S]: elementwise work only, no matmul per pair
+        if self.cfg.remove_accidental_hits:
+            hit = tf.equal(tf.cast(l_idx, tf.int64)[:, None], s_ids[None, :])
+            pair_s = tf.where(hit, tf.fill(tf.shape(pair_s), tf.float32.min), pair_s)
+        logits = tf.concat([true_logits[:, None], pair_s], axis=1)
+        per_pair = tf.reduce_logsumexp(logits, axis=1) - true_logits
+        return tf.reduce_sum(l_w * per_pair) / tf.cast(n_rows, tf.float32)
+
+    def _tf_nn_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
         """Sampled softmax, one (sample, true label) pair at a time, weighted by 1/|y|.
 
         The full-softmax loss decomposes exactly as sum_j (1/|y_i|) * (-log softmax(o_i)_j); each
@@ -310,6 +342,7 @@ def config_from_meta(meta: TrainMeta, params: dict, sampled: bool) -> ModelConfi
         sampled=sampled,
         num_sampled=num_sampled,
         sampler=str(params.get("sampler", "uniform")),
+        sampled_loss=str(params.get("sampled_loss", "tf_nn")),
         remove_accidental_hits=bool(params.get("remove_accidental_hits", True)),
         sampler_seed=meta.seed + int(params["seed_offset"]),
     )

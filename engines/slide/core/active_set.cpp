@@ -67,7 +67,10 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
     out.push_back(id);
   }
 
-  // Count, per neuron, the tables whose bucket holds it; first sightings form the candidates.
+  // Gather the L buckets' items. The buckets are L cache misses in a large table (and the
+  // counters another one per item): prefetch everything first so the misses overlap.
+  for (int t = 0; t < L; ++t) tables.prefetch(t, buckets_L[t]);
+  retrieved_.clear();
   bool bad_id = false;
   for (int t = 0; t < L; ++t) {
     const auto [items, c] = tables.bucket(t, buckets_L[t]);
@@ -77,6 +80,15 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
         bad_id = true;
         continue;
       }
+#if defined(__GNUC__)
+      __builtin_prefetch(&count_[id], 1);
+#endif
+      retrieved_.push_back(static_cast<int32_t>(id));
+    }
+  }
+  // Count, per neuron, the tables whose bucket holds it; first sightings form the candidates.
+  if (!bad_id) {
+    for (const int32_t id : retrieved_) {
       uint32_t& cnt = count_[id];
       if (cnt == 0) {
         touched_.push_back(static_cast<int32_t>(id));

@@ -53,6 +53,7 @@ class ActiveSetSelector {
   Rng rng_;
   std::vector<uint32_t> count_;     // per neuron: tables it was found in; kMark bit = already in out
   std::vector<int32_t> touched_;    // neurons with non-zero count_, for the reset
+  std::vector<int32_t> retrieved_;  // scratch: the L buckets' items, in table order
   std::vector<int32_t> cand_;       // scratch: retrieved, not forced
   std::vector<uint32_t> hist_;      // TopK: count histogram, L+1 entries
 };

@@ -550,7 +550,7 @@ class DWTA final : public HashFamily {
     bins_.build(c.dim, c.K * c.L, c.wta_bin_size, /*full_bins_only=*/true, rng);
     dens_.build(c.K * c.L, c.wta_bin_size, derive_seed(c.seed, 0xDEu));
     lanes_ = interleave(bins_);
-    set_code_bits(bits_for(dens_.code_range()));
+    set_code_bits(bits_for(dens_.code_range()), static_cast<uint32_t>(bins_.width));
   }
   // Inputs are assumed finite: -inf counts as absent, like zero.
   void codes_dense(const float* x, uint32_t* out) const override {
@@ -615,7 +615,7 @@ class DOPH final : public HashFamily {
     Rng rng(derive_seed(c.seed, 0xD0u));
     bins_.build(c.dim, bins, w, /*full_bins_only=*/false, rng);
     dens_.build(bins, w, derive_seed(c.seed, 0xDFu));
-    set_code_bits(bits_for(dens_.code_range()));
+    set_code_bits(bits_for(dens_.code_range()), static_cast<uint32_t>(bins_.width));
   }
   void codes_dense(const float* x, uint32_t* out) const override {
     int32_t* ids = scratch(tl_ints, static_cast<size_t>(cfg_.dim));
@@ -729,9 +729,12 @@ HashFamily::HashFamily(const HashConfig& cfg) : cfg_(cfg) {
   for (int t = 0; t < cfg.L; ++t) table_salt_[t] = derive_seed(cfg.seed, 0xB0C4u, static_cast<uint64_t>(t));
 }
 
-void HashFamily::set_code_bits(int bits) {
+void HashFamily::set_code_bits(int bits, uint32_t native_limit) {
   code_bits_ = bits;
-  concat_ = static_cast<int64_t>(bits) * cfg_.K <= cfg_.bucket_bits;
+  native_limit_ = native_limit == 0 ? UINT32_MAX : native_limit;
+  concat_bits_ = native_limit == 0 ? bits : bits_for(native_limit);
+  concat_ = static_cast<int64_t>(concat_bits_) * cfg_.K <= cfg_.bucket_bits;
+  pack64_ = static_cast<int64_t>(bits) * cfg_.K <= 64;
 }
 
 std::unique_ptr<HashFamily> HashFamily::create(const HashConfig& cfg) {
@@ -748,19 +751,35 @@ std::unique_ptr<HashFamily> HashFamily::create(const HashConfig& cfg) {
 uint32_t HashFamily::combine(int table, const uint32_t* codes) const {
   const int K = cfg_.K;
   if (concat_) {
-    uint32_t b = 0;
-    for (int k = 0; k < K; ++k) b = (b << code_bits_) | codes[k];
-    return b;
+    // Exact concatenation of native codes: injective, so the buckets are used fully. (DWTA/DOPH
+    // tuples holding a borrowed code are mixed below instead; they spread over all buckets.)
+    uint32_t b = 0, all_native = 1;
+    for (int k = 0; k < K; ++k) {
+      b = (b << concat_bits_) | codes[k];
+      all_native &= codes[k] < native_limit_;
+    }
+    if (all_native) return b;
   }
-  // Codes do not fit: hash the K-tuple (seeded per table) and keep the top bucket_bits bits.
-  uint64_t h = table_salt_[table];
-  for (int k = 0; k < K; ++k) {
-    h = (h ^ codes[k]) * 0x9E3779B97F4A7C15ull;
-    h ^= h >> 32;
+  uint64_t h;
+  if (pack64_) {
+    // The K codes fit in 64 bits: pack them (injective), then one seeded bijective mix
+    // (splitmix64 finaliser); distinct K-tuples differ in h, and its top bits are well mixed.
+    uint64_t p = 0;
+    for (int k = 0; k < K; ++k) p = (p << code_bits_) | codes[k];
+    h = p ^ table_salt_[table];
+  } else {
+    // Longer tuples: fold each code in with a multiply-xorshift step, seeded per table.
+    h = table_salt_[table];
+    for (int k = 0; k < K; ++k) {
+      h = (h ^ codes[k]) * 0x9E3779B97F4A7C15ull;
+      h ^= h >> 32;
+    }
   }
-  h ^= h >> 31;
+  h ^= h >> 30;
   h *= 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 29;
+  h ^= h >> 27;
+  h *= 0x94D049BB133111EBull;
+  h ^= h >> 31;
   return static_cast<uint32_t>(h >> (64 - cfg_.bucket_bits));
 }
 

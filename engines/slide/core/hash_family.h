@@ -4,8 +4,12 @@
 // One HashFamily object holds the functions of all L tables. Each table uses K raw codes
 // (SimHash: sign bits; WTA/DWTA: arg-max positions inside a window; DOPH: min-hash offsets) that
 // are combined into a bucket id in [0, 2^bucket_bits). When the K codes fit in bucket_bits they are
-// concatenated exactly (no extra collisions); otherwise they are mixed by a seeded hash and the top
-// bucket_bits bits are kept.
+// concatenated exactly (no extra collisions; e.g. DWTA K=6, window 8 -> 18 bits); otherwise, and
+// for DWTA/DOPH tuples holding a code borrowed by densification, they are mixed by a seeded hash
+// and the top bucket_bits bits are kept.
+//
+// Inputs must be finite (NaN/inf are not meaningful to any family). The hot loops have a
+// baseline and an AVX2+FMA version chosen at first use; SLIDE_KERNEL=scalar forces the baseline.
 //
 // All hashing methods are const and thread-safe (any scratch lives on the caller's stack or in
 // thread_local storage), so many threads may hash with one family at once.
@@ -27,7 +31,8 @@ struct HashConfig {
   int K = 6;                // codes per table, >= 1
   int L = 50;               // tables, >= 1
   int dim = 0;              // input dimension, >= 1
-  int bucket_bits = 18;     // buckets per table = 2^bucket_bits, 1..24
+  int bucket_bits = 18;     // buckets per table = 2^bucket_bits, 1..24. Concatenated codes reach
+                            // only 2^(K*code_bits) of them (SimHash K=6: 64), so pick K to match
   // family-specific
   float simhash_density = 1.0f / 3;  // SimHash: fraction of dims (with random sign) each bit sums, (0, 1]
   int wta_bin_size = 8;              // WTA/DWTA: window size, 2..256 and <= dim
@@ -54,8 +59,10 @@ class HashFamily {
 
   // Bucket id per table. x has dim() entries; out_L has L() entries.
   void hash_dense(const float* x, uint32_t* out_L) const;
-  // Sparse input: nnz (index, value) pairs, indices in [0, dim()), any order, no duplicates.
-  // Gives the same buckets as hash_dense on the equivalent dense vector.
+  // Sparse input: nnz (index, value) pairs, indices in [0, dim()), any order, no duplicates
+  // (an index outside [0, dim()) throws std::out_of_range). Gives the same buckets as hash_dense
+  // on the equivalent dense vector (SimHash: exactly so when indices are ascending; otherwise
+  // float summation order may flip a bit whose projection is within rounding of zero).
   void hash_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out_L) const;
 
   // Bucket ids of n dense rows (row i at rows + i*row_stride, dim() floats): out_nL[i*L() + t].
@@ -76,13 +83,18 @@ class HashFamily {
  protected:
   explicit HashFamily(const HashConfig& cfg);
   // Bits a single raw code needs (codes lie in [0, 2^code_bits)); set by each family.
-  void set_code_bits(int bits);
+  // native_limit (DWTA/DOPH): codes below it are native, the rest borrowed by densification;
+  // 0 = every code is native.
+  void set_code_bits(int bits, uint32_t native_limit = 0);
 
   HashConfig cfg_;
 
  private:
   int code_bits_ = 32;
-  bool concat_ = false;             // K*code_bits <= bucket_bits: concatenate codes exactly
+  int concat_bits_ = 32;            // bits per native code
+  uint32_t native_limit_ = UINT32_MAX;
+  bool concat_ = false;             // K*concat_bits <= bucket_bits: concatenate native codes exactly
+  bool pack64_ = false;             // K*code_bits <= 64: pack, then one mix
   std::vector<uint64_t> table_salt_;  // per-table seed for the mixing hash
 };
 

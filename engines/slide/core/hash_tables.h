@@ -52,12 +52,22 @@ class HashTables {
   // bucket_bits as the tables (else std::invalid_argument). Scratch memory is kept for reuse.
   void build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads);
 
-  // Items currently held by bucket b of table t: pointer and count (<= capacity).
+  // Items currently held by bucket b of table t: pointer and count (<= capacity). Reads may run
+  // on many threads at once, but not concurrently with clear(), insert() or build().
   std::pair<const uint32_t*, int> bucket(int table, uint32_t b) const {
     const size_t slot = static_cast<size_t>(table) * num_buckets() + b;
     const uint32_t offered = offered_[slot];
     return {items_.data() + slot * capacity_,
             offered < static_cast<uint32_t>(capacity_) ? static_cast<int>(offered) : capacity_};
+  }
+  // Hint the cache to fetch bucket b of table t (count and first items): queries prefetch all L
+  // buckets before reading any, so the L memory misses overlap instead of queueing.
+  void prefetch(int table, uint32_t b) const {
+    const size_t slot = static_cast<size_t>(table) * num_buckets() + b;
+#if defined(__GNUC__)
+    __builtin_prefetch(offered_.data() + slot);
+    __builtin_prefetch(items_.data() + slot * capacity_);
+#endif
   }
   // Items ever offered to a bucket since the last clear (saturates at 2^32-1).
   uint32_t offered(int table, uint32_t b) const {

@@ -27,12 +27,17 @@ Layer::Layer(int n_in, const LayerSettings& settings, uint64_t seed)
   }
 }
 
-void Layer::init_weights(Rng& rng, float init_std) {
+void Layer::init_weights(uint64_t seed, float init_std, int threads) {
   // Glorot-normal scale unless given: keeps activations of order one for any layer width.
   const float std = init_std > 0.0f ? init_std : std::sqrt(2.0f / static_cast<float>(n_in_ + n_out_));
-  for (int r = 0; r < n_rows(); ++r) {
+  // One random stream per row: the same weights for any thread count, and the ~100M draws of the
+  // Amazon-670K shape spread over the threads.
+  const int rows = n_rows(), len = row_len();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    Rng rng(derive_seed(seed, static_cast<uint64_t>(r)));
     float* w = row(r);
-    for (int c = 0; c < row_len(); ++c) w[c] = std * rng.normal();
+    for (int c = 0; c < len; ++c) w[c] = std * rng.normal();
   }
 }
 

@@ -43,7 +43,7 @@ class Layer {
   float* bias_m() { return mb_.data(); }
   float* bias_v() { return vb_.data(); }
 
-  void init_weights(Rng& rng, float init_std);
+  void init_weights(uint64_t seed, float init_std, int threads);
 
   // LSH (sampled layers only). rebuild: re-insert every neuron's current weights; rehash: draw new
   // hash functions from `seed` (the caller rebuilds afterwards).

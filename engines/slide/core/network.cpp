@@ -119,8 +119,7 @@ Network::Network(const NetworkConfig& cfg) : cfg_(cfg) {
   size_t max_rows = 0;
   for (size_t i = 0; i < cfg.layers.size(); ++i) {
     layers_.push_back(std::make_unique<Layer>(n_in, cfg.layers[i], derive_seed(cfg.seed, 0x1A7E5, i)));
-    Rng rng(derive_seed(cfg.seed, 0x1417, i));
-    layers_.back()->init_weights(rng, cfg.init_std);
+    layers_.back()->init_weights(derive_seed(cfg.seed, 0x1417, i), cfg.init_std, cfg.threads);
     max_rows = std::max(max_rows, static_cast<size_t>(layers_.back()->n_rows()));
     n_in = cfg.layers[i].size;
   }
@@ -331,8 +330,11 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   // One thread per touched row: sum its contributions, then one Adam step.
   auto update_row = [&](int64_t slot, ThreadScratch& ts) {
     const int32_t r = touched_[slot];
-    if (slot + kPrefetchAhead < n_slots && sink_w == nullptr) {
-      const int32_t next = touched_[slot + kPrefetchAhead];
+    // Adam reads and writes three rows (w, m, v) per touched neuron, in random order: fetch them
+    // further ahead than the forward pass does.
+    constexpr int kAhead = 2 * kPrefetchAhead;
+    if (slot + kAhead < n_slots && sink_w == nullptr) {
+      const int32_t next = touched_[slot + kAhead];
       prefetch_row(L.row(next), row_len);
       prefetch_row(L.m_row(next), row_len);
       prefetch_row(L.v_row(next), row_len);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hash_family.h"
+#include "active_set.h"
 #include "hash_tables.h"
 #include "rng.h"
 
@@ -79,5 +80,28 @@ int main(int argc, char** argv) {
   std::printf("  build() CPU (all threads): min %.3f s, median %.3f s\n", cpu.front(), cpu[cpu.size() / 2]);
   std::printf("  table memory %.1f MB (with scratch), family %.1f KB, table 0 non-empty buckets %zu\n",
               tables.memory_bytes() / 1e6, fam->memory_bytes() / 1e3, nonempty);
+
+  // The per-sample hot path after a rebuild: hash one query, select its active set (vanilla, no
+  // budget) on one thread.
+  SelectionConfig sc;
+  ActiveSetSelector sel(n, sc, 4);
+  std::vector<uint32_t> qb(c.L);
+  std::vector<int32_t> active;
+  const int n_q = 2000;
+  std::vector<float> q(c.dim);
+  double t_hash = 0, t_sel = 0, total_active = 0;
+  for (int i = 0; i < n_q; ++i) {
+    for (auto& v : q) v = rng.normal();
+    auto a = Clock::now();
+    fam->hash_dense(q.data(), qb.data());
+    auto b = Clock::now();
+    sel.select(tables, qb.data(), nullptr, 0, active);
+    auto e = Clock::now();
+    t_hash += std::chrono::duration<double>(b - a).count();
+    t_sel += std::chrono::duration<double>(e - b).count();
+    total_active += active.size();
+  }
+  std::printf("  per query: hash %.2f us, select %.2f us, mean active %.0f neurons\n", t_hash / n_q * 1e6,
+              t_sel / n_q * 1e6, total_active / n_q);
   return 0;
 }
