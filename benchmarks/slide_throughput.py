@@ -108,6 +108,13 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     engine._net.rebuild_tables()
     rebuild_s = time.perf_counter() - t0
+    # Inference on one batch: exact scores all 670K labels per sample, lsh only the candidates.
+    feats = batches[0].features
+    predict_ms = {}
+    for mode in ("exact", "lsh"):
+        t0 = time.perf_counter()
+        engine._net.predict_topk(feats.indptr, feats.indices, feats.values, 5, mode)
+        predict_ms[mode] = 1000 * (time.perf_counter() - t0) / feats.n_rows
     info = engine.info()
     print(
         json.dumps(
@@ -121,6 +128,7 @@ def child(args: argparse.Namespace) -> None:
                 "loss_first_last": [losses[0], losses[-1]],
                 "rebuild_s": rebuild_s,
                 "phase_ms_per_step": phases,
+                "predict_ms_per_sample": predict_ms,
                 "init_s": init_s,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "model_mb": info["memory_bytes"] / 2**20,
@@ -206,6 +214,8 @@ def main() -> int:
         print(
             f"  {r['threads']} thread(s), ms per step by phase: "
             + ", ".join(f"{k} {v:.1f}" for k, v in r["phase_ms_per_step"].items())
+            + "; predict_topk ms per sample: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["predict_ms_per_sample"].items())
         )
     if len(results) > 1:
         print(

@@ -117,9 +117,17 @@ class Dataset:
 
 
 def cache_dir() -> Path:
-    """`$SLIDEBENCH_CACHE`, else `<repo>/datasets/cache/`."""
+    """`$SLIDEBENCH_CACHE`, else `<repo>/datasets/cache/` in a checkout, else `~/.cache/slidebench`.
+
+    An installed wheel (asv's environments) has no `datasets/` folder beside the package; writing
+    one into site-packages would shadow the Hugging Face `datasets` package.
+    """
     env = os.environ.get("SLIDEBENCH_CACHE")
-    return Path(env) if env else REPO_ROOT / "datasets" / "cache"
+    if env:
+        return Path(env)
+    if (REPO_ROOT / "datasets" / "manifest.toml").is_file():
+        return REPO_ROOT / "datasets" / "cache"
+    return Path.home() / ".cache" / "slidebench"
 
 
 def _save_arrays(path: Path, train: Dataset, test: Dataset | None = None) -> None:
