@@ -17,8 +17,8 @@ from pathlib import Path
 
 from harness.plots import group, render_all, tables, target_of
 from harness.plots.markup import Block, Bullets, Heading, Image, Para, to_html, to_markdown
-from harness.plots.output import write_atomic
 from harness.plots.records import Run, scan
+from harness.results import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -70,14 +70,26 @@ def dumps(record: Mapping[str, Any]) -> str:
     return json.dumps(jsonable(record), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that `path` is either absent, the old file, or the complete new one."""
+def _file_mode() -> int:
+    """The mode an ordinary new file gets under the current umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` so that `path` is either absent, the old file, or the complete new one.
+
+    The one atomic writer of the project: records, plots and reports all go through it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.fchmod(fd, _file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -90,6 +102,7 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return path
 
 
 def write_record(path: Path, record: Mapping[str, Any]) -> None:
