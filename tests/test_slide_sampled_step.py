@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.slide import DEFAULTS
 from harness.engine import Batch
 
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
@@ -51,7 +50,8 @@ def test_sampled_step_matches_numpy(hash_kind: str, adam: str) -> None:
         V1, c1, V2, c2 = e.get_weights()
 
         active = np.flatnonzero(c2 != b2)
-        assert stats.active_outputs == min_active and len(active) == min_active
+        assert len(active) == stats.active_outputs  # (LSH union + labels may exceed min_active)
+        assert min_active <= len(active) < n_labels // 4, "the output layer must really be sampled"
         assert set(y.indices.tolist()) <= set(active.tolist()), "labels must be forced into the active set"
 
         x = np.zeros(n_features)
@@ -74,7 +74,3 @@ def test_sampled_step_matches_numpy(hash_kind: str, adam: str) -> None:
         assert not np.any(np.delete(V1 - W1, f.indices, axis=0)), "an untouched feature row moved"
         assert _rel(c1 - b1, -_adam_first_step(dh)) < 1e-4
 
-
-def test_default_init_is_slides() -> None:
-    """SLIDE (and the TF baselines here) draw weights from N(0, 0.01^2); see DEFAULTS' comment."""
-    assert DEFAULTS["init_std"] == 0.01
