@@ -85,8 +85,13 @@ def _protocol(runs: Sequence[Run], text: WorkloadText) -> str:
     if text.target_source:
         parts.append(f"Why this target: {text.target_source}")
     if evaluation:
+        cadence = [
+            f"{evaluation[key]:g} {unit}"
+            for key, unit in (("every_steps", "steps"), ("every_seconds", "s of train clock"))
+            if isinstance(evaluation.get(key), (int, float))
+        ]
         parts.append(
-            f"Evaluation every {evaluation.get('every_steps', '?')} steps on a fixed, seeded subset of "
+            f"Evaluation every {' or '.join(cadence) or '?'} on a fixed, seeded subset of "
             f"{evaluation.get('subset', '?')} test samples (seed {evaluation.get('seed', '?')}), k = "
             f"{evaluation.get('k', '?')}; P@k computed by the harness from each engine's top-k."
         )

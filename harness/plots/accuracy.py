@@ -48,6 +48,9 @@ def _draw(ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colo
             drawstyle="steps-post",
             label=_label(engine, runs, b.seeds),
         )
+        # A dot at each line's last evaluation: where the runs stopped, and the only visible mark of
+        # a run that met its target at its first evaluation (a one-point step line draws nothing).
+        ax.plot(b.x[-1:], b.median[-1:], color=colour, ls="none", marker="o", ms=5)
         if b.seeds > 1:
             ax.fill_between(b.x, b.low, b.high, color=colour, alpha=0.2, step="post", lw=0)
         drawn += 1
