@@ -74,7 +74,8 @@ def load_baseline(path: Path) -> Baseline:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             raw[key] = value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")
+            # A bad file, not a programming error: ValueError is what the CLI reports without a traceback.
+            raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")  # noqa: TRY004
     base = Baseline(**raw)
     if base.steps < 1 or base.warmup < 0 or base.rounds < 1:
         raise ValueError(f"{path}: steps >= 1, warmup >= 0 and rounds >= 1 required")

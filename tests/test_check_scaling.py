@@ -37,12 +37,12 @@ def test_committed_baseline_is_valid() -> None:
     ("text", "needle"),
     [
         ('workload = "w"', "missing keys"),
-        ('workload = "w"\nengine = "slide"\nsteps = 4\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
-         'tolerance = 0.2\nmeasured = "x"\nextra = 1', "unknown keys ['extra']"),
-        ('workload = "w"\nengine = "slide"\nsteps = "4"\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
-         'tolerance = 0.2\nmeasured = "x"', "'steps' must be int"),
-        ('workload = "w"\nengine = "slide"\nsteps = 4\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
-         'tolerance = 0.95\nmeasured = "x"', "tolerance < efficiency"),
+        (('workload = "w"\nengine = "slide"\nsteps = 4\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
+          'tolerance = 0.2\nmeasured = "x"\nextra = 1'), "unknown keys ['extra']"),
+        (('workload = "w"\nengine = "slide"\nsteps = "4"\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
+          'tolerance = 0.2\nmeasured = "x"'), "'steps' must be int"),
+        (('workload = "w"\nengine = "slide"\nsteps = 4\nwarmup = 1\nrounds = 1\nefficiency = 0.9\n'
+          'tolerance = 0.95\nmeasured = "x"'), "tolerance < efficiency"),
         ("workload = ", "not valid TOML"),
     ],
 )
