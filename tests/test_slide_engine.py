@@ -155,6 +155,48 @@ def test_threads_and_debug_serialize_do_not_change_results() -> None:
             assert np.array_equal(x, y)
 
 
+def _train_wide(threads: int, padding: str) -> list[np.ndarray]:
+    """Layers wider than one row-ownership block (1,024 rows), so every thread owns rows."""
+    rng = np.random.default_rng(11)
+    m = meta(5000, 3000, hidden=(24,), lr=0.01, seed=5)
+    e = engine({"min_active": 64, "K": 3, "L": 6, "padding": padding, "rebuild_n0": 2}, m, threads)
+    for _ in range(4):
+        e.fit_step(learnable(rng, 48, 5000, 3000, 10))
+    return all_weights(e)
+
+
+@needs_native
+@pytest.mark.parametrize("padding", ["sample", "batch"])
+def test_row_ownership_does_not_change_results(padding: str) -> None:
+    """Phase 2 deals rows to threads in blocks; 1, 2 and 3 threads must give the same bits."""
+    one = _train_wide(1, padding)
+    for threads in (2, 3):
+        for x, y in zip(one, _train_wide(threads, padding)):
+            assert np.array_equal(x, y)
+
+
+@needs_native
+def test_batch_padding_shares_rows_across_the_batch() -> None:
+    """One step: per-sample padding moves ~batch x min_active output rows, batch padding ~min_active.
+
+    3,000 labels, 32 samples, min_active 200, and LSH disabled in effect (one table of 2^12 buckets
+    holding 1 id each, so retrieval adds at most one neuron per sample). Per-sample padding draws
+    32 x ~200 ids: ~3000 x (1 - e^(-6400/3000)) ~ 2,640 distinct rows. Shared padding: ~200 rows
+    plus each sample's own labels and retrieved neuron (<= 32 x 3).
+    """
+    m = meta(400, 3000, hidden=(8,), lr=0.01)
+    batch = learnable(np.random.default_rng(3), 32, 400, 3000, 6)
+    changed = {}
+    for padding in ("sample", "batch"):
+        params = {"min_active": 200, "K": 2, "L": 1, "bucket_bits": 12, "bucket_capacity": 1, "padding": padding}
+        e = engine(params, m)
+        before = e._net.get_weights(1)[0].copy()
+        e.fit_step(batch)
+        changed[padding] = int(np.sum(np.any(e._net.get_weights(1)[0] != before, axis=1)))
+    assert changed["sample"] > 2000, changed
+    assert 200 <= changed["batch"] <= 200 + 32 * 3, changed
+
+
 @needs_native
 def test_learns_and_predicts_shape(tmp_path) -> None:
     rng = np.random.default_rng(0)

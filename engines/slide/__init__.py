@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "insertion": "fifo",  # fifo | reservoir
     "selection": "vanilla",  # vanilla | threshold | topk
     "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
+    "padding": "sample",  # sample: random padding drawn per sample (paper) | batch: shared by the batch
     "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk
     "threshold": 1,  # selection = threshold: present in at least this many tables
     "simhash_density": 1.0 / 3.0,
@@ -56,6 +57,7 @@ _CHOICES = {
     "hash": ("simhash", "wta", "dwta", "doph"),
     "insertion": ("fifo", "reservoir"),
     "selection": ("vanilla", "threshold", "topk"),
+    "padding": ("sample", "batch"),
     "adam": ("sparse", "dense"),
     "inference": ("exact", "lsh"),
     "kernel": ("auto", "scalar", "avx2", "avx512"),
@@ -257,6 +259,7 @@ class SlideEngine(Engine):
             "threads": self._threads,
             "debug_serialize": bool(p["debug_serialize"]),
             "init_std": float(p["init_std"]),
+            "batch_padding": p["padding"] == "batch",
         }
 
     def _resolve(self, num_labels: int) -> dict[str, int]:

@@ -75,7 +75,7 @@ auto parse_enum(Parse parse, const std::string& value, const std::string& key) {
 NetworkConfig config_from_dict(const py::dict& d) {
   static const std::set<std::string> kTop{"num_features", "layers", "lr", "beta1", "beta2", "eps", "adam",
                                           "rebuild_n0", "rebuild_decay", "rehash_m", "seed", "threads",
-                                          "debug_serialize", "init_std"};
+                                          "debug_serialize", "init_std", "batch_padding"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
                                             "simhash_density", "wta_bin_size"};
@@ -125,6 +125,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
   c.threads = get<int>(d, "threads", 1, "config: ");
   c.debug_serialize = get<bool>(d, "debug_serialize", false, "config: ");
   c.init_std = get<float>(d, "init_std", 0.0f, "config: ");
+  c.batch_padding = get<bool>(d, "batch_padding", false, "config: ");
   const std::string err = validate_config(c);
   if (!err.empty()) throw py::value_error("config: " + err);
   return c;

@@ -66,6 +66,11 @@ struct NetworkConfig {
   // measurement would notice a regression). Never on in real runs.
   bool debug_serialize = false;
   float init_std = 0.0f;  // 0: Glorot-uniform-like scale sqrt(2/(fan_in+fan_out))
+  // Random padding of sampled layers while training (up to min_active): drawn per sample (the
+  // SLIDE paper's scheme) or one draw per batch and layer, shared by every sample of the batch
+  // (sampled softmax's shared negatives). Shared padding makes the batch touch a few thousand
+  // padding rows instead of up to batch x min_active, so far fewer rows are read and updated.
+  bool batch_padding = false;
 
   int num_labels() const { return layers.empty() ? 0 : layers.back().size; }
 };

@@ -341,14 +341,20 @@ float* transpose_rows8(const float* rows, int m, size_t stride, int dim) {
   return xT;
 }
 
-// Raw window codes of up to 8 rows (m <= 8) via the transposed layout: codes[r*n_bins + b].
-void window_codes_rows8(const BinLayout& bins, int dim, const float* rows, int m, size_t stride, bool skip_zero,
-                        uint32_t* codes) {
+// Raw window codes of up to 8 rows (m <= 8), lane-interleaved: returns codesT[b*8 + r]
+// (thread-local; valid until the next call).
+const uint32_t* window_codes_rows8T(const BinLayout& bins, int dim, const float* rows, int m, size_t stride,
+                                    bool skip_zero) {
   float* xT = transpose_rows8(rows, m, stride, dim);
   uint32_t* outT = scratch(tl_codesT, static_cast<size_t>(bins.n_bins) * 8);
   argmax_rows8(xT, bins.slot_dim.data(), bins.n_bins, bins.width, skip_zero, outT);
+  return outT;
+}
+
+// The same codes one row after another: codes[r*n_bins + b].
+void unpack_rows8(const uint32_t* codesT, int n_bins, int m, uint32_t* codes) {
   for (int r = 0; r < m; ++r)
-    for (int b = 0; b < bins.n_bins; ++b) codes[static_cast<size_t>(r) * bins.n_bins + b] = outT[static_cast<size_t>(b) * 8 + r];
+    for (int b = 0; b < n_bins; ++b) codes[static_cast<size_t>(r) * n_bins + b] = codesT[static_cast<size_t>(b) * 8 + r];
 }
 
 // Lane-interleaved copy of a BinLayout's windows for argmax_windows (padding lanes read dim 0;
@@ -527,7 +533,9 @@ class WTA final : public HashFamily {
     uint32_t* codes = scratch(tl_codes, static_cast<size_t>(nb) * 8);
     for (int i0 = 0; i0 < n; i0 += 8) {
       const int m = std::min(8, n - i0);
-      window_codes_rows8(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, false, codes);
+      const uint32_t* codesT = window_codes_rows8T(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, false);
+      if (combine_rows8(codesT, m, out + static_cast<size_t>(i0) * cfg_.L)) continue;
+      unpack_rows8(codesT, nb, m, codes);
       for (int r = 0; r < m; ++r)
         for (int t = 0; t < cfg_.L; ++t)
           out[static_cast<size_t>(i0 + r) * cfg_.L + t] = combine(t, codes + static_cast<size_t>(r) * nb + t * cfg_.K);
@@ -586,7 +594,10 @@ class DWTA final : public HashFamily {
     uint32_t* codes = scratch(tl_codes, static_cast<size_t>(nb) * 8);
     for (int i0 = 0; i0 < n; i0 += 8) {
       const int m = std::min(8, n - i0);
-      window_codes_rows8(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, true, codes);
+      const uint32_t* codesT = window_codes_rows8T(bins_, cfg_.dim, rows + static_cast<size_t>(i0) * stride, m, stride, true);
+      // No empty window (usual for weight rows) means nothing to densify: all codes are native.
+      if (combine_rows8(codesT, m, out + static_cast<size_t>(i0) * cfg_.L)) continue;
+      unpack_rows8(codesT, nb, m, codes);
       for (int r = 0; r < m; ++r) {
         uint32_t* c = codes + static_cast<size_t>(r) * nb;
         dens_.densify(c);
@@ -746,6 +757,25 @@ std::unique_ptr<HashFamily> HashFamily::create(const HashConfig& cfg) {
     case HashKind::DOPH: return std::unique_ptr<HashFamily>(new DOPH(cfg));
   }
   throw std::invalid_argument("HashConfig.kind: unknown value");
+}
+
+bool HashFamily::combine_rows8(const uint32_t* codes_T, int m, uint32_t* out) const {
+  if (!concat_) return false;
+  const int K = cfg_.K, L = cfg_.L;
+  const size_t n = static_cast<size_t>(K) * L * 8;
+  uint32_t borrowed = 0;  // branch-free scan over the m real lanes (padding lanes are ignored)
+  for (size_t i = 0; i < n; ++i)
+    borrowed |= static_cast<uint32_t>(codes_T[i] >= native_limit_) & static_cast<uint32_t>((i & 7) < static_cast<size_t>(m));
+  if (borrowed) return false;
+  for (int t = 0; t < L; ++t) {
+    uint32_t b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < K; ++k) {
+      const uint32_t* c = codes_T + (static_cast<size_t>(t) * K + k) * 8;
+      for (int r = 0; r < 8; ++r) b[r] = (b[r] << concat_bits_) | c[r];
+    }
+    for (int r = 0; r < m; ++r) out[static_cast<size_t>(r) * L + t] = b[r];
+  }
+  return true;
 }
 
 uint32_t HashFamily::combine(int table, const uint32_t* codes) const {

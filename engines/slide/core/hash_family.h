@@ -76,6 +76,11 @@ class HashFamily {
 
   // Combine one table's K codes into its bucket id (exposed for tests and batch hashing).
   uint32_t combine(int table, const uint32_t* codes_K) const;
+  // combine() for 8 rows at once from lane-interleaved codes, codes_T[(t*K + k)*8 + r], writing
+  // out_nL[r*L + t] for r < m. Only when every code is native and the K codes concatenate into
+  // the bucket id (combine's exact branch, the common case when hashing dense weight rows);
+  // returns false, writing nothing, otherwise.
+  bool combine_rows8(const uint32_t* codes_T, int m, uint32_t* out_nL) const;
 
   // Bytes held by the family's random functions.
   virtual size_t memory_bytes() const = 0;

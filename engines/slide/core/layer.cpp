@@ -12,10 +12,7 @@ Layer::Layer(int n_in, const LayerSettings& settings, uint64_t seed)
       settings_(settings),
       seed_(seed),
       stride_(static_cast<size_t>(padded_row(settings.sampled ? n_in : settings.size))) {
-  const size_t n = static_cast<size_t>(n_rows()) * stride_;
-  w_.resize(n);
-  m_.resize(n);
-  v_.resize(n);
+  wmv_.resize(static_cast<size_t>(n_rows()) * row_pitch());
   b_.resize(n_out_);
   mb_.resize(n_out_);
   vb_.resize(n_out_);
@@ -58,7 +55,7 @@ void Layer::rehash(uint64_t seed) {
 
 void Layer::rebuild_tables(int threads) {
   if (!sampled_ || all_active_) return;
-  tables_->build(*family_, w_.data(), n_out_, stride_, threads);
+  tables_->build(*family_, row(0), n_out_, row_pitch(), threads);
 }
 
 void Layer::ensure_selectors(int threads) {
@@ -73,7 +70,7 @@ void Layer::ensure_selectors(int threads) {
 }
 
 size_t Layer::memory_bytes() const {
-  size_t bytes = (w_.size() + m_.size() + v_.size() + 3 * b_.size()) * sizeof(float);
+  size_t bytes = (wmv_.size() + 3 * b_.size()) * sizeof(float);
   if (tables_) bytes += tables_->memory_bytes();
   if (family_) bytes += family_->memory_bytes();
   return bytes;

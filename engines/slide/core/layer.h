@@ -8,6 +8,10 @@
 //  - dense layers are *input-major*: row k holds the n_out weights leaving input k. Every neuron
 //    is computed anyway, and with a sparse input (the first layer) the forward pass and the weight
 //    gradient become one n_out-wide axpy per non-zero input instead of n_out gathers.
+//  - each row's Adam moments sit right after it: [w | m | v], one stride each. The optimizer
+//    touches a few hundred thousand random rows per batch; interleaved, each is one contiguous
+//    1.5 KB block (one DRAM page, one prefetch stream) instead of three blocks in three matrices.
+//    Reads of w alone (forward, backward, hashing) are unaffected: a row's w is still contiguous.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -34,10 +38,12 @@ class Layer {
   size_t stride() const { return stride_; }
   const LayerSettings& settings() const { return settings_; }
 
-  float* row(int r) { return w_.data() + static_cast<size_t>(r) * stride_; }
-  const float* row(int r) const { return w_.data() + static_cast<size_t>(r) * stride_; }
-  float* m_row(int r) { return m_.data() + static_cast<size_t>(r) * stride_; }
-  float* v_row(int r) { return v_.data() + static_cast<size_t>(r) * stride_; }
+  // Distance between consecutive rows of w (and of m, of v) in floats.
+  size_t row_pitch() const { return 3 * stride_; }
+  float* row(int r) { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
+  const float* row(int r) const { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
+  float* m_row(int r) { return row(r) + stride_; }
+  float* v_row(int r) { return row(r) + 2 * stride_; }
   float* bias() { return b_.data(); }
   const float* bias() const { return b_.data(); }
   float* bias_m() { return mb_.data(); }
@@ -63,7 +69,7 @@ class Layer {
   LayerSettings settings_;
   uint64_t seed_;
   size_t stride_;
-  AlignedBuffer<float> w_, m_, v_;  // n_rows x stride
+  AlignedBuffer<float> wmv_;  // n_rows x [w | m | v], each stride floats
   AlignedBuffer<float> b_, mb_, vb_;  // n_out
   std::unique_ptr<HashFamily> family_;
   std::unique_ptr<HashTables> tables_;

@@ -16,7 +16,7 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: batch_padding
 
 class Writer {
  public:
@@ -83,6 +83,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
   w.put<int32_t>(c.schedule.rehash_m);
   w.put<uint64_t>(c.seed);
   w.put<float>(c.init_std);
+  w.put<int32_t>(c.batch_padding ? 1 : 0);
 }
 
 NetworkConfig get_config(Reader& r) {
@@ -130,6 +131,7 @@ NetworkConfig get_config(Reader& r) {
   c.schedule.rehash_m = r.get<int32_t>("rehash_m");
   c.seed = r.get<uint64_t>("seed");
   c.init_std = r.get<float>("init_std");
+  c.batch_padding = r.get<int32_t>("batch_padding") != 0;
   return c;
 }
 

@@ -37,6 +37,11 @@ struct alignas(64) Network::ThreadScratch {
   std::vector<float> grad;
   std::vector<float> bias_grad;
   std::vector<TopK> topk;
+  // Phase 2 (update_layer): the touched rows this thread owns, ascending, and their gradient
+  // contributions grouped by row: entries of touched[i] are [begin[i], begin[i + 1]).
+  std::vector<int32_t> touched;
+  std::vector<int64_t> begin, cursor;
+  std::vector<int32_t> ent_sample, ent_pos;
 };
 
 namespace {
@@ -109,6 +114,28 @@ void parallel_for(int64_t n, int threads, int chunk,
   }
   if (error) std::rethrow_exception(error);
 }
+
+// Runs body(scratch) once on each of `threads` OpenMP threads, with parallel_for's error handling.
+template <typename Body>
+void on_each_thread(int threads, std::vector<std::unique_ptr<Network::ThreadScratch>>& scratch, Body&& body) {
+  std::exception_ptr error = nullptr;
+#pragma omp parallel num_threads(threads)
+  {
+    try {
+      body(*scratch[omp_get_thread_num()]);
+    } catch (...) {
+#pragma omp critical(slide_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+// Phase 2 ownership: rows are dealt to threads in blocks of 2^kOwnerShift (1,024 rows): enough
+// blocks at any width for an even share of the touched rows, and threads never write the same
+// cache line of the shared grouping array.
+constexpr int kOwnerShift = 10;
+inline int owner_of(int32_t row, int threads) { return (row >> kOwnerShift) % threads; }
 
 }  // namespace
 
@@ -292,93 +319,98 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     }
   };
 
-  // Group contributions by row (counting sort keyed by first touch). Entries of a row stay in
-  // sample order, so each row's gradient sum has a fixed order: results do not depend on threads.
-  touched_.clear();
-  slot_begin_.clear();
-  for (int64_t s = 0; s < n_samples; ++s)
-    for_each_entry(s, [&](int32_t r, int32_t) {
-      int32_t& slot = row_slot_[r];
-      if (slot < 0) {
-        slot = static_cast<int32_t>(touched_.size());
-        touched_.push_back(r);
-        slot_begin_.push_back(0);
+  // Each thread groups and updates the rows it owns. Entries of a row stay in sample order, so
+  // each row's gradient sum has a fixed order: results do not depend on the thread count.
+  const int threads = cfg_.threads;
+  const int32_t n_rows = L.n_rows();
+  on_each_thread(threads, scratch_, [&](ThreadScratch& ts) {
+    const int tid = ts.tid;
+    // 1. Count the contributions to each owned row.
+    for (int64_t s = 0; s < n_samples; ++s)
+      for_each_entry(s, [&](int32_t r, int32_t) {
+        if (owner_of(r, threads) != tid) return;
+        int32_t& c = row_slot_[r];
+        c = c < 0 ? 1 : c + 1;
+      });
+    // 2. Slots in ascending row order: sweep the owned blocks.
+    ts.touched.clear();
+    ts.begin.clear();
+    int64_t total = 0;
+    for (int32_t b0 = tid << kOwnerShift; b0 < n_rows; b0 += threads << kOwnerShift) {
+      const int32_t b1 = std::min(n_rows, b0 + (1 << kOwnerShift));
+      for (int32_t r = b0; r < b1; ++r) {
+        if (row_slot_[r] < 0) continue;
+        ts.begin.push_back(total);
+        total += row_slot_[r];
+        row_slot_[r] = static_cast<int32_t>(ts.touched.size());
+        ts.touched.push_back(r);
       }
-      ++slot_begin_[slot];
-    });
-  const int64_t n_slots = static_cast<int64_t>(touched_.size());
-  int64_t total = 0;
-  for (int64_t i = 0; i < n_slots; ++i) {
-    const int64_t c = slot_begin_[i];
-    slot_begin_[i] = total;
-    total += c;
-  }
-  slot_begin_.push_back(total);
-  ent_sample_.resize(total);
-  ent_pos_.resize(total);
-  {
-    std::vector<int64_t>& cursor = slot_cursor_;
-    cursor.assign(slot_begin_.begin(), slot_begin_.end() - 1);
+    }
+    ts.begin.push_back(total);
+    const int64_t n_slots = static_cast<int64_t>(ts.touched.size());
+    // 3. Scatter the contributions, in sample order.
+    ts.ent_sample.resize(total);
+    ts.ent_pos.resize(total);
+    ts.cursor.assign(ts.begin.begin(), ts.begin.end() - 1);
     for (int64_t s = 0; s < n_samples; ++s)
       for_each_entry(s, [&](int32_t r, int32_t p) {
-        const int64_t e = cursor[row_slot_[r]]++;
-        ent_sample_[e] = static_cast<int32_t>(s);
-        ent_pos_[e] = p;
+        if (owner_of(r, threads) != tid) return;
+        const int64_t e = ts.cursor[row_slot_[r]]++;
+        ts.ent_sample[e] = static_cast<int32_t>(s);
+        ts.ent_pos[e] = p;
       });
-  }
-
-  // One thread per touched row: sum its contributions, then one Adam step.
-  auto update_row = [&](int64_t slot, ThreadScratch& ts) {
-    const int32_t r = touched_[slot];
-    // Adam reads and writes three rows (w, m, v) per touched neuron, in random order: fetch them
-    // further ahead than the forward pass does.
-    constexpr int kAhead = 2 * kPrefetchAhead;
-    if (slot + kAhead < n_slots && sink_w == nullptr) {
-      const int32_t next = touched_[slot + kAhead];
-      prefetch_row(L.row(next), row_len);
-      prefetch_row(L.m_row(next), row_len);
-      prefetch_row(L.v_row(next), row_len);
-    }
+    // 4. Sum each row's contributions, then one Adam step (or store the sum: tests).
     ts.grad.resize(L.stride());
     float* g = ts.grad.data();
-    std::memset(g, 0, sizeof(float) * row_len);
-    float gb = 0.0f;
-    for (int64_t e = slot_begin_[slot]; e < slot_begin_[slot + 1]; ++e) {
-      const int64_t s = ent_sample_[e];
-      const int32_t p = ent_pos_[e];
-      const LayerState& cur = samples_[s].layer[l];
-      const InView in = input_of(s);
-      if (nm) {
-        const float coef = cur.delta[p];
-        if (in.dense())
-          k.axpy(coef, in.val, g, row_len);
-        else
-          for (int t = 0; t < in.n; ++t) g[in.idx[t]] += coef * in.val[t];
-        gb += coef;
-      } else {
-        k.axpy(in.val[p], cur.delta.data(), g, row_len);
+    // Adam reads and writes three rows (w, m, v) per touched row: fetch them a few rows ahead.
+    constexpr int kAhead = 2 * kPrefetchAhead;
+    for (int64_t slot = 0; slot < n_slots; ++slot) {
+      const int32_t r = ts.touched[slot];
+      if (slot + kAhead < n_slots && sink_w == nullptr) {
+        const int32_t next = ts.touched[slot + kAhead];
+        prefetch_row(L.row(next), row_len);
+        prefetch_row(L.m_row(next), row_len);
+        prefetch_row(L.v_row(next), row_len);
+      }
+      std::memset(g, 0, sizeof(float) * row_len);
+      float gb = 0.0f;
+      for (int64_t e = ts.begin[slot]; e < ts.begin[slot + 1]; ++e) {
+        const int64_t s = ts.ent_sample[e];
+        const int32_t p = ts.ent_pos[e];
+        const LayerState& cur = samples_[s].layer[l];
+        const InView in = input_of(s);
+        if (nm) {
+          const float coef = cur.delta[p];
+          if (in.dense())
+            k.axpy(coef, in.val, g, row_len);
+          else
+            for (int t = 0; t < in.n; ++t) g[in.idx[t]] += coef * in.val[t];
+          gb += coef;
+        } else {
+          k.axpy(in.val[p], cur.delta.data(), g, row_len);
+        }
+      }
+      if (sink_w) {
+        std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
+        if (nm && sink_b) (*sink_b)[r] = gb;
+        continue;
+      }
+      k.adam(L.row(r), L.m_row(r), L.v_row(r), g, row_len, a);
+      if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
+    }
+    if (dense_adam) {
+      // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
+      for (int32_t b0 = tid << kOwnerShift; b0 < n_rows; b0 += threads << kOwnerShift) {
+        const int32_t b1 = std::min(n_rows, b0 + (1 << kOwnerShift));
+        for (int32_t r = b0; r < b1; ++r) {
+          if (row_slot_[r] >= 0) continue;
+          k.adam_zero_grad(L.row(r), L.m_row(r), L.v_row(r), row_len, a);
+          if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
+        }
       }
     }
-    if (sink_w) {
-      std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
-      if (nm && sink_b) (*sink_b)[r] = gb;
-      return;
-    }
-    k.adam(L.row(r), L.m_row(r), L.v_row(r), g, row_len, a);
-    if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
-  };
-  parallel_for(n_slots, cfg_.threads, 16, scratch_, update_row);
-
-  if (dense_adam) {
-    // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
-    const int64_t rows = L.n_rows();
-    parallel_for(rows, cfg_.threads, 256, scratch_, [&](int64_t r, ThreadScratch&) {
-      if (row_slot_[r] >= 0) return;
-      const int32_t rr = static_cast<int32_t>(r);
-      k.adam_zero_grad(L.row(rr), L.m_row(rr), L.v_row(rr), row_len, a);
-      if (nm) adam1(L.bias()[rr], L.bias_m()[rr], L.bias_v()[rr], 0.0f, a);
-    });
-  }
+    for (int32_t r : ts.touched) row_slot_[r] = -1;
+  });
   if (!nm) {
     // Input-major layers: every sample contributes to every bias, in sample order.
     std::vector<float>& gb = scratch_[0]->bias_grad;
@@ -390,7 +422,6 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     else if (!sink_w)
       k.adam(L.bias(), L.bias_m(), L.bias_v(), gb.data(), L.n_out(), a);
   }
-  for (int32_t r : touched_) row_slot_[r] = -1;
 }
 
 void Network::advance_schedule() {
@@ -421,7 +452,9 @@ TrainStats Network::forward_backward_batch(const CsrView& x, const CsrView& y) {
     const int32_t* lab = y.indices + y.indptr[s];
     const int n_lab = static_cast<int>(y.indptr[s + 1] - y.indptr[s]);
     SampleState& st = samples_[s];
-    forward(x, s, lab, n_lab, true, true, derive_seed(step_seed, static_cast<uint64_t>(s)), st, ts);
+    // The padding stream: per sample, or one per batch (every sample draws the same sequence).
+    const uint64_t stream = cfg_.batch_padding ? step_seed : derive_seed(step_seed, static_cast<uint64_t>(s));
+    forward(x, s, lab, n_lab, true, true, stream, st, ts);
     st.loss = backward(s, lab, n_lab, inv_batch, st, ts);
   });
   TrainStats out;
@@ -518,7 +551,7 @@ void Network::predict_topk(const CsrView& x, int k_top, InferenceMode mode, int3
   // Exact: hidden layers per sample, then every output scored. Samples are taken in blocks and
   // labels in chunks, so a chunk of output rows (kChunk x 128 floats, L2-sized) is read from
   // memory once per block of samples rather than once per sample.
-  const int64_t kBlock = 16;
+  const int64_t kBlock = 64;
   const int kChunk = 512;
   const int64_t n_blocks = (n + kBlock - 1) / kBlock;
   const KernelTable& kt = kernels();
@@ -535,10 +568,17 @@ void Network::predict_topk(const CsrView& x, int k_top, InferenceMode mode, int3
     const float* b = Lo.bias();
     for (int j0 = 0; j0 < n_labels; j0 += kChunk) {
       const int j1 = std::min(n_labels, j0 + kChunk);
+      // The first sample of the block brings the chunk in from memory: rows are 1.5 KB apart
+      // (w | m | v), too sparse for the hardware prefetcher, so fetch a few rows ahead by hand.
+      const int row_len = Lo.row_len();
+      for (int j = j0; j < std::min(j1, j0 + kPrefetchAhead); ++j) prefetch_row(Lo.row(j), row_len);
       for (int64_t s = s0; s < s1; ++s) {
         const InView& in = ins[s - s0];
         TopK& heap = ts.topk[s - s0];
-        for (int j = j0; j < j1; ++j) heap.push(b[j] + dot_in(kt, Lo.row(j), in), j);
+        for (int j = j0; j < j1; ++j) {
+          if (s == s0 && j + kPrefetchAhead < j1) prefetch_row(Lo.row(j + kPrefetchAhead), row_len);
+          heap.push(b[j] + dot_in(kt, Lo.row(j), in), j);
+        }
       }
     }
     for (int64_t s = s0; s < s1; ++s) emit(ts.topk[s - s0], s, nullptr);

@@ -7,9 +7,11 @@
 //     read in this phase, each sample writes only its own state, and per-sample random streams
 //     (active-set padding) are derived from (seed, step, sample), so this phase is race-free and its
 //     result does not depend on the thread count.
-//  2. Rows in parallel: the batch's gradient contributions are grouped by weight row, and each
-//     touched row is summed and Adam-updated by exactly one thread. No dense gradient matrix, no
-//     locks, no atomics on the hot path.
+//  2. Rows in parallel: every weight row has one owning thread (rows are dealt out in blocks).
+//     Each thread groups the batch's gradient contributions to its own rows, then sums and
+//     Adam-updates them in ascending row order (a near-sequential sweep through the matrices that
+//     hardware prefetchers can follow). No dense gradient matrix, no locks, no atomics, and no
+//     serial step between the phases.
 // This keeps SLIDE's HOGWILD spirit (no synchronisation between samples, one update per touched
 // neuron per batch) without its data races: the gradient accumulation that the original code does
 // with racy `+=` into per-neuron buffers is done here by grouping, so results are bit-identical
@@ -113,12 +115,9 @@ class Network {
   int64_t next_rebuild_ = 0;
   std::vector<SampleState> samples_;                     // one per sample of the current batch
   std::vector<std::unique_ptr<ThreadScratch>> scratch_;  // one per thread, cache-line aligned
-  // Grouping of gradient contributions by row (phase 2), reused across batches.
-  std::vector<int32_t> row_slot_;   // per row of the widest layer: slot or -1
-  std::vector<int32_t> touched_;    // rows touched in this batch, in first-touch order
-  std::vector<int64_t> slot_begin_;
-  std::vector<int64_t> slot_cursor_;
-  std::vector<int32_t> ent_sample_, ent_pos_;
+  // Phase 2 grouping, per row of the widest layer: -1 untouched, else a count and then the slot
+  // in its owner's touched list. Each entry is only ever written by the row's owning thread.
+  std::vector<int32_t> row_slot_;
   std::mutex serialize_mutex_;
   PhaseTimes times_;      // debug_serialize only
 };
