@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "rebuild_n0": 50,  # first table rebuild after this many batches ...
     "rebuild_decay": 0.0,  # ... the i-th interval is rebuild_n0 * exp(rebuild_decay * i)
     "rehash_m": 0,  # new hash functions every M batches (0: never)
+    "adam_state": "fp32",  # fp32 | bf16: Adam moments stored as BF16 (stochastic rounding); weights fp32
     "adam": "sparse",  # sparse (lazy, touched rows) | dense (every parameter every batch, the paper's)
     "hidden_sampled": False,  # LSH-sample hidden layers too
     "hidden_min_active": 32,  # with hidden_sampled: hidden neurons per sample at least
@@ -59,6 +60,7 @@ _CHOICES = {
     "selection": ("vanilla", "threshold", "topk"),
     "padding": ("sample", "batch"),
     "adam": ("sparse", "dense"),
+    "adam_state": ("fp32", "bf16"),
     "inference": ("exact", "lsh"),
     "kernel": ("auto", "scalar", "avx2", "avx512"),
 }
@@ -252,6 +254,7 @@ class SlideEngine(Engine):
             "beta2": float(opt.beta2),
             "eps": float(opt.eps),
             "adam": p["adam"],
+            "adam_state": p["adam_state"],
             "rebuild_n0": p["rebuild_n0"],
             "rebuild_decay": float(p["rebuild_decay"]),
             "rehash_m": p["rehash_m"],

@@ -75,7 +75,7 @@ auto parse_enum(Parse parse, const std::string& value, const std::string& key) {
 NetworkConfig config_from_dict(const py::dict& d) {
   static const std::set<std::string> kTop{"num_features", "layers", "lr", "beta1", "beta2", "eps", "adam",
                                           "rebuild_n0", "rebuild_decay", "rehash_m", "seed", "threads",
-                                          "debug_serialize", "init_std", "batch_padding"};
+                                          "debug_serialize", "init_std", "batch_padding", "adam_state"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
                                             "simhash_density", "wta_bin_size"};
@@ -118,6 +118,10 @@ NetworkConfig config_from_dict(const py::dict& d) {
   if (adam != "sparse" && adam != "dense")
     throw py::value_error("config: adam must be 'sparse' or 'dense', got '" + adam + "'");
   o.mode = adam == "sparse" ? AdamMode::Sparse : AdamMode::Dense;
+  const std::string state = get<std::string>(d, "adam_state", "fp32", "config: ");
+  if (state != "fp32" && state != "bf16")
+    throw py::value_error("config: adam_state must be 'fp32' or 'bf16', got '" + state + "'");
+  o.bf16_moments = state == "bf16";
   c.schedule.rebuild_n0 = get<int>(d, "rebuild_n0", c.schedule.rebuild_n0, "config: ");
   c.schedule.rebuild_decay = get<double>(d, "rebuild_decay", c.schedule.rebuild_decay, "config: ");
   c.schedule.rehash_m = get<int>(d, "rehash_m", c.schedule.rehash_m, "config: ");

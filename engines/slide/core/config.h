@@ -44,6 +44,9 @@ struct OptimizerSettings {
   // Sparse: lazy Adam, one update per touched row per batch. Dense: every parameter every batch
   // (the SLIDE paper's code), moments of untouched rows decaying with a zero gradient.
   AdamMode mode = AdamMode::Sparse;
+  // Moments stored as BF16 with stochastic rounding (bf16.h) instead of fp32: a touched row's
+  // optimizer traffic drops from 3 to 2 KB (128 inputs); weights and arithmetic stay fp32.
+  bool bf16_moments = false;
 };
 
 struct ScheduleSettings {

@@ -30,6 +30,9 @@ struct KernelTable {
   void (*adam)(float* w, float* m, float* v, const float* g, int n, const AdamScalars& s);
   // Adam for parameters whose gradient is zero this step (dense-Adam mode, untouched rows).
   void (*adam_zero_grad)(float* w, float* m, float* v, int n, const AdamScalars& s);
+  // Adam with BF16 moments (bf16.h): g == nullptr means a zero gradient; `seed` keys the
+  // stochastic rounding of element i as mix32(seed + i).
+  void (*adam_bf16)(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const AdamScalars& s, uint32_t seed);
 };
 
 // The table in use (selected once at first call, thread-safe).
@@ -45,5 +48,8 @@ std::vector<std::string> kernels_supported();
 const KernelTable* kernel_table_scalar();
 const KernelTable* kernel_table_avx2();
 const KernelTable* kernel_table_avx512();
+// The AVX2 BF16-moment Adam, shared by the AVX-512 table (the kernel is memory-bound; 256-bit
+// lanes are enough). Only called on CPUs with AVX2 + FMA.
+void adam_bf16_avx2(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const AdamScalars& s, uint32_t seed);
 
 }  // namespace slide

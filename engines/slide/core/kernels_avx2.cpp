@@ -1,5 +1,6 @@
 // AVX2 + FMA kernels. Compiled with -mavx2 -mfma for this file only; entered only after the
 // dispatcher checked the CPU (kernels.cpp).
+#include "bf16.h"
 #include "kernels.h"
 
 #if defined(SLIDE_HAVE_AVX2) && defined(__AVX2__) && defined(__FMA__)
@@ -99,9 +100,52 @@ void adam_zero_grad(float* w, float* m, float* v, int n, const AdamScalars& s) {
   }
 }
 
-const KernelTable kTable{"avx2", dot, axpy, dot_gather, adam, adam_zero_grad};
+// mix32 (bf16.h) on 8 lanes.
+inline __m256i mix32x8(__m256i x) {
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x846ca68bu)));
+  return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+inline __m256 load_bf16x8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// Stochastic rounding of 8 floats with 16-bit noise per lane, stored as 8 BF16.
+inline void store_bf16x8_sr(uint16_t* p, __m256 x, __m256i noise16) {
+  const __m256i b = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), noise16), 16);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+
+const KernelTable kTable{"avx2", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16_avx2};
 
 }  // namespace
+
+void adam_bf16_avx2(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const AdamScalars& s, uint32_t seed) {
+  const __m256 b1 = _mm256_set1_ps(s.beta1), c1 = _mm256_set1_ps(1.0f - s.beta1);
+  const __m256 b2 = _mm256_set1_ps(s.beta2), c2 = _mm256_set1_ps(1.0f - s.beta2);
+  const __m256 lr = _mm256_set1_ps(s.lr), eps = _mm256_set1_ps(s.eps);
+  const __m256 bc1 = _mm256_set1_ps(s.bc1), bc2 = _mm256_set1_ps(s.bc2);
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = g ? _mm256_loadu_ps(g + i) : _mm256_setzero_ps();
+    const __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, load_bf16x8(m + i)), _mm256_mul_ps(c1, gi));
+    const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, load_bf16x8(v + i)), _mm256_mul_ps(_mm256_mul_ps(c2, gi), gi));
+    const __m256i h = mix32x8(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(seed + static_cast<uint32_t>(i))), lanes));
+    store_bf16x8_sr(m + i, mi, _mm256_and_si256(h, low16));
+    store_bf16x8_sr(v + i, vi, _mm256_srli_epi32(h, 16));
+    const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, bc2)), eps);
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(lr, _mm256_mul_ps(mi, bc1)), den);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), step));
+  }
+  for (; i < n; ++i) adam_bf16_element(w[i], m[i], v[i], g ? g[i] : 0.0f, mix32(seed + static_cast<uint32_t>(i)), s);
+}
 
 const KernelTable* kernel_table_avx2() { return &kTable; }
 

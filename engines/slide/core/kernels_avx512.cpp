@@ -85,7 +85,7 @@ void adam_zero_grad(float* w, float* m, float* v, int n, const AdamScalars& s) {
   if (i < n) adam_block<true>(w, m, v, nullptr, i, tail_mask(n - i), s);
 }
 
-const KernelTable kTable{"avx512", dot, axpy, dot_gather, adam, adam_zero_grad};
+const KernelTable kTable{"avx512", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16_avx2};
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 // Portable kernels: the reference every vector path is tested against, and the fallback.
 #include <cmath>
 
+#include "bf16.h"
 #include "kernels.h"
 
 namespace slide {
@@ -38,7 +39,12 @@ void adam_zero_grad(float* w, float* m, float* v, int n, const AdamScalars& s) {
   }
 }
 
-const KernelTable kTable{"scalar", dot, axpy, dot_gather, adam, adam_zero_grad};
+void adam_bf16(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const AdamScalars& s, uint32_t seed) {
+  for (int i = 0; i < n; ++i)
+    adam_bf16_element(w[i], m[i], v[i], g ? g[i] : 0.0f, mix32(seed + static_cast<uint32_t>(i)), s);
+}
+
+const KernelTable kTable{"scalar", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16};
 
 }  // namespace
 

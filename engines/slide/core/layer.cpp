@@ -4,11 +4,12 @@
 
 namespace slide {
 
-Layer::Layer(int n_in, const LayerSettings& settings, uint64_t seed)
+Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_t seed)
     : n_in_(n_in),
       n_out_(settings.size),
       sampled_(settings.sampled),
       all_active_(settings.sampled && settings.lsh.min_active >= settings.size),
+      bf16_(bf16_moments),
       settings_(settings),
       seed_(seed),
       stride_(static_cast<size_t>(padded_row(settings.sampled ? n_in : settings.size))) {

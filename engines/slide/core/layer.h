@@ -8,7 +8,8 @@
 //  - dense layers are *input-major*: row k holds the n_out weights leaving input k. Every neuron
 //    is computed anyway, and with a sparse input (the first layer) the forward pass and the weight
 //    gradient become one n_out-wide axpy per non-zero input instead of n_out gathers.
-//  - each row's Adam moments sit right after it: [w | m | v], one stride each. The optimizer
+//  - each row's Adam moments sit right after it: [w | m | v], one stride each (half a stride
+//    each with BF16 moments). The optimizer
 //    touches a few hundred thousand random rows per batch; interleaved, each is one contiguous
 //    1.5 KB block (one DRAM page, one prefetch stream) instead of three blocks in three matrices.
 //    Reads of w alone (forward, backward, hashing) are unaffected: a row's w is still contiguous.
@@ -25,7 +26,7 @@ namespace slide {
 
 class Layer {
  public:
-  Layer(int n_in, const LayerSettings& settings, uint64_t seed);
+  Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_t seed);
 
   int n_in() const { return n_in_; }
   int n_out() const { return n_out_; }
@@ -38,12 +39,16 @@ class Layer {
   size_t stride() const { return stride_; }
   const LayerSettings& settings() const { return settings_; }
 
-  // Distance between consecutive rows of w (and of m, of v) in floats.
-  size_t row_pitch() const { return 3 * stride_; }
+  // Distance between consecutive rows of w (and of m, of v) in floats: one [w | m | v] block.
+  size_t row_pitch() const { return bf16_ ? 2 * stride_ : 3 * stride_; }
   float* row(int r) { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
   const float* row(int r) const { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
+  // Moments: fp32 (m_row, v_row) or, with bf16_moments(), BF16 (m16_row, v16_row).
+  bool bf16_moments() const { return bf16_; }
   float* m_row(int r) { return row(r) + stride_; }
   float* v_row(int r) { return row(r) + 2 * stride_; }
+  uint16_t* m16_row(int r) { return reinterpret_cast<uint16_t*>(row(r) + stride_); }
+  uint16_t* v16_row(int r) { return m16_row(r) + stride_; }
   float* bias() { return b_.data(); }
   const float* bias() const { return b_.data(); }
   float* bias_m() { return mb_.data(); }
@@ -65,7 +70,7 @@ class Layer {
 
  private:
   int n_in_, n_out_;
-  bool sampled_, all_active_;
+  bool sampled_, all_active_, bf16_;
   LayerSettings settings_;
   uint64_t seed_;
   size_t stride_;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
+#include <utility>
 
 #include "network.h"
 #include "validate.h"
@@ -16,7 +17,7 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 2;  // 2: batch_padding
+constexpr uint32_t kVersion = 2;  // 2: batch_padding, bf16_moments
 
 class Writer {
  public:
@@ -78,6 +79,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
   const OptimizerSettings& o = c.optimizer;
   for (float v : {o.lr, o.beta1, o.beta2, o.eps}) w.put<float>(v);
   w.put<int32_t>(static_cast<int32_t>(o.mode));
+  w.put<int32_t>(o.bf16_moments ? 1 : 0);
   w.put<int32_t>(c.schedule.rebuild_n0);
   w.put<double>(c.schedule.rebuild_decay);
   w.put<int32_t>(c.schedule.rehash_m);
@@ -126,6 +128,7 @@ NetworkConfig get_config(Reader& r) {
   const int32_t mode = r.get<int32_t>("optimizer mode");
   if (mode < 0 || mode > 1) throw std::runtime_error("model file '" + r.path() + "' has an unknown optimizer mode");
   o.mode = static_cast<AdamMode>(mode);
+  o.bf16_moments = r.get<int32_t>("bf16_moments") != 0;
   c.schedule.rebuild_n0 = r.get<int32_t>("rebuild_n0");
   c.schedule.rebuild_decay = r.get<double>("rebuild_decay");
   c.schedule.rehash_m = r.get<int32_t>("rehash_m");
@@ -133,6 +136,15 @@ NetworkConfig get_config(Reader& r) {
   c.init_std = r.get<float>("init_std");
   c.batch_padding = r.get<int32_t>("batch_padding") != 0;
   return c;
+}
+
+// Row r of layer l's weights (which 0), first (1) or second (2) moments, as stored: fp32, or BF16
+// moments with bf16_moments (the file holds what the layer holds, so a round trip is exact).
+std::pair<void*, size_t> stored_row(Layer& l, int which, int r) {
+  const size_t n = static_cast<size_t>(l.row_len());
+  if (which == 0) return {l.row(r), n * sizeof(float)};
+  if (l.bf16_moments()) return {which == 1 ? l.m16_row(r) : l.v16_row(r), n * sizeof(uint16_t)};
+  return {which == 1 ? l.m_row(r) : l.v_row(r), n * sizeof(float)};
 }
 
 }  // namespace
@@ -150,8 +162,10 @@ void Network::save(const std::string& path) const {
     w.put<int32_t>(l.n_rows());
     w.put<int32_t>(l.row_len());
     for (int which = 0; which < 3; ++which)
-      for (int r = 0; r < l.n_rows(); ++r)
-        w.bytes(which == 0 ? l.row(r) : which == 1 ? l.m_row(r) : l.v_row(r), sizeof(float) * l.row_len());
+      for (int r = 0; r < l.n_rows(); ++r) {
+        const auto [p, bytes] = stored_row(l, which, r);
+        w.bytes(p, bytes);
+      }
     w.bytes(l.bias(), sizeof(float) * l.n_out());
     w.bytes(l.bias_m(), sizeof(float) * l.n_out());
     w.bytes(l.bias_v(), sizeof(float) * l.n_out());
@@ -185,9 +199,10 @@ std::unique_ptr<Network> Network::load(const std::string& path) {
                                " x " + std::to_string(len) + ", the configuration implies " +
                                std::to_string(l.n_rows()) + " x " + std::to_string(l.row_len()));
     for (int which = 0; which < 3; ++which)
-      for (int row = 0; row < l.n_rows(); ++row)
-        r.bytes(which == 0 ? l.row(row) : which == 1 ? l.m_row(row) : l.v_row(row), sizeof(float) * l.row_len(),
-                "weights");
+      for (int row = 0; row < l.n_rows(); ++row) {
+        const auto [p, bytes] = stored_row(l, which, row);
+        r.bytes(p, bytes, "weights");
+      }
     r.bytes(l.bias(), sizeof(float) * l.n_out(), "biases");
     r.bytes(l.bias_m(), sizeof(float) * l.n_out(), "biases");
     r.bytes(l.bias_v(), sizeof(float) * l.n_out(), "biases");

@@ -86,6 +86,19 @@ AdamScalars adam_scalars(const OptimizerSettings& o, int64_t t) {
   return a;
 }
 
+// One Adam step of weight row r (g == nullptr: zero gradient), with fp32 or BF16 moments. The
+// BF16 rounding noise is keyed by (step, layer, row): independent of the thread that runs it.
+inline void adam_row(Layer& L, const KernelTable& k, int32_t r, const float* g, const AdamScalars& a,
+                     uint64_t sr_seed) {
+  const int n = L.row_len();
+  if (L.bf16_moments())
+    k.adam_bf16(L.row(r), L.m16_row(r), L.v16_row(r), g, n, a, static_cast<uint32_t>(derive_seed(sr_seed, r)));
+  else if (g != nullptr)
+    k.adam(L.row(r), L.m_row(r), L.v_row(r), g, n, a);
+  else
+    k.adam_zero_grad(L.row(r), L.m_row(r), L.v_row(r), n, a);
+}
+
 // Scalar Adam for one bias (same formula as the kernels).
 inline void adam1(float& w, float& m, float& v, float g, const AdamScalars& a) {
   m = a.beta1 * m + (1.0f - a.beta1) * g;
@@ -145,7 +158,7 @@ Network::Network(const NetworkConfig& cfg) : cfg_(cfg) {
   int n_in = cfg.num_features;
   size_t max_rows = 0;
   for (size_t i = 0; i < cfg.layers.size(); ++i) {
-    layers_.push_back(std::make_unique<Layer>(n_in, cfg.layers[i], derive_seed(cfg.seed, 0x1A7E5, i)));
+    layers_.push_back(std::make_unique<Layer>(n_in, cfg.layers[i], cfg.optimizer.bf16_moments, derive_seed(cfg.seed, 0x1A7E5, i)));
     layers_.back()->init_weights(derive_seed(cfg.seed, 0x1417, i), cfg.init_std, cfg.threads);
     max_rows = std::max(max_rows, static_cast<size_t>(layers_.back()->n_rows()));
     n_in = cfg.layers[i].size;
@@ -296,6 +309,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   const int row_len = L.row_len();
   const KernelTable& k = kernels();
   const AdamScalars a = adam_scalars(cfg_.optimizer, step_);
+  const uint64_t sr_seed = derive_seed(cfg_.seed, 0xBF16, static_cast<uint64_t>(step_) * 64 + l);  // BF16 rounding
   const bool dense_adam = cfg_.optimizer.mode == AdamMode::Dense && sink_w == nullptr;
   if (sink_w) sink_w->assign(static_cast<size_t>(L.n_rows()) * row_len, 0.0f);
   if (sink_b) sink_b->assign(L.n_out(), 0.0f);
@@ -362,15 +376,13 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     // 4. Sum each row's contributions, then one Adam step (or store the sum: tests).
     ts.grad.resize(L.stride());
     float* g = ts.grad.data();
-    // Adam reads and writes three rows (w, m, v) per touched row: fetch them a few rows ahead.
+    // Adam reads and writes a whole [w | m | v] block per touched row: fetch a few rows ahead.
     constexpr int kAhead = 2 * kPrefetchAhead;
     for (int64_t slot = 0; slot < n_slots; ++slot) {
       const int32_t r = ts.touched[slot];
       if (slot + kAhead < n_slots && sink_w == nullptr) {
         const int32_t next = ts.touched[slot + kAhead];
-        prefetch_row(L.row(next), row_len);
-        prefetch_row(L.m_row(next), row_len);
-        prefetch_row(L.v_row(next), row_len);
+        prefetch_row(L.row(next), static_cast<int>(L.row_pitch()));  // w, m and v: one block
       }
       std::memset(g, 0, sizeof(float) * row_len);
       float gb = 0.0f;
@@ -395,7 +407,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
         if (nm && sink_b) (*sink_b)[r] = gb;
         continue;
       }
-      k.adam(L.row(r), L.m_row(r), L.v_row(r), g, row_len, a);
+      adam_row(L, k, r, g, a, sr_seed);
       if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
     }
     if (dense_adam) {
@@ -404,7 +416,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
         const int32_t b1 = std::min(n_rows, b0 + (1 << kOwnerShift));
         for (int32_t r = b0; r < b1; ++r) {
           if (row_slot_[r] >= 0) continue;
-          k.adam_zero_grad(L.row(r), L.m_row(r), L.v_row(r), row_len, a);
+          adam_row(L, k, r, nullptr, a, sr_seed);
           if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
         }
       }
