@@ -104,7 +104,11 @@ def child(args: argparse.Namespace) -> None:
         losses.append(st.loss)
     train_s = time.perf_counter() - t0
     cpu_s = time.process_time() - cpu0
-    phases = {k: 1000 * (v - phases0[k]) / args.steps for k, v in engine._net.phase_times().items()}
+    phases = {
+        k: 1000 * (v - phases0[k]) / args.steps
+        for k, v in engine._net.phase_times().items()
+        if k != "last_rebuild"  # a duration, not a running total
+    }
     t0 = time.perf_counter()
     engine._net.rebuild_tables()
     rebuild_s = time.perf_counter() - t0

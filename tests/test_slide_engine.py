@@ -179,6 +179,21 @@ def test_row_ownership_does_not_change_results(params: dict[str, Any]) -> None:
 
 
 @needs_native
+@pytest.mark.parametrize("n_rows", [1, 3, 5, 130])
+def test_exact_predict_blocks_cover_every_row(n_rows: int) -> None:
+    """Exact top-k splits rows into per-thread blocks; fewer rows than blocks must still work."""
+    m = meta(300, 2000, hidden=(16,), lr=0.01)
+    e = engine({"min_active": 32}, m, threads=4)
+    e.fit_step(learnable(np.random.default_rng(0), 32, 300, 2000, 8))
+    x = learnable(np.random.default_rng(1), n_rows, 300, 2000, 8).features
+    top4 = e.predict_topk(x, 5)
+    e.set_threads(1)
+    assert np.array_equal(top4, e.predict_topk(x, 5))
+    scores = e._net.predict_scores(x.indptr, x.indices, x.values)
+    assert np.array_equal(top4[:, 0], np.argmax(scores, axis=1))
+
+
+@needs_native
 def test_bf16_moments_learn_like_fp32_and_save_exactly(tmp_path) -> None:
     """BF16 moments (stochastic rounding) track the fp32 run; a saved model reloads bit-exactly."""
     m = meta(200, 50, hidden=(32,), lr=0.01)

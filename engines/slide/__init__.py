@@ -179,6 +179,10 @@ class SlideEngine(Engine):
             out["memory_bytes"] = int(self._net.memory_bytes)
             out["layers"] = [list(s) for s in self._net.layer_shapes()]
             out["step"] = int(self._net.step)
+            # Where the train clock went (seconds since prepare) and the latest full table
+            # rebuild's duration: the record shows what a rebuild costs at this width.
+            out["phase_seconds"] = {k: float(v) for k, v in self._net.phase_times().items()}
+            out["table_rebuilds"] = int(self._net.rebuilds)
         if self._meta is not None:
             out["resolved"] = self._resolve(self._meta.num_labels)
         return out

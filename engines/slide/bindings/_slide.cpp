@@ -387,6 +387,7 @@ PYBIND11_MODULE(_slide, m) {
              d["update_output"] = t.update_output;
              d["update_hidden"] = t.update_hidden;
              d["tables"] = t.tables;
+             d["last_rebuild"] = t.last_rebuild;
              return d;
            })
       .def_property_readonly("rebuilds", [](PyNetwork& p) { return p.net().rebuilds(); });

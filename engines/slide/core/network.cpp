@@ -165,7 +165,7 @@ Network::Network(const NetworkConfig& cfg) : cfg_(cfg) {
   }
   row_slot_.assign(max_rows, -1);
   set_threads(cfg.threads);
-  for (auto& l : layers_) l->rebuild_tables(cfg_.threads);
+  rebuild_tables();
   next_rebuild_ = cfg_.schedule.rebuild_n0;
 }
 
@@ -188,7 +188,9 @@ size_t Network::memory_bytes() const {
 }
 
 void Network::rebuild_tables() {
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto& l : layers_) l->rebuild_tables(cfg_.threads);
+  times_.last_rebuild = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int n_labels, bool use_lsh,
@@ -562,13 +564,16 @@ void Network::predict_topk(const CsrView& x, int k_top, InferenceMode mode, int3
 
   // Exact: hidden layers per sample, then every output scored. Samples are taken in blocks and
   // labels in chunks, so a chunk of output rows (kChunk x 128 floats, L2-sized) is read from
-  // memory once per block of samples rather than once per sample.
-  const int64_t kBlock = 64;
+  // memory once per block of samples rather than once per sample. Blocks of up to 64 samples,
+  // their count a multiple of the thread count so that every thread gets the same share.
   const int kChunk = 512;
-  const int64_t n_blocks = (n + kBlock - 1) / kBlock;
+  const int64_t threads = cfg_.threads;
+  const int64_t n_blocks = std::max<int64_t>(1, ((n + 63) / 64 + threads - 1) / threads * threads);
+  const int64_t kBlock = std::max<int64_t>(1, (n + n_blocks - 1) / n_blocks);
   const KernelTable& kt = kernels();
   parallel_for(n_blocks, cfg_.threads, 1, scratch_, [&](int64_t blk, ThreadScratch& ts) {
     const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
+    if (s0 >= s1) return;  // more blocks than samples (tiny batches): nothing here
     ts.topk.resize(kBlock);
     std::vector<InView> ins(static_cast<size_t>(s1 - s0));
     for (int64_t s = s0; s < s1; ++s) {

@@ -74,9 +74,11 @@ class Network {
   int64_t next_rebuild_step() const { return next_rebuild_; }
 
   // Seconds spent in each phase of train_batch since construction (for benchmarks): forward and
-  // backward over samples, grouping + Adam per layer (output layer last), table maintenance.
+  // backward over samples, grouping + Adam per layer (output layer last), table maintenance; and
+  // the duration of the latest full rebuild of every sampled layer's tables (the initial build
+  // counts).
   struct PhaseTimes {
-    double forward_backward = 0, update_hidden = 0, update_output = 0, tables = 0;
+    double forward_backward = 0, update_hidden = 0, update_output = 0, tables = 0, last_rebuild = 0;
   };
   const PhaseTimes& phase_times() const { return times_; }
 
@@ -119,7 +121,7 @@ class Network {
   // in its owner's touched list. Each entry is only ever written by the row's owning thread.
   std::vector<int32_t> row_slot_;
   std::mutex serialize_mutex_;
-  PhaseTimes times_;      // debug_serialize only
+  PhaseTimes times_;
 };
 
 }  // namespace slide
