@@ -4,6 +4,10 @@
   neuron's weights into L tables), the periodic cost SLIDE pays to keep tables in step with the
   weights (`rebuild_n0` / `rebuild_decay`). At 670K labels with the default L = 50 this is the
   table memory (~470 MB) refilled.
+- `OptionsAmazon670k.{time,peakmem}_fit_step`: a training step at 670K labels for SLIDE's two
+  memory-traffic options, `adam_state` (fp32 | bf16 moments) x `padding` (per sample | shared by
+  the batch), at 1 and 2 threads: the step is bound by the optimizer's random row traffic, and
+  these options change how many bytes per touched row (bf16) and how many rows (batch padding).
 - `Predict*.time_predict_topk`: top-5 labels of 256 held-out points. `exact` scores every label (a dense
   hidden x labels product), `lsh` hashes the hidden activation and scores only the retrieved
   candidates: the difference is what LSH inference saves, at the P@k cost reported by the
@@ -46,6 +50,29 @@ class _Predict:
 
     def time_predict_topk(self, inference: str, threads: int) -> None:
         self.fixture.engine.predict_topk(self.fixture.test_features, 5)
+
+
+class OptionsAmazon670k:
+    params: ClassVar[list[list[Any]]] = [["fp32", "bf16"], ["sample", "batch"], THREADS]
+    param_names: ClassVar[list[str]] = ["adam_state", "padding", "threads"]
+    number = 1
+    repeat = (1, 5, 30.0)
+    timeout = 900
+
+    def setup_cache(self) -> None:
+        load_data(SHAPES["amazon670k"])
+
+    setup_cache.timeout = 900  # type: ignore[attr-defined]
+
+    def setup(self, adam_state: str, padding: str, threads: int) -> None:
+        options = {"adam_state": adam_state, "padding": padding}
+        self.fixture = engine_fixture("amazon670k", "slide", threads, options)
+
+    def time_fit_step(self, adam_state: str, padding: str, threads: int) -> None:
+        self.fixture.step()
+
+    def peakmem_fit_step(self, adam_state: str, padding: str, threads: int) -> None:
+        self.fixture.step()
 
 
 # Each concrete class defines its own setup_cache: asv keys the cache by module and line, so an

@@ -339,7 +339,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   // each row's gradient sum has a fixed order: results do not depend on the thread count.
   const int threads = cfg_.threads;
   const int32_t n_rows = L.n_rows();
-  on_each_thread(threads, scratch_, [&](ThreadScratch& ts) {
+  auto group_and_update = [&](ThreadScratch& ts) {
     const int tid = ts.tid;
     // 1. Count the contributions to each owned row.
     for (int64_t s = 0; s < n_samples; ++s)
@@ -424,7 +424,14 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
       }
     }
     for (int32_t r : ts.touched) row_slot_[r] = -1;
-  });
+  };
+  try {
+    on_each_thread(threads, scratch_, group_and_update);
+  } catch (...) {
+    // A thread failed (out of memory) part-way: leave the grouping array clean for the next batch.
+    std::fill(row_slot_.begin(), row_slot_.end(), -1);
+    throw;
+  }
   if (!nm) {
     // Input-major layers: every sample contributes to every bias, in sample order.
     std::vector<float>& gb = scratch_[0]->bias_grad;
