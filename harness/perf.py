@@ -420,7 +420,10 @@ class WrappedCommand:
 
             try:
                 slice_result = cachegrind.run_slice(
-                    self.worker_argv, self.workdir, int(self.counters_cfg.get("cachegrind_steps", 20))
+                    self.worker_argv,
+                    self.workdir,
+                    int(self.counters_cfg.get("cachegrind_steps", 20)),
+                    timeout_s=float(self.counters_cfg.get("cachegrind_timeout_s", cachegrind.SLICE_TIMEOUT_S)),
                 )
             except Exception as exc:  # a simulation bug must not cost the run its record
                 log.exception("cachegrind slice crashed")

@@ -102,6 +102,7 @@ class CountersSpec:
     perf: bool = False
     cachegrind: bool = False
     cachegrind_steps: int = 20
+    cachegrind_timeout_s: float = 1800.0  # the whole valgrind process, warm-up and evaluations included
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -405,6 +406,7 @@ _COUNTERS = {
     "perf": _Field("bool"),
     "cachegrind": _Field("bool"),
     "cachegrind_steps": _Field("int", check=_positive),
+    "cachegrind_timeout_s": _Field("num", check=_positive),
 }
 
 
