@@ -311,7 +311,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   const int row_len = L.row_len();
   const KernelTable& k = kernels();
   const AdamScalars a = adam_scalars(cfg_.optimizer, step_);
-  const uint64_t sr_seed = derive_seed(cfg_.seed, 0xBF16, static_cast<uint64_t>(step_) * 64 + l);  // BF16 rounding
+  const uint64_t sr_seed = derive_seed(derive_seed(cfg_.seed, 0xBF16), static_cast<uint64_t>(step_), l);  // BF16 rounding
   const bool dense_adam = cfg_.optimizer.mode == AdamMode::Dense && sink_w == nullptr;
   if (sink_w) sink_w->assign(static_cast<size_t>(L.n_rows()) * row_len, 0.0f);
   if (sink_b) sink_b->assign(L.n_out(), 0.0f);
