@@ -157,7 +157,7 @@ def test_threads_and_debug_serialize_do_not_change_results() -> None:
 
 
 def _train_wide(threads: int, **params: Any) -> Any:
-    """Layers wider than one row-ownership block (1,024 rows), so every thread owns rows."""
+    """Layers of many row-ownership blocks (64 rows each at this width), so every thread owns rows."""
     rng = np.random.default_rng(11)
     m = meta(5000, 3000, hidden=(24,), lr=0.01, seed=5)
     e = engine({"min_active": 64, "K": 3, "L": 6, "rebuild_n0": 2, **params}, m, threads)

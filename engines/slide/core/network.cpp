@@ -144,11 +144,21 @@ void on_each_thread(int threads, std::vector<std::unique_ptr<Network::ThreadScra
   if (error) std::rethrow_exception(error);
 }
 
-// Phase 2 ownership: rows are dealt to threads in blocks of 2^kOwnerShift (1,024 rows): enough
-// blocks at any width for an even share of the touched rows, and threads never write the same
-// cache line of the shared grouping array.
-constexpr int kOwnerShift = 10;
-inline int owner_of(int32_t row, int threads) { return (row >> kOwnerShift) % threads; }
+// Phase 2 ownership: rows are dealt to threads in blocks of 2^shift rows, at most 1,024 and at
+// least 64 (256 bytes of the shared grouping array, so threads rarely share a cache line of it),
+// and small enough that every thread gets 16 or more blocks: an even share of the touched rows
+// even on a 5,000-row layer.
+inline int owner_shift(int32_t n_rows, int threads) {
+  int shift = 10;
+  while (shift > 6 && (n_rows >> shift) < 16 * threads) --shift;
+  return shift;
+}
+// Owner of a row. Every thread tests every contribution, so this is on the hot path: a mask
+// instead of a division when the thread count is a power of two (the usual case).
+inline int owner_of(int32_t row, int shift, int threads) {
+  const int block = row >> shift;
+  return (threads & (threads - 1)) == 0 ? block & (threads - 1) : block % threads;
+}
 
 }  // namespace
 
@@ -339,12 +349,13 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   // each row's gradient sum has a fixed order: results do not depend on the thread count.
   const int threads = cfg_.threads;
   const int32_t n_rows = L.n_rows();
+  const int shift = owner_shift(n_rows, threads);
   auto group_and_update = [&](ThreadScratch& ts) {
     const int tid = ts.tid;
     // 1. Count the contributions to each owned row.
     for (int64_t s = 0; s < n_samples; ++s)
       for_each_entry(s, [&](int32_t r, int32_t) {
-        if (owner_of(r, threads) != tid) return;
+        if (owner_of(r, shift, threads) != tid) return;
         int32_t& c = row_slot_[r];
         c = c < 0 ? 1 : c + 1;
       });
@@ -352,8 +363,8 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     ts.touched.clear();
     ts.begin.clear();
     int64_t total = 0;
-    for (int32_t b0 = tid << kOwnerShift; b0 < n_rows; b0 += threads << kOwnerShift) {
-      const int32_t b1 = std::min(n_rows, b0 + (1 << kOwnerShift));
+    for (int32_t b0 = tid << shift; b0 < n_rows; b0 += threads << shift) {
+      const int32_t b1 = std::min(n_rows, b0 + (1 << shift));
       for (int32_t r = b0; r < b1; ++r) {
         if (row_slot_[r] < 0) continue;
         ts.begin.push_back(total);
@@ -370,7 +381,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     ts.cursor.assign(ts.begin.begin(), ts.begin.end() - 1);
     for (int64_t s = 0; s < n_samples; ++s)
       for_each_entry(s, [&](int32_t r, int32_t p) {
-        if (owner_of(r, threads) != tid) return;
+        if (owner_of(r, shift, threads) != tid) return;
         const int64_t e = ts.cursor[row_slot_[r]]++;
         ts.ent_sample[e] = static_cast<int32_t>(s);
         ts.ent_pos[e] = p;
@@ -414,8 +425,8 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     }
     if (dense_adam) {
       // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
-      for (int32_t b0 = tid << kOwnerShift; b0 < n_rows; b0 += threads << kOwnerShift) {
-        const int32_t b1 = std::min(n_rows, b0 + (1 << kOwnerShift));
+      for (int32_t b0 = tid << shift; b0 < n_rows; b0 += threads << shift) {
+        const int32_t b1 = std::min(n_rows, b0 + (1 << shift));
         for (int32_t r = b0; r < b1; ++r) {
           if (row_slot_[r] >= 0) continue;
           adam_row(L, k, r, nullptr, a, sr_seed);
