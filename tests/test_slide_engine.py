@@ -43,6 +43,8 @@ def test_check_params_fills_defaults() -> None:
         ({"bf16": True}, "not implemented"),
         ({"adam": "lazy"}, "'adam' must be one of"),
         ({"inference": "fast"}, "'inference' must be one of"),
+        ({"adam_state": "fp16"}, "'adam_state' must be one of"),
+        ({"padding": "shared"}, "'padding' must be one of"),
     ],
 )
 def test_check_params_refuses(params: dict, fragment: str) -> None:

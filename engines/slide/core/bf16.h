@@ -38,7 +38,7 @@ inline uint16_t float_to_bf16_sr(float x, uint32_t noise16) {
   return static_cast<uint16_t>((b + (noise16 & 0xFFFFu)) >> 16);
 }
 
-// Round to nearest even (for loading fp32 moments into BF16 storage, e.g. from a model file).
+// Round to nearest even (the tests use it to build BF16 values exactly).
 inline uint16_t float_to_bf16_rne(float x) {
   uint32_t b;
   std::memcpy(&b, &x, sizeof b);

@@ -9,9 +9,9 @@
 //    is computed anyway, and with a sparse input (the first layer) the forward pass and the weight
 //    gradient become one n_out-wide axpy per non-zero input instead of n_out gathers.
 //  - each row's Adam moments sit right after it: [w | m | v], one stride each (half a stride
-//    each with BF16 moments). The optimizer
-//    touches a few hundred thousand random rows per batch; interleaved, each is one contiguous
-//    1.5 KB block (one DRAM page, one prefetch stream) instead of three blocks in three matrices.
+//    each with BF16 moments). The optimizer touches a few hundred thousand random rows per batch;
+//    interleaved, each is one contiguous 1.5 KB block (one DRAM page, one prefetch stream)
+//    instead of three blocks in three matrices.
 //    Reads of w alone (forward, backward, hashing) are unaffected: a row's w is still contiguous.
 #include <cstddef>
 #include <cstdint>
@@ -43,7 +43,8 @@ class Layer {
   size_t row_pitch() const { return bf16_ ? 2 * stride_ : 3 * stride_; }
   float* row(int r) { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
   const float* row(int r) const { return wmv_.data() + static_cast<size_t>(r) * row_pitch(); }
-  // Moments: fp32 (m_row, v_row) or, with bf16_moments(), BF16 (m16_row, v16_row).
+  // Moments: fp32 (m_row, v_row) or, with bf16_moments(), BF16 (m16_row, v16_row); use only
+  // the pair that matches the layer's storage.
   bool bf16_moments() const { return bf16_; }
   float* m_row(int r) { return row(r) + stride_; }
   float* v_row(int r) { return row(r) + 2 * stride_; }
