@@ -29,6 +29,13 @@ struct Network::SampleState {
   bool has_grad = false;  // false for samples without labels: they contribute nothing
 };
 
+// One gradient contribution to weight row `row`: coef times a vector of sample `sample`.
+struct Contribution {
+  int32_t row;
+  int32_t sample;
+  float coef;
+};
+
 // alignas(64): each thread's scratch header sits on its own cache lines (no false sharing); the
 // vectors' heap blocks are separate allocations anyway.
 struct alignas(64) Network::ThreadScratch {
@@ -37,11 +44,12 @@ struct alignas(64) Network::ThreadScratch {
   std::vector<float> grad;
   std::vector<float> bias_grad;
   std::vector<TopK> topk;
-  // Phase 2 (update_layer): the touched rows this thread owns, ascending, and their gradient
-  // contributions grouped by row: entries of touched[i] are [begin[i], begin[i + 1]).
-  std::vector<int32_t> touched;
-  std::vector<int64_t> begin, cursor;
-  std::vector<int32_t> ent_sample, ent_pos;
+  // Phase 2 (update_layer): this thread's contributions grouped by owned block (block_begin, in
+  // sample order); then, one block at a time, its touched rows (ascending) and their contributions
+  // grouped by row: those of touched[j] are by_row[row_begin[j], row_begin[j + 1]).
+  std::vector<Contribution> contrib, by_row;
+  std::vector<int64_t> block_begin, cursor;
+  std::vector<int32_t> row_count, touched, row_begin;
 };
 
 namespace {
@@ -144,21 +152,38 @@ void on_each_thread(int threads, std::vector<std::unique_ptr<Network::ThreadScra
   if (error) std::rethrow_exception(error);
 }
 
-// Phase 2 ownership: rows are dealt to threads in blocks of 2^shift rows, at most 1,024 and at
-// least 64 (256 bytes of the shared grouping array, so threads rarely share a cache line of it),
-// and small enough that every thread gets 16 or more blocks: an even share of the touched rows
-// even on a 5,000-row layer.
-inline int owner_shift(int32_t n_rows, int threads) {
-  int shift = 10;
-  while (shift > 6 && (n_rows >> shift) < 16 * threads) --shift;
-  return shift;
-}
-// Owner of a row. Every thread tests every contribution, so this is on the hot path: a mask
-// instead of a division when the thread count is a power of two (the usual case).
-inline int owner_of(int32_t row, int shift, int threads) {
-  const int block = row >> shift;
-  return (threads & (threads - 1)) == 0 ? block & (threads - 1) : block % threads;
-}
+// Phase 2 ownership: rows are dealt to threads in blocks of 2^shift rows, at most 1,024 (so one
+// block's row counters stay in L1) and at least 64, and small enough that every thread gets 16 or
+// more blocks: an even share of the touched rows even on a 5,000-row layer. Block b belongs to
+// thread b % threads and is its (b / threads)-th block. Every thread tests every contribution, so
+// this is on the hot path: shifts and masks instead of divisions when the thread count is a power
+// of two (the usual case).
+class BlockOwnership {
+ public:
+  BlockOwnership(int32_t n_rows, int threads) : threads_(threads) {
+    while (shift_ > 6 && (n_rows >> shift_) < 16 * threads) --shift_;
+    if ((threads & (threads - 1)) == 0)
+      while ((1 << thread_bits_) < threads) ++thread_bits_;
+    else
+      thread_bits_ = -1;
+    n_blocks_ = (static_cast<int64_t>(n_rows) + (1 << shift_) - 1) >> shift_;
+  }
+  int block_rows() const { return 1 << shift_; }
+  int owner(int32_t row) const {
+    const int b = row >> shift_;
+    return thread_bits_ >= 0 ? b & (threads_ - 1) : b % threads_;
+  }
+  int64_t index(int32_t row) const {
+    const int b = row >> shift_;
+    return thread_bits_ >= 0 ? b >> thread_bits_ : b / threads_;
+  }
+  int64_t blocks_of(int tid) const { return tid < n_blocks_ ? (n_blocks_ - tid + threads_ - 1) / threads_ : 0; }
+  int32_t first_row(int tid, int64_t index) const { return static_cast<int32_t>((index * threads_ + tid) << shift_); }
+
+ private:
+  int threads_, shift_ = 10, thread_bits_ = 0;
+  int64_t n_blocks_ = 0;
+};
 
 }  // namespace
 
@@ -166,14 +191,11 @@ Network::Network(const NetworkConfig& cfg) : cfg_(cfg) {
   const std::string err = validate_config(cfg);
   if (!err.empty()) throw std::invalid_argument(err);
   int n_in = cfg.num_features;
-  size_t max_rows = 0;
   for (size_t i = 0; i < cfg.layers.size(); ++i) {
     layers_.push_back(std::make_unique<Layer>(n_in, cfg.layers[i], cfg.optimizer.bf16_moments, derive_seed(cfg.seed, 0x1A7E5, i)));
     layers_.back()->init_weights(derive_seed(cfg.seed, 0x1417, i), cfg.init_std, cfg.threads);
-    max_rows = std::max(max_rows, static_cast<size_t>(layers_.back()->n_rows()));
     n_in = cfg.layers[i].size;
   }
-  row_slot_.assign(max_rows, -1);
   set_threads(cfg.threads);
   rebuild_tables();
   next_rebuild_ = cfg_.schedule.rebuild_n0;
@@ -326,123 +348,125 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
   if (sink_w) sink_w->assign(static_cast<size_t>(L.n_rows()) * row_len, 0.0f);
   if (sink_b) sink_b->assign(L.n_out(), 0.0f);
 
-  auto input_of = [&](int64_t s) -> InView {
-    return l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
-  };
-  // Gradient contributions of sample s to this layer, as (row, position): neuron-major rows get
-  // delta[pos] * input; input-major rows get input[pos] * delta. Zero coefficients are skipped.
-  auto for_each_entry = [&](int64_t s, auto&& fn) {
+  // A contribution to row r is coef * (a vector of its sample): neuron-major rows take delta[p] *
+  // the layer's input, input-major rows take input[t] * the sample's delta.
+  std::vector<InView> vec_of(n_samples);
+  for (int64_t s = 0; s < n_samples; ++s) {
+    const LayerState& cur = samples_[s].layer[l];
+    if (!samples_[s].has_grad) continue;
+    if (nm)
+      vec_of[s] = l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
+    else
+      vec_of[s] = {nullptr, cur.delta.data(), static_cast<int>(cur.delta.size())};
+  }
+  // Calls fn(row, coef) for each contribution of sample s, skipping zero coefficients.
+  auto for_each_contribution = [&](int64_t s, auto&& fn) {
     const SampleState& st = samples_[s];
     if (!st.has_grad) return;
     const LayerState& cur = st.layer[l];
     if (nm) {
       for (size_t p = 0; p < cur.val.size(); ++p)
-        if (cur.delta[p] != 0.0f) fn(cur.dense ? static_cast<int32_t>(p) : cur.ids[p], static_cast<int32_t>(p));
+        if (cur.delta[p] != 0.0f) fn(cur.dense ? static_cast<int32_t>(p) : cur.ids[p], cur.delta[p]);
     } else {
-      const InView in = input_of(s);
+      const InView in = l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
       for (int t = 0; t < in.n; ++t)
-        if (in.val[t] != 0.0f) fn(in.dense() ? t : in.idx[t], t);
+        if (in.val[t] != 0.0f) fn(in.dense() ? t : in.idx[t], in.val[t]);
     }
   };
 
-  // Each thread groups and updates the rows it owns. Entries of a row stay in sample order, so
-  // each row's gradient sum has a fixed order: results do not depend on the thread count.
+  // Each thread groups and updates the rows it owns, block by block: a counting sort of the
+  // batch's contributions by owned block (sequential writes), then within one block by row
+  // (counters in L1). Both passes are stable, so each row's gradient is summed in sample order and
+  // results do not depend on the thread count.
   const int threads = cfg_.threads;
   const int32_t n_rows = L.n_rows();
-  const int shift = owner_shift(n_rows, threads);
+  const BlockOwnership own(n_rows, threads);
   auto group_and_update = [&](ThreadScratch& ts) {
     const int tid = ts.tid;
-    // 1. Count the contributions to each owned row.
+    const int64_t n_owned = own.blocks_of(tid);
+    // 1. Count the contributions to each owned block.
+    ts.block_begin.assign(n_owned + 1, 0);
     for (int64_t s = 0; s < n_samples; ++s)
-      for_each_entry(s, [&](int32_t r, int32_t) {
-        if (owner_of(r, shift, threads) != tid) return;
-        int32_t& c = row_slot_[r];
-        c = c < 0 ? 1 : c + 1;
+      for_each_contribution(s, [&](int32_t r, float) {
+        if (own.owner(r) == tid) ++ts.block_begin[own.index(r) + 1];
       });
-    // 2. Slots in ascending row order: sweep the owned blocks.
-    ts.touched.clear();
-    ts.begin.clear();
-    int64_t total = 0;
-    for (int32_t b0 = tid << shift; b0 < n_rows; b0 += threads << shift) {
-      const int32_t b1 = std::min(n_rows, b0 + (1 << shift));
-      for (int32_t r = b0; r < b1; ++r) {
-        if (row_slot_[r] < 0) continue;
-        ts.begin.push_back(total);
-        total += row_slot_[r];
-        row_slot_[r] = static_cast<int32_t>(ts.touched.size());
-        ts.touched.push_back(r);
-      }
-    }
-    ts.begin.push_back(total);
-    const int64_t n_slots = static_cast<int64_t>(ts.touched.size());
-    // 3. Scatter the contributions, in sample order.
-    ts.ent_sample.resize(total);
-    ts.ent_pos.resize(total);
-    ts.cursor.assign(ts.begin.begin(), ts.begin.end() - 1);
+    for (int64_t i = 0; i < n_owned; ++i) ts.block_begin[i + 1] += ts.block_begin[i];
+    // 2. Scatter them by block, in sample order.
+    ts.contrib.resize(ts.block_begin[n_owned]);
+    ts.cursor.assign(ts.block_begin.begin(), ts.block_begin.end() - 1);
     for (int64_t s = 0; s < n_samples; ++s)
-      for_each_entry(s, [&](int32_t r, int32_t p) {
-        if (owner_of(r, shift, threads) != tid) return;
-        const int64_t e = ts.cursor[row_slot_[r]]++;
-        ts.ent_sample[e] = static_cast<int32_t>(s);
-        ts.ent_pos[e] = p;
+      for_each_contribution(s, [&](int32_t r, float coef) {
+        if (own.owner(r) == tid) ts.contrib[ts.cursor[own.index(r)]++] = {r, static_cast<int32_t>(s), coef};
       });
-    // 4. Sum each row's contributions, then one Adam step (or store the sum: tests).
     ts.grad.resize(L.stride());
     float* g = ts.grad.data();
-    // Adam reads and writes a whole [w | m | v] block per touched row: fetch a few rows ahead.
-    constexpr int kAhead = 2 * kPrefetchAhead;
-    for (int64_t slot = 0; slot < n_slots; ++slot) {
-      const int32_t r = ts.touched[slot];
-      if (slot + kAhead < n_slots && sink_w == nullptr) {
-        const int32_t next = ts.touched[slot + kAhead];
-        prefetch_row(L.row(next), static_cast<int>(L.row_pitch()));  // w, m and v: one block
+    for (int64_t i = 0; i < n_owned; ++i) {
+      const int32_t b0 = own.first_row(tid, i);
+      const int32_t b1 = std::min(n_rows, b0 + own.block_rows());
+      const Contribution* c = ts.contrib.data() + ts.block_begin[i];
+      const int64_t n_c = ts.block_begin[i + 1] - ts.block_begin[i];
+      // 3. This block's touched rows (ascending) and their contributions grouped by row.
+      ts.row_count.assign(b1 - b0, 0);
+      for (int64_t e = 0; e < n_c; ++e) ++ts.row_count[c[e].row - b0];
+      ts.touched.clear();
+      ts.row_begin.clear();
+      int32_t total = 0;
+      for (int32_t r = 0; r < b1 - b0; ++r) {
+        const int32_t n_r = ts.row_count[r];
+        if (n_r == 0) continue;
+        ts.touched.push_back(b0 + r);
+        ts.row_begin.push_back(total);
+        ts.row_count[r] = total;  // from here on: the row's next free position
+        total += n_r;
       }
-      std::memset(g, 0, sizeof(float) * row_len);
-      float gb = 0.0f;
-      for (int64_t e = ts.begin[slot]; e < ts.begin[slot + 1]; ++e) {
-        const int64_t s = ts.ent_sample[e];
-        const int32_t p = ts.ent_pos[e];
-        const LayerState& cur = samples_[s].layer[l];
-        const InView in = input_of(s);
-        if (nm) {
-          const float coef = cur.delta[p];
-          if (in.dense())
-            k.axpy(coef, in.val, g, row_len);
+      ts.row_begin.push_back(total);
+      ts.by_row.resize(total);
+      for (int64_t e = 0; e < n_c; ++e) ts.by_row[ts.row_count[c[e].row - b0]++] = c[e];
+      // 4. Sum each row's contributions, then one Adam step (or store the sum: tests). Adam reads
+      // and writes a whole [w | m | v] block per touched row: fetch a few rows ahead.
+      const int64_t n_touched = static_cast<int64_t>(ts.touched.size());
+      constexpr int kAhead = 2 * kPrefetchAhead;
+      if (sink_w == nullptr)
+        for (int64_t j = 0; j < std::min<int64_t>(kAhead, n_touched); ++j)
+          prefetch_row(L.row(ts.touched[j]), static_cast<int>(L.row_pitch()));
+      for (int64_t j = 0; j < n_touched; ++j) {
+        const int32_t r = ts.touched[j];
+        if (j + kAhead < n_touched && sink_w == nullptr)
+          prefetch_row(L.row(ts.touched[j + kAhead]), static_cast<int>(L.row_pitch()));  // w, m and v: one block
+        std::memset(g, 0, sizeof(float) * row_len);
+        float gb = 0.0f;
+        for (int32_t e = ts.row_begin[j]; e < ts.row_begin[j + 1]; ++e) {
+          const Contribution& ce = ts.by_row[e];
+          const InView& v = vec_of[ce.sample];
+          if (v.dense())
+            k.axpy(ce.coef, v.val, g, row_len);
           else
-            for (int t = 0; t < in.n; ++t) g[in.idx[t]] += coef * in.val[t];
-          gb += coef;
-        } else {
-          k.axpy(in.val[p], cur.delta.data(), g, row_len);
+            for (int t = 0; t < v.n; ++t) g[v.idx[t]] += ce.coef * v.val[t];
+          gb += ce.coef;
         }
+        if (sink_w) {
+          std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
+          if (nm && sink_b) (*sink_b)[r] = gb;
+          continue;
+        }
+        adam_row(L, k, r, g, a, sr_seed);
+        if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
       }
-      if (sink_w) {
-        std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
-        if (nm && sink_b) (*sink_b)[r] = gb;
-        continue;
-      }
-      adam_row(L, k, r, g, a, sr_seed);
-      if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
-    }
-    if (dense_adam) {
-      // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
-      for (int32_t b0 = tid << shift; b0 < n_rows; b0 += threads << shift) {
-        const int32_t b1 = std::min(n_rows, b0 + (1 << shift));
+      if (dense_adam) {
+        // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
+        int64_t j = 0;
         for (int32_t r = b0; r < b1; ++r) {
-          if (row_slot_[r] >= 0) continue;
+          if (j < n_touched && ts.touched[j] == r) {
+            ++j;
+            continue;
+          }
           adam_row(L, k, r, nullptr, a, sr_seed);
           if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
         }
       }
     }
-    for (int32_t r : ts.touched) row_slot_[r] = -1;
   };
-  try {
-    on_each_thread(threads, scratch_, group_and_update);
-  } catch (...) {
-    // A thread failed (out of memory) part-way: leave the grouping array clean for the next batch.
-    std::fill(row_slot_.begin(), row_slot_.end(), -1);
-    throw;
-  }
+  on_each_thread(threads, scratch_, group_and_update);
   if (!nm) {
     // Input-major layers: every sample contributes to every bias, in sample order.
     std::vector<float>& gb = scratch_[0]->bias_grad;

@@ -117,9 +117,6 @@ class Network {
   int64_t next_rebuild_ = 0;
   std::vector<SampleState> samples_;                     // one per sample of the current batch
   std::vector<std::unique_ptr<ThreadScratch>> scratch_;  // one per thread, cache-line aligned
-  // Phase 2 grouping, per row of the widest layer: -1 untouched, else a count and then the slot
-  // in its owner's touched list. Each entry is only ever written by the row's owning thread.
-  std::vector<int32_t> row_slot_;
   std::mutex serialize_mutex_;
   PhaseTimes times_;
 };
