@@ -155,14 +155,25 @@ void ActiveSetSelector::pad_random(std::vector<int32_t>& out, size_t target) {
   const size_t need = target - out.size();
   const size_t free_ids = static_cast<size_t>(n_) - out.size();
   if (need * 2 <= free_ids) {
-    // Rejection sampling: at least half the draws succeed, so O(need) expected work.
+    // Rejection sampling: at least half the draws succeed, so O(need) expected work. Each draw's
+    // counter is a cache miss on a wide layer: draw a chunk, prefetch its counters, then test
+    // them. A chunk never exceeds the ids still needed, so exactly the draws of a one-at-a-time
+    // loop are consumed (same ids, same random stream).
+    constexpr size_t kChunk = 32;
+    int32_t draw[kChunk];
     while (out.size() < target) {
-      const int32_t id = static_cast<int32_t>(rng_.below(static_cast<uint32_t>(n_)));
-      uint32_t& c = count_[id];
-      if (c & kMark) continue;
-      if (c == 0) touched_.push_back(id);
-      c |= kMark;
-      out.push_back(id);
+      const size_t m = std::min(kChunk, target - out.size());
+      for (size_t i = 0; i < m; ++i) {
+        draw[i] = static_cast<int32_t>(rng_.below(static_cast<uint32_t>(n_)));
+        __builtin_prefetch(&count_[draw[i]], 1);
+      }
+      for (size_t i = 0; i < m; ++i) {
+        uint32_t& c = count_[draw[i]];
+        if (c & kMark) continue;
+        if (c == 0) touched_.push_back(draw[i]);
+        c |= kMark;
+        out.push_back(draw[i]);
+      }
     }
     return;
   }

@@ -265,10 +265,15 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       const int n_act = static_cast<int>(o.ids.size());
       o.val.resize(n_act);
       const int row_len = L.row_len();
-      for (int p = 0; p < std::min(n_act, kPrefetchAhead); ++p) prefetch_row(L.row(o.ids[p]), row_len);
+      // The bias is a random read too (a 2.7 MB array at 670K outputs): fetch it with the row.
+      auto prefetch = [&](int32_t j) {
+        prefetch_row(L.row(j), row_len);
+        __builtin_prefetch(b + j);
+      };
+      for (int p = 0; p < std::min(n_act, kPrefetchAhead); ++p) prefetch(o.ids[p]);
       for (int p = 0; p < n_act; ++p) {
         const int32_t j = o.ids[p];
-        if (p + kPrefetchAhead < n_act) prefetch_row(L.row(o.ids[p + kPrefetchAhead]), row_len);
+        if (p + kPrefetchAhead < n_act) prefetch(o.ids[p + kPrefetchAhead]);
         o.val[p] = b[j] + dot_in(k, L.row(j), in);
       }
     }
@@ -313,10 +318,15 @@ double Network::backward(int64_t /*row*/, const int32_t* labels, int n_labels, d
     float* d = prev.delta.data();
     if (L.neuron_major()) {
       const int n_cur = static_cast<int>(cur.val.size());
+      // The forward pass read these rows, but a sample's active rows (1 MB at 2,000 x 128) can
+      // outgrow L2: fetch ahead again, now from L3.
+      auto row_of = [&](int p) { return L.row(cur.dense ? p : cur.ids[p]); };
+      for (int p = 0; p < std::min(n_cur, kPrefetchAhead); ++p) prefetch_row(row_of(p), L.n_in());
       for (int p = 0; p < n_cur; ++p) {
+        if (p + kPrefetchAhead < n_cur) prefetch_row(row_of(p + kPrefetchAhead), L.n_in());
         const float dp = cur.delta[p];
         if (dp == 0.0f) continue;
-        const float* w = L.row(cur.dense ? p : cur.ids[p]);
+        const float* w = row_of(p);
         if (prev.dense) {
           k.axpy(dp, w, d, L.n_in());
         } else {
