@@ -360,14 +360,13 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
 
   // A contribution to row r is coef * (a vector of its sample): neuron-major rows take delta[p] *
   // the layer's input, input-major rows take input[t] * the sample's delta.
+  auto input_of = [&](int64_t s) -> InView {
+    return l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
+  };
   std::vector<InView> vec_of(n_samples);
   for (int64_t s = 0; s < n_samples; ++s) {
-    const LayerState& cur = samples_[s].layer[l];
-    if (!samples_[s].has_grad) continue;
-    if (nm)
-      vec_of[s] = l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
-    else
-      vec_of[s] = {nullptr, cur.delta.data(), static_cast<int>(cur.delta.size())};
+    const std::vector<float>& delta = samples_[s].layer[l].delta;
+    if (samples_[s].has_grad) vec_of[s] = nm ? input_of(s) : InView{nullptr, delta.data(), static_cast<int>(delta.size())};
   }
   // Calls fn(row, coef) for each contribution of sample s, skipping zero coefficients.
   auto for_each_contribution = [&](int64_t s, auto&& fn) {
@@ -378,7 +377,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
       for (size_t p = 0; p < cur.val.size(); ++p)
         if (cur.delta[p] != 0.0f) fn(cur.dense ? static_cast<int32_t>(p) : cur.ids[p], cur.delta[p]);
     } else {
-      const InView in = l == 0 ? feature_row(x, s) : view_of(samples_[s].layer[l - 1]);
+      const InView in = input_of(s);
       for (int t = 0; t < in.n; ++t)
         if (in.val[t] != 0.0f) fn(in.dense() ? t : in.idx[t], in.val[t]);
     }
