@@ -311,6 +311,25 @@ void argmax_rows8(const float* xT, const int32_t* slot_dim, int n_bins, int w, b
   argmax_rows8_base(xT, slot_dim, n_bins, w, skip_zero, outT);
 }
 
+// The largest of n codes, n a multiple of 8 (a rebuild asks this of every 8 rows' codes).
+#ifdef SLIDE_LSH_HAVE_AVX2
+__attribute__((target("avx2"))) uint32_t max_code_avx2(const uint32_t* codes, size_t n) {
+  __m256i top = _mm256_setzero_si256();
+  for (size_t i = 0; i < n; i += 8)
+    top = _mm256_max_epu32(top, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + i)));
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
+  return *std::max_element(lanes, lanes + 8);
+}
+#endif
+
+uint32_t max_code(const uint32_t* codes, size_t n) {
+#ifdef SLIDE_LSH_HAVE_AVX2
+  if (use_avx2()) return max_code_avx2(codes, n);
+#endif
+  return *std::max_element(codes, codes + n);
+}
+
 void signsum_rows8(const float* xT, const int32_t* off, const int32_t* at, const float* sg, int n_bits,
                    uint32_t* outT) {
 #ifdef SLIDE_LSH_HAVE_AVX2
@@ -763,9 +782,15 @@ bool HashFamily::combine_rows8(const uint32_t* codes_T, int m, uint32_t* out) co
   if (!concat_) return false;
   const int K = cfg_.K, L = cfg_.L;
   const size_t n = static_cast<size_t>(K) * L * 8;
-  uint32_t borrowed = 0;  // branch-free scan over the m real lanes (padding lanes are ignored)
-  for (size_t i = 0; i < n; ++i)
-    borrowed |= static_cast<uint32_t>(codes_T[i] >= native_limit_) & static_cast<uint32_t>((i & 7) < static_cast<size_t>(m));
+  // Any borrowed code among the m real lanes (padding lanes are ignored)? With all 8 lanes real
+  // (every block but a layer's last) a vectorised max.
+  uint32_t borrowed = 0;
+  if (m == 8) {
+    borrowed = max_code(codes_T, n) >= native_limit_;
+  } else {
+    for (size_t i = 0; i < n; ++i)
+      borrowed |= static_cast<uint32_t>(codes_T[i] >= native_limit_) & static_cast<uint32_t>((i & 7) < static_cast<size_t>(m));
+  }
   if (borrowed) return false;
   for (int t = 0; t < L; ++t) {
     uint32_t b[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -132,8 +133,17 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
       for (int c = 0; c < n_chunks; ++c) start[c + 1] += start[c];
       for (int i = 0; i < n; ++i)  // stable scatter: ids stay increasing within a chunk
         pairs[start[col[i] >> chunk_shift]++] = (static_cast<uint64_t>(col[i]) << 32) | static_cast<uint32_t>(i);
-      for (size_t k = 0; k < static_cast<size_t>(n); ++k)
-        offer(base + (pairs[k] >> 32), static_cast<uint32_t>(pairs[k]), rng);
+      // Now chunk c's pairs end at start[c]. Its items are overwritten from scratch (slots past a
+      // bucket's count are never read), so clear them first: whole-line stores claim the lines
+      // without reading them from memory, where the offers' scattered stores would each wait for
+      // a line of the old table.
+      const size_t chunk_items = (size_t{1} << chunk_shift) * capacity_;
+      size_t k = 0;
+      for (int c = 0; c < n_chunks; ++c) {
+        std::memset(items_.data() + (base + (static_cast<size_t>(c) << chunk_shift)) * capacity_, 0,
+                    chunk_items * sizeof(uint32_t));
+        for (; k < start[c]; ++k) offer(base + (pairs[k] >> 32), static_cast<uint32_t>(pairs[k]), rng);
+      }
     }
   }
 }
