@@ -21,23 +21,25 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+constexpr int kFeatures = 135909, kLabels = 670091;
+
 struct Batch {
   std::vector<int64_t> x_ptr{0}, y_ptr{0};
   std::vector<int32_t> x_idx, y_idx;
   std::vector<float> x_val;
-  CsrView x() const { return {x_ptr.data(), x_idx.data(), x_val.data(), static_cast<int64_t>(x_ptr.size() - 1), 135909}; }
-  CsrView y() const { return {y_ptr.data(), y_idx.data(), nullptr, static_cast<int64_t>(y_ptr.size() - 1), 670091}; }
+  CsrView x() const { return {x_ptr.data(), x_idx.data(), x_val.data(), static_cast<int64_t>(x_ptr.size() - 1), kFeatures}; }
+  CsrView y() const { return {y_ptr.data(), y_idx.data(), nullptr, static_cast<int64_t>(y_ptr.size() - 1), kLabels}; }
 };
 
-Batch random_batch(Rng& rng, int n, int n_features, int n_labels) {
+Batch random_batch(Rng& rng, int n) {
   Batch b;
   for (int s = 0; s < n; ++s) {
     for (int t = 0; t < 75; ++t) {
-      b.x_idx.push_back(static_cast<int32_t>(rng.below(n_features)));
+      b.x_idx.push_back(static_cast<int32_t>(rng.below(kFeatures)));
       b.x_val.push_back(0.1f + rng.uniform());
     }
     const int n_lab = 1 + static_cast<int>(rng.below(9));  // ~5 labels per sample
-    for (int t = 0; t < n_lab; ++t) b.y_idx.push_back(static_cast<int32_t>(rng.below(n_labels)));
+    for (int t = 0; t < n_lab; ++t) b.y_idx.push_back(static_cast<int32_t>(rng.below(kLabels)));
     b.x_ptr.push_back(static_cast<int64_t>(b.x_idx.size()));
     b.y_ptr.push_back(static_cast<int64_t>(b.y_idx.size()));
   }
@@ -50,10 +52,10 @@ int main(int argc, char** argv) {
   auto arg = [&](int i, int dflt) { return argc > i ? std::stoi(argv[i]) : dflt; };
   const int threads = arg(1, 2), min_active = arg(2, 2000), steps = arg(3, 20), warmup = arg(4, 3);
   NetworkConfig cfg;
-  cfg.num_features = 135909;
+  cfg.num_features = kFeatures;
   LayerSettings hidden, out;
   hidden.size = 128;
-  out.size = 670091;
+  out.size = kLabels;
   out.sampled = true;
   out.lsh.bucket_capacity = 8;  // the engine's auto sizing at this width
   out.lsh.min_active = min_active;
@@ -69,7 +71,7 @@ int main(int argc, char** argv) {
   std::printf("init %.2f s\n", std::chrono::duration<double>(Clock::now() - t0).count());
   Rng rng(7);
   std::vector<Batch> batches;
-  for (int i = 0; i < warmup + steps; ++i) batches.push_back(random_batch(rng, 128, cfg.num_features, out.size));
+  for (int i = 0; i < warmup + steps; ++i) batches.push_back(random_batch(rng, 128));
   for (int i = 0; i < warmup; ++i) net.train_batch(batches[i].x(), batches[i].y());
 
   const Network::PhaseTimes p0 = net.phase_times();
