@@ -44,9 +44,10 @@ struct alignas(64) Network::ThreadScratch {
   std::vector<float> grad;
   std::vector<float> bias_grad;
   std::vector<TopK> topk;
-  // Phase 2 (update_layer): this thread's contributions grouped by owned block (block_begin, in
-  // sample order); then, one block at a time, its touched rows (ascending) and their contributions
-  // grouped by row: those of touched[j] are by_row[row_begin[j], row_begin[j + 1]).
+  // Phase 2 (update_layer): scratch_[i] holds part i of the batch's contributions grouped by block
+  // (block_begin, in sample order); then, for the block a thread works on, its touched rows
+  // (ascending) and their contributions grouped by row: those of touched[j] are
+  // by_row[row_begin[j], row_begin[j + 1]).
   std::vector<Contribution> contrib, by_row;
   std::vector<int64_t> block_begin, cursor;
   std::vector<int32_t> row_count, touched, row_begin;
@@ -136,53 +137,25 @@ void parallel_for(int64_t n, int threads, int chunk,
   if (error) std::rethrow_exception(error);
 }
 
-// Runs body(scratch) once on each of `threads` OpenMP threads, with parallel_for's error handling.
-template <typename Body>
-void on_each_thread(int threads, std::vector<std::unique_ptr<Network::ThreadScratch>>& scratch, Body&& body) {
-  std::exception_ptr error = nullptr;
-#pragma omp parallel num_threads(threads)
-  {
-    try {
-      body(*scratch[omp_get_thread_num()]);
-    } catch (...) {
-#pragma omp critical(slide_error)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
-
-// Phase 2 ownership: rows are dealt to threads in blocks of 2^shift rows, at most 1,024 (so one
-// block's row counters stay in L1) and at least 64, and small enough that every thread gets 16 or
-// more blocks: an even share of the touched rows even on a 5,000-row layer. Block b belongs to
-// thread b % threads and is its (b / threads)-th block. Every thread tests every contribution, so
-// this is on the hot path: shifts and masks instead of divisions when the thread count is a power
-// of two (the usual case).
-class BlockOwnership {
+// Phase 2 splits a layer's rows into blocks of 2^shift rows: at most 1,024 (so one block's row
+// counters stay in L1), at least 64, and small enough that there are 16 or more blocks per thread.
+// Threads take blocks dynamically, so one slowed by a neighbour on its core, or given busier
+// blocks, does not hold the others up at the end of the phase.
+class RowBlocks {
  public:
-  BlockOwnership(int32_t n_rows, int threads) : threads_(threads) {
+  RowBlocks(int32_t n_rows, int threads) : n_rows_(n_rows) {
     while (shift_ > 6 && (n_rows >> shift_) < 16 * threads) --shift_;
-    if ((threads & (threads - 1)) == 0)
-      while ((1 << thread_bits_) < threads) ++thread_bits_;
-    else
-      thread_bits_ = -1;
-    n_blocks_ = (static_cast<int64_t>(n_rows) + (1 << shift_) - 1) >> shift_;
+    count_ = (static_cast<int64_t>(n_rows) + (1 << shift_) - 1) >> shift_;
   }
-  int block_rows() const { return 1 << shift_; }
-  int owner(int32_t row) const {
-    const int b = row >> shift_;
-    return thread_bits_ >= 0 ? b & (threads_ - 1) : b % threads_;
-  }
-  int64_t index(int32_t row) const {
-    const int b = row >> shift_;
-    return thread_bits_ >= 0 ? b >> thread_bits_ : b / threads_;
-  }
-  int64_t blocks_of(int tid) const { return tid < n_blocks_ ? (n_blocks_ - tid + threads_ - 1) / threads_ : 0; }
-  int32_t first_row(int tid, int64_t index) const { return static_cast<int32_t>((index * threads_ + tid) << shift_); }
+  int64_t count() const { return count_; }
+  int64_t of(int32_t row) const { return row >> shift_; }
+  int32_t begin(int64_t b) const { return static_cast<int32_t>(b << shift_); }
+  int32_t end(int64_t b) const { return static_cast<int32_t>(std::min<int64_t>(n_rows_, (b + 1) << shift_)); }
 
  private:
-  int threads_, shift_ = 10, thread_bits_ = 0;
-  int64_t n_blocks_ = 0;
+  int32_t n_rows_;
+  int shift_ = 10;
+  int64_t count_ = 0;
 };
 
 }  // namespace
@@ -383,99 +356,99 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
     }
   };
 
-  // Each thread groups and updates the rows it owns, block by block: a counting sort of the
-  // batch's contributions by owned block (sequential writes), then within one block by row
-  // (counters in L1). Both passes are stable, so each row's gradient is summed in sample order and
-  // results do not depend on the thread count.
+  // Two stable counting sorts, so each row's gradient is summed in sample order and results do
+  // not depend on the thread count. 1: each part of the batch (consecutive samples) groups its
+  // contributions by block, with sequential writes. 2: per block (taken dynamically), the parts'
+  // lists in sample order are grouped by row (counters in L1), summed, and each row updated.
   const int threads = cfg_.threads;
-  const int32_t n_rows = L.n_rows();
-  const BlockOwnership own(n_rows, threads);
-  auto group_and_update = [&](ThreadScratch& ts) {
-    const int tid = ts.tid;
-    const int64_t n_owned = own.blocks_of(tid);
-    // 1. Count the contributions to each owned block.
-    ts.block_begin.assign(n_owned + 1, 0);
-    for (int64_t s = 0; s < n_samples; ++s)
-      for_each_contribution(s, [&](int32_t r, float) {
-        if (own.owner(r) == tid) ++ts.block_begin[own.index(r) + 1];
-      });
-    for (int64_t i = 0; i < n_owned; ++i) ts.block_begin[i + 1] += ts.block_begin[i];
-    // 2. Scatter them by block, in sample order.
-    ts.contrib.resize(ts.block_begin[n_owned]);
-    ts.cursor.assign(ts.block_begin.begin(), ts.block_begin.end() - 1);
-    for (int64_t s = 0; s < n_samples; ++s)
+  const RowBlocks blocks(L.n_rows(), threads);
+  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(n_samples, 1)));
+  // Part i's lists live in scratch_[i], whichever thread builds them.
+  parallel_for(parts, threads, 1, scratch_, [&](int64_t i, ThreadScratch&) {
+    ThreadScratch& part = *scratch_[i];
+    const int64_t s0 = n_samples * i / parts, s1 = n_samples * (i + 1) / parts;
+    part.block_begin.assign(blocks.count() + 1, 0);
+    for (int64_t s = s0; s < s1; ++s)
+      for_each_contribution(s, [&](int32_t r, float) { ++part.block_begin[blocks.of(r) + 1]; });
+    for (int64_t b = 0; b < blocks.count(); ++b) part.block_begin[b + 1] += part.block_begin[b];
+    part.contrib.resize(part.block_begin[blocks.count()]);
+    part.cursor.assign(part.block_begin.begin(), part.block_begin.end() - 1);
+    for (int64_t s = s0; s < s1; ++s)
       for_each_contribution(s, [&](int32_t r, float coef) {
-        if (own.owner(r) == tid) ts.contrib[ts.cursor[own.index(r)]++] = {r, static_cast<int32_t>(s), coef};
+        part.contrib[part.cursor[blocks.of(r)]++] = {r, static_cast<int32_t>(s), coef};
       });
-    ts.grad.resize(L.stride());
-    float* g = ts.grad.data();
-    for (int64_t i = 0; i < n_owned; ++i) {
-      const int32_t b0 = own.first_row(tid, i);
-      const int32_t b1 = std::min(n_rows, b0 + own.block_rows());
-      const Contribution* c = ts.contrib.data() + ts.block_begin[i];
-      const int64_t n_c = ts.block_begin[i + 1] - ts.block_begin[i];
-      // 3. This block's touched rows (ascending) and their contributions grouped by row.
-      ts.row_count.assign(b1 - b0, 0);
-      for (int64_t e = 0; e < n_c; ++e) ++ts.row_count[c[e].row - b0];
-      ts.touched.clear();
-      ts.row_begin.clear();
-      int32_t total = 0;
-      for (int32_t r = 0; r < b1 - b0; ++r) {
-        const int32_t n_r = ts.row_count[r];
-        if (n_r == 0) continue;
-        ts.touched.push_back(b0 + r);
-        ts.row_begin.push_back(total);
-        ts.row_count[r] = total;  // from here on: the row's next free position
-        total += n_r;
-      }
-      ts.row_begin.push_back(total);
-      ts.by_row.resize(total);
-      for (int64_t e = 0; e < n_c; ++e) ts.by_row[ts.row_count[c[e].row - b0]++] = c[e];
-      // 4. Sum each row's contributions, then one Adam step (or store the sum: tests). Adam reads
-      // and writes a whole [w | m | v] block per touched row: fetch a few rows ahead.
-      const int64_t n_touched = static_cast<int64_t>(ts.touched.size());
-      constexpr int kAhead = 2 * kPrefetchAhead;
-      if (sink_w == nullptr)
-        for (int64_t j = 0; j < std::min<int64_t>(kAhead, n_touched); ++j)
-          prefetch_row(L.row(ts.touched[j]), static_cast<int>(L.row_pitch()));
-      for (int64_t j = 0; j < n_touched; ++j) {
-        const int32_t r = ts.touched[j];
-        if (j + kAhead < n_touched && sink_w == nullptr)
-          prefetch_row(L.row(ts.touched[j + kAhead]), static_cast<int>(L.row_pitch()));  // w, m and v: one block
-        std::memset(g, 0, sizeof(float) * row_len);
-        float gb = 0.0f;
-        for (int32_t e = ts.row_begin[j]; e < ts.row_begin[j + 1]; ++e) {
-          const Contribution& ce = ts.by_row[e];
-          const InView& v = vec_of[ce.sample];
-          if (v.dense())
-            k.axpy(ce.coef, v.val, g, row_len);
-          else
-            for (int t = 0; t < v.n; ++t) g[v.idx[t]] += ce.coef * v.val[t];
-          gb += ce.coef;
-        }
-        if (sink_w) {
-          std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
-          if (nm && sink_b) (*sink_b)[r] = gb;
-          continue;
-        }
-        adam_row(L, k, r, g, a, sr_seed);
-        if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
-      }
-      if (dense_adam) {
-        // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
-        int64_t j = 0;
-        for (int32_t r = b0; r < b1; ++r) {
-          if (j < n_touched && ts.touched[j] == r) {
-            ++j;
-            continue;
-          }
-          adam_row(L, k, r, nullptr, a, sr_seed);
-          if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
-        }
-      }
+  });
+  // Calls fn(contribution) for each contribution to block b, in sample order.
+  auto for_each_in_block = [&](int64_t b, auto&& fn) {
+    for (int i = 0; i < parts; ++i) {
+      const ThreadScratch& part = *scratch_[i];
+      for (int64_t e = part.block_begin[b]; e < part.block_begin[b + 1]; ++e) fn(part.contrib[e]);
     }
   };
-  on_each_thread(threads, scratch_, group_and_update);
+  parallel_for(blocks.count(), threads, 1, scratch_, [&](int64_t b, ThreadScratch& ts) {
+    const int32_t b0 = blocks.begin(b), b1 = blocks.end(b);
+    // This block's touched rows (ascending) and their contributions grouped by row.
+    ts.row_count.assign(b1 - b0, 0);
+    for_each_in_block(b, [&](const Contribution& c) { ++ts.row_count[c.row - b0]; });
+    ts.touched.clear();
+    ts.row_begin.clear();
+    int32_t total = 0;
+    for (int32_t r = 0; r < b1 - b0; ++r) {
+      const int32_t n_r = ts.row_count[r];
+      if (n_r == 0) continue;
+      ts.touched.push_back(b0 + r);
+      ts.row_begin.push_back(total);
+      ts.row_count[r] = total;  // from here on: the row's next free position
+      total += n_r;
+    }
+    ts.row_begin.push_back(total);
+    ts.by_row.resize(total);
+    for_each_in_block(b, [&](const Contribution& c) { ts.by_row[ts.row_count[c.row - b0]++] = c; });
+    // Sum each row's contributions, then one Adam step (or store the sum: tests). Adam reads and
+    // writes a whole [w | m | v] block per touched row: fetch a few rows ahead.
+    ts.grad.resize(L.stride());
+    float* g = ts.grad.data();
+    const int64_t n_touched = static_cast<int64_t>(ts.touched.size());
+    constexpr int kAhead = 2 * kPrefetchAhead;
+    if (sink_w == nullptr)
+      for (int64_t j = 0; j < std::min<int64_t>(kAhead, n_touched); ++j)
+        prefetch_row(L.row(ts.touched[j]), static_cast<int>(L.row_pitch()));
+    for (int64_t j = 0; j < n_touched; ++j) {
+      const int32_t r = ts.touched[j];
+      if (j + kAhead < n_touched && sink_w == nullptr)
+        prefetch_row(L.row(ts.touched[j + kAhead]), static_cast<int>(L.row_pitch()));  // w, m and v: one block
+      std::memset(g, 0, sizeof(float) * row_len);
+      float gb = 0.0f;
+      for (int32_t e = ts.row_begin[j]; e < ts.row_begin[j + 1]; ++e) {
+        const Contribution& ce = ts.by_row[e];
+        const InView& v = vec_of[ce.sample];
+        if (v.dense())
+          k.axpy(ce.coef, v.val, g, row_len);
+        else
+          for (int t = 0; t < v.n; ++t) g[v.idx[t]] += ce.coef * v.val[t];
+        gb += ce.coef;
+      }
+      if (sink_w) {
+        std::memcpy(sink_w->data() + static_cast<size_t>(r) * row_len, g, sizeof(float) * row_len);
+        if (nm && sink_b) (*sink_b)[r] = gb;
+        continue;
+      }
+      adam_row(L, k, r, g, a, sr_seed);
+      if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], gb, a);
+    }
+    if (dense_adam) {
+      // The paper's optimizer: every parameter moves every batch; untouched ones with zero gradient.
+      int64_t j = 0;
+      for (int32_t r = b0; r < b1; ++r) {
+        if (j < n_touched && ts.touched[j] == r) {
+          ++j;
+          continue;
+        }
+        adam_row(L, k, r, nullptr, a, sr_seed);
+        if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
+      }
+    }
+  });
   if (!nm) {
     // Input-major layers: every sample contributes to every bias, in sample order.
     std::vector<float>& gb = scratch_[0]->bias_grad;
