@@ -158,13 +158,13 @@ def test_threads_and_debug_serialize_do_not_change_results() -> None:
             assert np.array_equal(x, y)
 
 
-def _train_wide(threads: int, **params: Any) -> Any:
-    """Layers of many row-ownership blocks (64 rows each at this width), so every thread owns rows."""
+def _train_wide(threads: int, batch: int = 48, **params: Any) -> Any:
+    """Layers of many phase-2 row blocks (64 rows each at this width), so every thread updates rows."""
     rng = np.random.default_rng(11)
     m = meta(5000, 3000, hidden=(24,), lr=0.01, seed=5)
     e = engine({"min_active": 64, "K": 3, "L": 6, "rebuild_n0": 2, **params}, m, threads)
     for _ in range(4):
-        e.fit_step(learnable(rng, 48, 5000, 3000, 10))
+        e.fit_step(learnable(rng, batch, 5000, 3000, 10))
     return e
 
 
@@ -172,11 +172,20 @@ def _train_wide(threads: int, **params: Any) -> Any:
 @pytest.mark.parametrize(
     "params", [{}, {"padding": "batch"}, {"adam_state": "bf16"}, {"adam_state": "bf16", "adam": "dense"}]
 )
-def test_row_ownership_does_not_change_results(params: dict[str, Any]) -> None:
-    """Phase 2 deals rows to threads in blocks; 1 to 4 threads must give the same bits."""
+def test_row_blocks_do_not_change_results(params: dict[str, Any]) -> None:
+    """Phase 2 splits the batch and the rows among threads; 1 to 4 threads must give the same bits."""
     one = all_weights(_train_wide(1, **params))
     for threads in (2, 3, 4):
         for x, y in zip(one, all_weights(_train_wide(threads, **params))):
+            assert np.array_equal(x, y)
+
+
+@needs_native
+def test_batches_smaller_than_the_thread_count_train_alike() -> None:
+    """Phase 2 splits the batch into one part per thread: a batch of 1 or 3 samples on 4 threads."""
+    for batch in (1, 3):
+        one = all_weights(_train_wide(1, batch=batch))
+        for x, y in zip(one, all_weights(_train_wide(4, batch=batch))):
             assert np.array_equal(x, y)
 
 
