@@ -36,11 +36,11 @@ HashTables::HashTables(int L, int bucket_bits, int capacity, Insertion policy, u
   if (bytes > (size_t{1} << 40))
     throw std::invalid_argument("HashTables: L*2^bucket_bits*(capacity+1)*4 = " + std::to_string(bytes) +
                                 " bytes is too large; reduce L, bucket_bits or capacity");
-  items_.assign(static_cast<size_t>(L) * num_buckets() * capacity, 0);
-  offered_.assign(static_cast<size_t>(L) * num_buckets(), 0);
+  items_.resize(static_cast<size_t>(L) * num_buckets() * capacity);  // zeroed
+  offered_.resize(static_cast<size_t>(L) * num_buckets());
 }
 
-void HashTables::clear() { std::fill(offered_.begin(), offered_.end(), 0u); }
+void HashTables::clear() { std::fill(offered_.data(), offered_.data() + offered_.size(), 0u); }
 
 inline void HashTables::offer(size_t slot, uint32_t id, Rng& rng) {
   uint32_t& n = offered_[slot];
@@ -81,7 +81,7 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
   if (n_threads < 1) n_threads = 1;
   ++builds_;
   const size_t need = static_cast<size_t>(L_) * n;
-  if (scratch_.size() < need) scratch_.resize(need);  // grows once; later rebuilds reuse it
+  if (scratch_.size() < need) scratch_.resize(need);  // grows once (contents are rewritten); later rebuilds reuse it
   uint32_t* ids = scratch_.data();
   const int L = L_;
   const size_t nb = num_buckets();
@@ -125,7 +125,7 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < L; ++t) {
       const size_t base = static_cast<size_t>(t) * nb;
-      std::fill(offered_.begin() + static_cast<ptrdiff_t>(base), offered_.begin() + static_cast<ptrdiff_t>(base + nb), 0u);
+      std::fill(offered_.data() + base, offered_.data() + base + nb, 0u);
       Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
       const uint32_t* col = ids + static_cast<size_t>(t) * n;
       std::fill(start.begin(), start.end(), 0u);
@@ -149,7 +149,7 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
 }
 
 size_t HashTables::memory_bytes() const {
-  size_t bytes = (items_.capacity() + offered_.capacity() + scratch_.capacity()) * sizeof(uint32_t);
+  size_t bytes = (items_.size() + offered_.size() + scratch_.size()) * sizeof(uint32_t);
   for (const auto& p : part_) bytes += p.capacity() * sizeof(uint64_t);
   return bytes;
 }

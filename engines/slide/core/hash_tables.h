@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "aligned_buffer.h"
 #include "hash_family.h"
 #include "rng.h"
 
@@ -85,9 +86,10 @@ class HashTables {
   uint64_t seed_;
   uint64_t builds_ = 0;                // rebuild counter: fresh reservoir randomness per build
   Rng rng_;                            // for single-item insert()
-  std::vector<uint32_t> items_;        // [L][buckets][capacity]
-  std::vector<uint32_t> offered_;      // [L][buckets]
-  std::vector<uint32_t> scratch_;      // build(): bucket ids, table-major [L][n]
+  // Big and read at random (50 buckets per query): AlignedBuffer puts them on huge pages.
+  AlignedBuffer<uint32_t> items_;      // [L][buckets][capacity]
+  AlignedBuffer<uint32_t> offered_;    // [L][buckets]
+  AlignedBuffer<uint32_t> scratch_;    // build(): bucket ids, table-major [L][n]
   std::vector<std::vector<uint64_t>> part_;  // build(): per-thread (bucket, id) pairs of one table
 };
 
