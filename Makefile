@@ -39,9 +39,11 @@ reproduce: install
 
 test: ctest pytest
 
+# Release, as the Python module is built (so the tests and the bench_* timing programs run the
+# same -O3 code), plus -g so that profilers and debuggers see source lines.
 ctest: $(VENV)/.stamp-deps
 	$(BIN)/cmake -S . -B build/ctest -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN)/ninja) \
-	    -DSLIDE_BUILD_TESTS=ON -DSLIDE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	    -DSLIDE_BUILD_TESTS=ON -DSLIDE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g >/dev/null
 	$(BIN)/cmake --build build/ctest
 	$(BIN)/ctest --test-dir build/ctest --output-on-failure
 
