@@ -86,7 +86,8 @@ class HashTables {
   uint64_t seed_;
   uint64_t builds_ = 0;                // rebuild counter: fresh reservoir randomness per build
   Rng rng_;                            // for single-item insert()
-  // Big and read at random (50 buckets per query): AlignedBuffer puts them on huge pages.
+  // Hundreds of MB at 670K neurons, and a query reads 50 random buckets: AlignedBuffer puts
+  // arrays of 8 MB or more on huge pages, so those reads stop missing the TLB.
   AlignedBuffer<uint32_t> items_;      // [L][buckets][capacity]
   AlignedBuffer<uint32_t> offered_;    // [L][buckets]
   AlignedBuffer<uint32_t> scratch_;    // build(): bucket ids, table-major [L][n]
