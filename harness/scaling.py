@@ -18,7 +18,10 @@ Scaling record (schema_version 1; the common keys as in docs/design.md)::
 
     scaling {threads, threads_in_effect, samples_per_s, steps, warmup_steps, samples, train_s,
              step_s_median, speedup, efficiency, baseline_threads, baseline_samples_per_s,
-             time_to_target_s, time_to_target_runs, load_avg_before, oversubscribed}
+             time_to_target_s, time_to_target_runs, load_avg_before, foreign_cpus, oversubscribed}
+
+``foreign_cpus`` is the CPU time other processes (and hypervisor steal) took during the timed steps,
+in CPUs: a measurement with a large value shared its cores and says little about scaling.
 """
 
 from __future__ import annotations
@@ -61,6 +64,36 @@ class Throughput:
     load_avg_before: tuple[float, float, float]
     engine_info: dict[str, Any]
     wall_s: float
+    # Median over steps of (samples / seconds) of one step: a step slowed by a neighbour, or a
+    # table rebuild, moves it far less than it moves samples / total seconds.
+    samples_per_s_median: float = math.nan
+    # CPUs' worth of time that other processes (and the hypervisor, as steal) took on this machine
+    # while the steps ran; None where /proc/stat cannot be read.
+    foreign_cpus: float | None = None
+
+
+def cpu_busy_s() -> float | None:
+    """Seconds of CPU time every process of the machine has used since boot, steal included.
+
+    From the first line of /proc/stat (user nice system idle iowait irq softirq steal ...); None
+    where it cannot be read (not Linux).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    ticks = [int(v) for v in fields[1:9]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process has used (all its threads)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def core_count() -> int:
@@ -172,6 +205,10 @@ def measure_throughput(
         load_avg_before=tuple(load),  # type: ignore[arg-type]
         engine_info=out["engine_info"],
         wall_s=wall,
+        samples_per_s_median=statistics.median(
+            n / t if t > 0 else math.inf for n, t in zip(out["step_samples"], out["step_s"], strict=True)
+        ),
+        foreign_cpus=out["foreign_cpus"],
     )
 
 
@@ -192,27 +229,38 @@ def _child(spec_path: Path, out_path: Path) -> int:
     engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n))
 
     step_s: list[float] = []
-    samples = 0
+    step_samples: list[int] = []
     done, epoch = 0, 0
+    region: tuple[float, float | None, float] | None = None  # wall, machine busy, own CPU at the first timed step
     while done < warmup + steps:
         for idx in batch_order(n, spec.training.batch_size, spec.seed, epoch):
             batch = Batch(train.features.take(idx), train.labels.take(idx))
+            if done == warmup:
+                region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
             t0 = time.perf_counter()
             engine.fit_step(batch)
             elapsed = time.perf_counter() - t0
             if done >= warmup:
                 step_s.append(elapsed)
-                samples += len(idx)
+                step_samples.append(len(idx))
             done += 1
             if done >= warmup + steps:
                 break
         epoch += 1
+    assert region is not None
+    busy_end, wall = cpu_busy_s(), time.perf_counter() - region[0]
+    foreign = None
+    if region[1] is not None and busy_end is not None and wall > 0:
+        # What the machine's CPUs did in the timed region, less what this process did: others' work.
+        foreign = max(0.0, ((busy_end - region[1]) - (own_cpu_s() - region[2])) / wall)
     out = {
         "threads_in_effect": in_effect,
         "steps": len(step_s),
-        "samples": samples,
+        "samples": sum(step_samples),
         "train_s": sum(step_s),
         "step_s": step_s,
+        "step_samples": step_samples,
+        "foreign_cpus": foreign,
         "engine_info": dict(engine.info()),
     }
     out_path.write_text(json.dumps(out, default=str), encoding="utf-8")
@@ -273,6 +321,7 @@ def _record(
         "train_s": m.train_s if m else None,
         "step_s_median": m.step_s_median if m else None,
         "load_avg_before": list(m.load_avg_before) if m else list(os.getloadavg()),
+        "foreign_cpus": m.foreign_cpus if m else None,
         "oversubscribed": spec.threads > cores,
         "cores": cores,
     }

@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "inference": "exact",  # exact (every label scored) | lsh (only retrieved candidates)
     "kernel": "auto",  # auto | scalar | avx2 | avx512
     "bf16": False,  # BF16 weights with fp32 master copy: not implemented in this build
-    "debug_serialize": False,  # CI only: a global mutex per sample serialises the threads
+    "debug_serialize": False,  # CI only: a global mutex serialises every training work item
     "init_std": 0.0,  # 0: Glorot-normal scale
 }
 

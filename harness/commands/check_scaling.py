@@ -11,7 +11,8 @@ from harness import check_scaling
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "check-scaling",
-        help="compare parallel efficiency (1 thread vs all cores, A/B rounds) with the committed baseline",
+        help="compare parallel efficiency (1 thread vs all cores, A/B rounds) with the committed baseline; "
+        "exit 0 OK, 1 regression, 3 inconclusive (the machine was too busy to tell)",
         description=check_scaling.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,4 +39,4 @@ def _main(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
     )
     print(verdict.message)
-    return 0 if verdict.passed else 1
+    return verdict.exit_status

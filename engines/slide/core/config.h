@@ -65,8 +65,10 @@ struct NetworkConfig {
   ScheduleSettings schedule;
   uint64_t seed = 0;
   int threads = 1;
-  // Training takes a global mutex per sample, so threads serialise (CI's check that the scaling
-  // measurement would notice a regression). Never on in real runs.
+  // Every work item of a training step (each sample's forward/backward, each phase-2 part and row
+  // block) holds one global mutex, and table rebuilds run on one thread: the whole step is
+  // serialised, so parallel efficiency is at most ~1/threads by construction on any CPU. The
+  // negative control of CI's scaling check (it must fail with this on). Never on in real runs.
   bool debug_serialize = false;
   float init_std = 0.0f;  // 0: Glorot-uniform-like scale sqrt(2/(fan_in+fan_out))
   // Random padding of sampled layers while training (up to min_active): drawn per sample (the

@@ -117,9 +117,12 @@ inline void adam1(float& w, float& m, float& v, float g, const AdamScalars& a) {
 
 // Runs body(i, scratch) for i in [0, n) on `threads` OpenMP threads; the first exception thrown by
 // any iteration is re-thrown after the loop (an exception must never leave an OpenMP region).
+// With `serial` given, every iteration holds that mutex: the threads stay up and contend, but no
+// two iterations overlap (the debug_serialize negative control).
 template <typename Body>
 void parallel_for(int64_t n, int threads, int chunk,
-                  std::vector<std::unique_ptr<Network::ThreadScratch>>& scratch, Body&& body) {
+                  std::vector<std::unique_ptr<Network::ThreadScratch>>& scratch, Body&& body,
+                  std::mutex* serial = nullptr) {
   std::exception_ptr error = nullptr;
 #pragma omp parallel num_threads(threads)
   {
@@ -127,6 +130,8 @@ void parallel_for(int64_t n, int threads, int chunk,
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < n; ++i) {
       try {
+        std::unique_lock<std::mutex> lock;
+        if (serial != nullptr) lock = std::unique_lock<std::mutex>(*serial);
         body(i, ts);
       } catch (...) {
 #pragma omp critical(slide_error)
@@ -194,7 +199,7 @@ size_t Network::memory_bytes() const {
 
 void Network::rebuild_tables() {
   const auto t0 = std::chrono::steady_clock::now();
-  for (auto& l : layers_) l->rebuild_tables(cfg_.threads);
+  for (auto& l : layers_) l->rebuild_tables(cfg_.debug_serialize ? 1 : cfg_.threads);
   times_.last_rebuild = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -375,7 +380,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
       for_each_contribution(s, [&](int32_t r, float coef) {
         part.contrib[part.cursor[blocks.of(r)]++] = {r, static_cast<int32_t>(s), coef};
       });
-  });
+  }, serial_lock());
   // Calls fn(contribution) for each contribution to block b, in sample order.
   auto for_each_in_block = [&](int64_t b, auto&& fn) {
     for (int i = 0; i < parts; ++i) {
@@ -446,7 +451,7 @@ void Network::update_layer(int l, const CsrView& x, int64_t n_samples, std::vect
         if (nm) adam1(L.bias()[r], L.bias_m()[r], L.bias_v()[r], 0.0f, a);
       }
     }
-  });
+  }, serial_lock());
   if (!nm) {
     // Input-major layers: every sample contributes to every bias, in sample order.
     std::vector<float>& gb = scratch_[0]->bias_grad;
@@ -483,8 +488,6 @@ TrainStats Network::forward_backward_batch(const CsrView& x, const CsrView& y) {
   const double inv_batch = 1.0 / static_cast<double>(n);
   const uint64_t step_seed = derive_seed(cfg_.seed, 0x57E9, static_cast<uint64_t>(step_));
   parallel_for(n, cfg_.threads, 2, scratch_, [&](int64_t s, ThreadScratch& ts) {
-    std::unique_lock<std::mutex> lock(serialize_mutex_, std::defer_lock);
-    if (cfg_.debug_serialize) lock.lock();  // CI's deliberate serialisation (config.h)
     const int32_t* lab = y.indices + y.indptr[s];
     const int n_lab = static_cast<int>(y.indptr[s + 1] - y.indptr[s]);
     SampleState& st = samples_[s];
@@ -492,7 +495,7 @@ TrainStats Network::forward_backward_batch(const CsrView& x, const CsrView& y) {
     const uint64_t stream = cfg_.batch_padding ? step_seed : derive_seed(step_seed, static_cast<uint64_t>(s));
     forward(x, s, lab, n_lab, true, true, stream, st, ts);
     st.loss = backward(s, lab, n_lab, inv_batch, st, ts);
-  });
+  }, serial_lock());
   TrainStats out;
   double active = 0.0;
   for (int64_t s = 0; s < n; ++s) {

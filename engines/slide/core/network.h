@@ -109,6 +109,8 @@ class Network {
   void update_layer(int l, const CsrView& x, int64_t n_samples, std::vector<float>* sink_w = nullptr,
                     std::vector<float>* sink_b = nullptr);
   void advance_schedule();
+  // The mutex every training work item holds when debug_serialize is on, else nullptr.
+  std::mutex* serial_lock() { return cfg_.debug_serialize ? &serialize_mutex_ : nullptr; }
 
   NetworkConfig cfg_;
   std::vector<std::unique_ptr<Layer>> layers_;
