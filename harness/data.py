@@ -4,7 +4,9 @@ Contract (docs/design.md): `Dataset(name, features: Csr, labels: Csr, source)`; 
 parses the Extreme Classification Repository format (parser in `harness.xmc_text`) and caches the
 result as binary CSR keyed by the file's sha256; `load(DatasetSpec, data_dir)` resolves a manifest
 entry (files under the data directory, verified by size, shape and sha256) or generates synthetic
-data (`harness.synth`, cached the same way).
+data (`harness.synth`, cached the same way), or a pair of users' own files named by path (verified
+by the shape and sha256 recorded when the workload was loaded). `Progress` reports long parses
+and generations on a terminal.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
+import sys
+import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from harness.sparse import Csr
-from harness.xmc_text import DataError, parse_xmc
+from harness.xmc_text import DataError, open_atomic, parse_xmc, read_header
 
 __all__ = [
     "DataError",
@@ -30,12 +33,17 @@ __all__ = [
     "DatasetSpec",
     "DatasetStats",
     "ManifestEntry",
+    "Progress",
     "SplitFile",
     "cache_dir",
+    "describe_file",
+    "file_sha256",
     "load",
     "load_manifest",
+    "read_toml",
     "read_xmc",
     "resolve_data_dir",
+    "user_file_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,7 +51,8 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = REPO_ROOT / "datasets" / "manifest.toml"
 # Bump when the parser's output for the same bytes changes, so stale cache entries are not reused.
-PARSER_VERSION = 1
+# 2: control characters (form feed, vertical tab, ...) are refused instead of read as spaces.
+PARSER_VERSION = 2
 CACHE_FORMAT = 1
 
 
@@ -145,18 +154,10 @@ def _save_arrays(path: Path, train: Dataset, test: Dataset | None = None) -> Non
                 f"{prefix}_shape": np.asarray([ds.num_points, ds.num_features, ds.num_labels], dtype=np.int64),
             }
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary file in the same directory, fsync, rename: readers never see a half-written entry.
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Streamed into a temporary file and renamed: readers never see a half-written entry, and an
+    # entry of hundreds of MB is never held in memory a second time as one bytes object.
+    with open_atomic(path) as fh:
+        np.savez(fh, **arrays)
 
 
 def _dataset_from(arrays: Mapping[str, np.ndarray], prefix: str, name: str, source: str) -> Dataset:
@@ -190,6 +191,70 @@ def _load_cached(path: Path, prefixes: tuple[str, ...], name: str, source: str) 
 
 
 # --------------------------------------------------------------------------------------------------
+# Progress of long data work
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """A line on stderr every few seconds while long data work runs: done/total, percent, ETA.
+
+    Quiet when stderr is not a terminal (a worker's captured stderr, CI logs: they want results, not
+    a ticker) and during the first AFTER_S seconds, so work that ends quickly says nothing.
+    Used by the parser (`read_xmc`) and the synthetic generator.
+    """
+
+    AFTER_S = 2.0  # silent before this: most loads are cache hits or small files
+    EVERY_S = 5.0  # then a line this often
+
+    def __init__(
+        self,
+        what: str,
+        total: int | None = None,
+        *,
+        unit: str = "points",
+        stream: TextIO | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(isatty and isatty())
+        self.clock = clock or time.monotonic
+        self.started = self.clock()
+        self.next_at = self.started + self.AFTER_S
+        self.printed = False
+
+    def update(self, done: int, total: int | None = None, fraction: float | None = None) -> None:
+        """`done` units so far (of `total`, when known); `fraction` of the work done, when the units
+        do not measure it (a file without a header: its bytes do)."""
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.EVERY_S
+        total = self.total if total is None else total
+        if fraction is None and total:
+            fraction = done / total
+        text = f"{self.what}: {done:,}" + (f"/{total:,}" if total else "") + f" {self.unit}"
+        if fraction is not None and fraction > 0:
+            elapsed = now - self.started
+            text += f" ({100 * min(fraction, 1.0):.0f}%, ETA {_duration(elapsed * (1 - fraction) / fraction)})"
+        print(text, file=self.stream, flush=True)
+        self.printed = True
+
+    def close(self) -> None:
+        """A closing line, only when progress lines were printed."""
+        if self.printed:
+            print(f"{self.what}: done in {_duration(self.clock() - self.started)}", file=self.stream, flush=True)
+            self.printed = False
+
+
+# --------------------------------------------------------------------------------------------------
 # Reading files
 
 
@@ -220,7 +285,7 @@ def read_xmc(
         raise FileNotFoundError(f"data file not found: {path}")
     sha = file_sha256(path)  # streamed: a cache hit never holds the text in memory
     if expected_sha256 is not None and sha != expected_sha256.lower():
-        raise DataError(f"{path}: sha256 {sha} does not match the manifest's {expected_sha256}")
+        raise DataError(f"{path}: sha256 {sha} does not match the expected {expected_sha256} (wrong or changed file?)")
     name = name or path.stem
     options = f"v{PARSER_VERSION}-h{header}-d{num_features}-l{num_labels}"
     entry = cache_dir() / f"xmc-{sha[:40]}-{hashlib.sha256(options.encode()).hexdigest()[:12]}.npz"
@@ -229,7 +294,16 @@ def read_xmc(
         if cached is not None:
             log.debug("%s: cache hit %s", path, entry)
             return cached[0]
-    parsed = parse_xmc(path.read_bytes(), path, header=header, num_features=num_features, num_labels=num_labels)
+    progress = Progress(f"parsing {path}")
+    parsed = parse_xmc(
+        path.read_bytes(),
+        path,
+        header=header,
+        num_features=num_features,
+        num_labels=num_labels,
+        progress=progress.update,
+    )
+    progress.close()
     dataset = Dataset(
         name,
         Csr(parsed.f_indptr, parsed.f_indices, parsed.f_values, parsed.num_features),
@@ -295,14 +369,32 @@ def _split_from(raw: Any, where: str) -> SplitFile:
     return SplitFile(raw["file"], raw["points"], raw["features"], raw["labels"], raw.get("bytes"), sha)
 
 
+def read_toml(path: str | Path, error: type[ValueError] = DataError) -> dict[str, Any]:
+    """The table of a TOML file; `error` naming the file when it is not UTF-8 or not valid TOML.
+
+    tomllib's own errors name neither the file nor, for bytes that are not UTF-8, the line.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+            "TOML files must be UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_manifest(path: Path | None = None) -> dict[str, ManifestEntry]:
     """All entries of `datasets/manifest.toml`; DataError naming the key for a malformed one."""
     path = Path(path) if path else MANIFEST_PATH
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{path}: {exc}") from None
+    doc = read_toml(path)
     entries: dict[str, ManifestEntry] = {}
     for name, raw in doc.get("datasets", {}).items():
         where = f"{path}: datasets.{name}"
@@ -335,17 +427,26 @@ def load_manifest(path: Path | None = None) -> dict[str, ManifestEntry]:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Either a manifest entry (`name`) or synthetic data (`synthetic` preset, `scale`, `seed`)."""
+    """A manifest entry (`name`), synthetic data (`synthetic` preset, `scale`, `seed`), or users' own
+    files (`train` and `test`: what each must contain, as `describe_file` measured it)."""
 
     name: str | None = None
     synthetic: str | None = None
     scale: float = 1.0
     seed: int = 0
+    train: SplitFile | None = None
+    test: SplitFile | None = None
 
     def __post_init__(self) -> None:
-        if (self.name is None) == (self.synthetic is None):
-            raise ValueError("dataset: give exactly one of 'name' (manifest entry) and 'synthetic' (preset)")
-        if self.name is not None and (self.scale != 1.0 or self.seed != 0):
+        if (self.train is None) != (self.test is None):
+            raise ValueError("dataset: 'train' and 'test' files are given together")
+        kinds = [self.name is not None, self.synthetic is not None, self.train is not None]
+        if sum(kinds) != 1:
+            raise ValueError(
+                "dataset: give exactly one of 'name' (manifest entry), 'synthetic' (preset) "
+                "and 'train' + 'test' (files)"
+            )
+        if self.synthetic is None and (self.scale != 1.0 or self.seed != 0):
             raise ValueError("dataset: 'scale' and 'seed' apply to synthetic data only")
         if not (isinstance(self.scale, int | float) and not isinstance(self.scale, bool) and 0 < self.scale <= 1000):
             raise ValueError(f"dataset.scale: must be a number in (0, 1000], got {self.scale!r}")
@@ -357,6 +458,8 @@ class DatasetSpec:
         """Short human-readable identity, e.g. 'delicious' or 'synthetic:amazon-670k@0.02/s0'."""
         if self.name is not None:
             return self.name
+        if self.train is not None and self.test is not None:
+            return f"files:{self.train.file},{self.test.file}"
         return f"synthetic:{self.synthetic}@{self.scale:g}/s{self.seed}"
 
 
@@ -371,23 +474,46 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
     return path
 
 
-def _load_split(entry: ManifestEntry, split: SplitFile, directory: Path, which: str) -> Dataset:
-    path = directory / split.file
+def user_file_path(file: str, data_dir: str | Path | None = None) -> Path:
+    """Where a user's data file named in a workload is: an absolute path as is, a relative one under
+    the data directory (`data_dir`, else `$SLIDEBENCH_DATA`)."""
+    path = Path(file).expanduser()
+    return path if path.is_absolute() else resolve_data_dir(data_dir) / path
+
+
+# sha256 of users' files by (path, inode, size, mtime, ctime): validating a workload and expanding it again (or a
+# suite of workloads sharing files) hashes each file once per process, not once per look.
+_SHA_MEMO: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def describe_file(file: str, data_dir: str | Path | None = None) -> SplitFile:
+    """A user's data file as a `SplitFile`: the path as given, the shape from its ``N D L`` header,
+    its size and sha256 (streamed). FileNotFoundError / DataError name the file."""
+    path = user_file_path(file, data_dir)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{entry.name} {which} file not found: {path}. Get it from: {entry.get} "
-            f"(place it at <data dir>/{split.file})"
-        )
+        raise FileNotFoundError(f"data file not found: {path}")
+    points, features, labels = read_header(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = file_sha256(path)
+    return SplitFile(file, points, features, labels, st.st_size, _SHA_MEMO[key])
+
+
+def _load_split(
+    name: str, split: SplitFile, path: Path, which: str, get: str | None, expects: str = "the manifest expects"
+) -> Dataset:
+    if not path.is_file():
+        hint = f". Get it from: {get} (place it at <data dir>/{split.file})" if get else ""
+        raise FileNotFoundError(f"{name} {which} file not found: {path}{hint}")
     size = path.stat().st_size
     if split.bytes is not None and size != split.bytes:
-        raise DataError(f"{path}: {size} bytes, the manifest expects {split.bytes} (wrong or damaged file?)")
-    dataset = read_xmc(path, name=entry.name, header=True, expected_sha256=split.sha256)
+        raise DataError(f"{path}: {size} bytes, {expects} {split.bytes} (wrong or damaged file?)")
+    dataset = read_xmc(path, name=name, header=True, expected_sha256=split.sha256)
     got = (dataset.num_points, dataset.num_features, dataset.num_labels)
     want = (split.points, split.features, split.labels)
     if got != want:
-        raise DataError(
-            f"{path}: shape (points, features, labels) = {got}, the manifest expects {want}"
-        )
+        raise DataError(f"{path}: shape (points, features, labels) = {got}, {expects} {want}")
     return dataset
 
 
@@ -398,16 +524,25 @@ def load(spec: DatasetSpec, data_dir: str | Path | None = None) -> tuple[Dataset
         from harness import synth  # numpy only, but keeps the module graph one-directional
 
         return synth.load_synthetic(spec.synthetic, spec.scale, spec.seed)
-    manifest = load_manifest()
-    assert spec.name is not None
-    if spec.name not in manifest:
-        raise DataError(f"unknown data set {spec.name!r}; the manifest has: {', '.join(sorted(manifest))}")
-    entry = manifest[spec.name]
-    directory = resolve_data_dir(data_dir)
-    train = _load_split(entry, entry.train, directory, "train")
-    test = _load_split(entry, entry.test, directory, "test")
+    if spec.train is not None and spec.test is not None:
+        # Users' own files: verified against the size, shape and sha256 recorded in the run's spec
+        # when the workload was loaded, so a file edited since then is refused, not silently used.
+        expects = "the workload's spec recorded"
+        train = _load_split(
+            spec.label, spec.train, user_file_path(spec.train.file, data_dir), "train", None, expects
+        )
+        test = _load_split(spec.label, spec.test, user_file_path(spec.test.file, data_dir), "test", None, expects)
+    else:
+        manifest = load_manifest()
+        assert spec.name is not None
+        if spec.name not in manifest:
+            raise DataError(f"unknown data set {spec.name!r}; the manifest has: {', '.join(sorted(manifest))}")
+        entry = manifest[spec.name]
+        directory = resolve_data_dir(data_dir)
+        train = _load_split(entry.name, entry.train, directory / entry.train.file, "train", entry.get)
+        test = _load_split(entry.name, entry.test, directory / entry.test.file, "test", entry.get)
     if (train.num_features, train.num_labels) != (test.num_features, test.num_labels):
-        raise DataError(f"{spec.name}: train and test disagree on the number of features or labels")
+        raise DataError(f"{spec.label}: train and test disagree on the number of features or labels")
     return train, test
 
 

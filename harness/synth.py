@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.data import Dataset, cache_dir, load_pair, save_pair
+from harness.data import Dataset, Progress, cache_dir, load_pair, save_pair
 from harness.sparse import Csr
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,16 @@ def _concat(parts: list[Csr], n_cols: int, with_values: bool) -> Csr:
     return Csr(np.concatenate(indptr), indices, values, n_cols)
 
 
-def _split(p: Preset, world: _World, n: int, seed: int, split_id: int, name: str) -> Dataset:
+def _split(
+    p: Preset,
+    world: _World,
+    n: int,
+    seed: int,
+    split_id: int,
+    name: str,
+    on_block: Callable[[int], None] | None = None,
+) -> Dataset:
+    """`n` points of one split; `on_block(points)` after each block (progress)."""
     feats: list[Csr] = []
     labels: list[Csr] = []
     for b, start in enumerate(range(0, n, BLOCK_POINTS)):
@@ -266,6 +276,8 @@ def _split(p: Preset, world: _World, n: int, seed: int, split_id: int, name: str
         f, lab = _block(p, world, size, rng)
         feats.append(f)
         labels.append(lab)
+        if on_block is not None:
+            on_block(size)
     return Dataset(
         name,
         _concat(feats, p.num_features, True),
@@ -279,10 +291,19 @@ def generate(name: str | Preset, scale: float = 1.0, seed: int = 0) -> tuple[Dat
     p = name if isinstance(name, Preset) else preset(name)
     n_train, n_test = split_points(p, scale)
     started = time.perf_counter()
-    world = _world(p, seed)
     label = f"synthetic:{p.name}@{scale:g}/s{seed}"
-    train = _split(p, world, n_train, seed, 0, label)
-    test = _split(p, world, n_test, seed, 1, label)
+    progress = Progress(f"generating {label}", n_train + n_test)
+    done = 0
+
+    def on_block(points: int) -> None:
+        nonlocal done
+        done += points
+        progress.update(done)
+
+    world = _world(p, seed)
+    train = _split(p, world, n_train, seed, 0, label, on_block)
+    test = _split(p, world, n_test, seed, 1, label, on_block)
+    progress.close()
     log.info("generated %s: %d train / %d test points in %.1f s", label, n_train, n_test,
              time.perf_counter() - started)
     return train, test

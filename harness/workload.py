@@ -5,6 +5,12 @@ types and impossible values with a `WorkloadError` naming the file and the key, 
 engine's own parameters through `Engine.check_params` (cheap by contract: no TensorFlow, no
 native extension). `Workload.expand()` yields one frozen `RunSpec` per (engine, threads, seed).
 
+"Impossible" includes settings that are well-typed but could only fail deep inside a worker after
+the data is loaded (a thread count of 2**63, an lr that is inf in float32, a model of 10**12
+parameters, k above the label count): each key has a bound that no real run comes near, and the
+checks that need the data's shape read it from the manifest, the synthetic preset or the header of
+the workload's own files, never by loading the data.
+
 Identity of a run: `RunSpec.canonical()` is the canonical JSON of everything that decides the
 run's outcome (not the workload's prose). `RunSpec.run_id` hashes it together with the engine's
 build identity (`build_id`): class path, slidebench version, and a digest of the engine package's
@@ -20,16 +26,22 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import itertools
 import json
 import math
-import tomllib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from harness import registry
 from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
+
+if TYPE_CHECKING:
+    from harness.data import SplitFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = REPO_ROOT / "workloads"
@@ -46,21 +58,41 @@ class WorkloadError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """Either a manifest entry (`name`) or a synthetic preset (`synthetic`, `scale`, `seed`)."""
+    """A manifest entry (`name`), a synthetic preset (`synthetic`, `scale`, `seed`), or users' own
+    files (`train`, `test`: `harness.data.SplitFile`s with the path as written, the header's shape,
+    size and sha256, measured when the workload was loaded). The files' checksums are part of the
+    spec, so a run's id and record say exactly which bytes it trained on, as for a manifest entry."""
 
     name: str | None = None
     synthetic: str | None = None
     scale: float = 1.0
     seed: int = 0
+    train: SplitFile | None = None
+    test: SplitFile | None = None
+
+    def __post_init__(self) -> None:
+        # A spec read back from JSON (the worker's SPEC.json) carries the files as tables.
+        from harness.data import SplitFile
+
+        for key in ("train", "test"):
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, key, SplitFile(**value))
 
     def to_dict(self) -> dict[str, Any]:
         if self.name is not None:
             return {"name": self.name}
+        if self.train is not None and self.test is not None:
+            return {"train": _plain(self.train), "test": _plain(self.test)}
         return {"synthetic": self.synthetic, "scale": self.scale, "seed": self.seed}
 
     @property
     def label(self) -> str:
-        return self.name if self.name is not None else f"{self.synthetic}@{self.scale:g}/seed{self.seed}"
+        if self.name is not None:
+            return self.name
+        if self.train is not None and self.test is not None:
+            return f"files:{self.train.file},{self.test.file}"
+        return f"{self.synthetic}@{self.scale:g}/seed{self.seed}"
 
     def to_data_spec(self) -> Any:
         """The data layer's `DatasetSpec` (imported here so validating a workload never loads data code)."""
@@ -68,6 +100,8 @@ class DatasetRef:
 
         if self.name is not None:
             return DatasetSpec(name=self.name)
+        if self.train is not None or self.test is not None:
+            return DatasetSpec(train=self.train, test=self.test)
         return DatasetSpec(synthetic=self.synthetic, scale=self.scale, seed=self.seed)
 
 
@@ -210,8 +244,8 @@ class Workload:
         """One RunSpec per (engine, threads, seed); overrides are validated like the file's matrix."""
         where = str(self.path or self.name)
         engines_t = self.engines if engines is None else _check_engines(list(engines), where, "--engines")
-        threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", 1)
-        seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", 0)
+        threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", _THREADS)
+        seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", _SEED)
         params = {}
         for engine in engines_t:
             if engine in self.unavailable:
@@ -281,6 +315,48 @@ def _fail(where: str, key: str, msg: str) -> WorkloadError:
     return WorkloadError(f"{where}: {key}: {msg}")
 
 
+def _got(value: Any) -> str:
+    """`repr` of an offending value, cut short: a message must stay readable whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text):,} characters)"
+
+
+# ---- Bounds. Each is far above anything a real run uses and far below where a worker would fail
+# (overflow, out of memory, a timer that cannot be armed), so that an impossible setting is refused
+# here, naming the key, instead of minutes later inside a worker.
+
+# Threads per run: more than any machine's cores (the largest servers have a few hundred), and
+# OpenMP / TensorFlow thread pools take int32 counts.
+MAX_THREADS = 1024
+# Seeds: below 2**32, which every engine's generator accepts (TensorFlow takes int64, the native
+# engine uint64, numpy any size); more distinct seeds than any campaign runs.
+MAX_SEED = 2**32 - 1
+# Rows in a batch (training or prediction): more than the largest XMC training sets have (a few
+# million points), and far from where int32 offsets into a batch overflow.
+MAX_BATCH = 2**24
+# Steps (budget, cadence): at a million steps per second, 10**12 steps take 11 days of train clock.
+MAX_STEPS = 10**12
+# Passes over the training data: the shipped workloads use <= 40; the worker multiplies this by the
+# point count to decide when the budget is spent.
+MAX_EPOCHS = 10**6
+# Seconds (budgets, cadence, timeouts): a year. Far beyond any run, and well inside what timers and
+# waits accept (Python refuses a wait of 1e308 s with an OverflowError).
+MAX_SECONDS = 366 * 24 * 3600
+# Floats of one model (weights; Adam adds two moments per weight) or of one score matrix (rows x
+# labels in exact scoring or a dense softmax): 2**34 float32 are 64 GiB. The paper's largest model
+# (Amazon-670K, hidden 128) has about 10**8 parameters.
+MAX_FLOATS = 2**34
+# Hidden layers: XMC models use one to three; a hundred is no real model.
+MAX_HIDDEN_LAYERS = 100
+# Rows of the evaluation subset: no test split has more rows than int32 can index.
+MAX_SUBSET = 2**31 - 1
+# Steps of the cachegrind slice: valgrind runs 50-100x slower than native; a million steps is weeks.
+MAX_CACHEGRIND_STEPS = 10**6
+# A workload's name names folders under results/runs/ and is a CLI argument: a plain identifier
+# (no '.', '/', or a leading '-'), short enough for any file system.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -293,19 +369,54 @@ Check = Callable[[Any], str | None]  # returns an error message or None
 
 
 def _positive(v: Any) -> str | None:
-    return None if v > 0 else f"must be > 0, got {v!r}"
-
-
-def _nonneg(v: Any) -> str | None:
-    return None if v >= 0 else f"must be >= 0, got {v!r}"
-
-
-def _unit_open(v: Any) -> str | None:
-    return None if 0 <= v < 1 else f"must be in [0, 1), got {v!r}"
+    return None if v > 0 else f"must be > 0, got {_got(v)}"
 
 
 def _prob(v: Any) -> str | None:
-    return None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"
+    return None if 0 < v <= 1 else f"must be in (0, 1], got {_got(v)}"
+
+
+def _between(lo: float, hi: float, why: str = "") -> Check:
+    """lo <= v <= hi; `why` says where the upper bound comes from (shown when it is exceeded)."""
+
+    def check(v: Any) -> str | None:
+        if v < lo:
+            return f"must be >= {lo}, got {_got(v)}"
+        if v > hi:
+            return f"must be <= {hi:,}{f' ({why})' if why else ''}, got {_got(v)}"
+        return None
+
+    return check
+
+
+def _positive_up_to(hi: float, why: str = "") -> Check:
+    def check(v: Any) -> str | None:
+        return _positive(v) or _between(0, hi, why)(v)
+
+    return check
+
+
+def _positive_float32(v: Any) -> str | None:
+    """> 0 and still finite and > 0 once the engines round it to float32 (1e308 becomes inf,
+    1e-50 becomes 0: an lr or eps that only fails after the data is loaded)."""
+    if not v > 0:
+        return f"must be > 0, got {_got(v)}"
+    as32 = float(np.float32(v)) if abs(v) < 1e39 else math.inf
+    if not math.isfinite(as32):
+        return f"must be finite in float32 (< 3.4e38), got {_got(v)}"
+    if as32 == 0:
+        return f"must be > 0 in float32 (>= 1.5e-45), got {_got(v)}"
+    return None
+
+
+def _beta(v: Any) -> str | None:
+    """Adam's decay rates: in [0, 1), and still < 1 in float32 (0.99999999 rounds to 1.0 there,
+    which makes the bias correction 1 - beta**t zero)."""
+    if not 0 <= v < 1:
+        return f"must be in [0, 1), got {_got(v)}"
+    if float(np.float32(v)) >= 1:
+        return f"must be < 1 in float32 (it rounds to 1.0 there), got {_got(v)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -333,22 +444,22 @@ def _section(table: Any, fields: Mapping[str, _Field], where: str, section: str)
             continue
         value = table[key]
         if spec.kind == "int" and not _is_int(value):
-            raise _fail(where, name, f"must be an integer, got {value!r}")
+            raise _fail(where, name, f"must be an integer, got {_got(value)}")
         if spec.kind == "num":
             if not _is_num(value):
-                raise _fail(where, name, f"must be a finite number, got {value!r}")
+                raise _fail(where, name, f"must be a finite number, got {_got(value)}")
             value = float(value)
         if spec.kind == "str" and not isinstance(value, str):
-            raise _fail(where, name, f"must be a string, got {value!r}")
+            raise _fail(where, name, f"must be a string, got {_got(value)}")
         if spec.kind == "bool" and not isinstance(value, bool):
-            raise _fail(where, name, f"must be true or false, got {value!r}")
+            raise _fail(where, name, f"must be true or false, got {_got(value)}")
         if spec.kind in ("int_list", "str_list"):
             ok = _is_int if spec.kind == "int_list" else (lambda v: isinstance(v, str))
             if not isinstance(value, list) or not value or not all(ok(v) for v in value):
                 what = "integers" if spec.kind == "int_list" else "strings"
-                raise _fail(where, name, f"must be a non-empty list of {what}, got {value!r}")
+                raise _fail(where, name, f"must be a non-empty list of {what}, got {_got(value)}")
             if len(set(value)) != len(value):
-                raise _fail(where, name, f"has duplicates: {value!r}")
+                raise _fail(where, name, f"has duplicates: {_got(value)}")
         if spec.check is not None:
             items = value if isinstance(value, list) else [value]
             for item in items:
@@ -371,55 +482,62 @@ _TOP = {
     "counters": _Field("table"),
     "engines": _Field("table"),
 }
+_SEED = _between(0, MAX_SEED, "32-bit seeds")
+_THREADS = _between(1, MAX_THREADS, "more than any machine's cores")
+_BATCH = _positive_up_to(MAX_BATCH, "more rows than any data set here")
+_STEPS = _positive_up_to(MAX_STEPS, "10**12 steps is days at a million steps per second")
+_SECONDS = _positive_up_to(MAX_SECONDS, "a year")
 _DATASET = {
     "name": _Field("str"),
     "synthetic": _Field("str"),
     "scale": _Field("num", check=_positive),
-    "seed": _Field("int", check=_nonneg),
+    "seed": _Field("int", check=_SEED),
+    "train": _Field("str"),  # users' own files: relative to the data directory, or absolute
+    "test": _Field("str"),
 }
 _MODEL = {"hidden": _Field("int_list", True, _positive), "activation": _Field("str")}
 _TRAINING = {
-    "batch_size": _Field("int", True, _positive),
-    "lr": _Field("num", True, _positive),
-    "beta1": _Field("num", check=_unit_open),
-    "beta2": _Field("num", check=_unit_open),
-    "eps": _Field("num", check=_positive),
-    "max_steps": _Field("int", check=_positive),
-    "max_epochs": _Field("num", check=_positive),
-    "max_seconds": _Field("num", check=_positive),
+    "batch_size": _Field("int", True, _BATCH),
+    "lr": _Field("num", True, _positive_float32),
+    "beta1": _Field("num", check=_beta),
+    "beta2": _Field("num", check=_beta),
+    "eps": _Field("num", check=_positive_float32),
+    "max_steps": _Field("int", check=_STEPS),
+    "max_epochs": _Field("num", check=_positive_up_to(MAX_EPOCHS, "passes over the training data")),
+    "max_seconds": _Field("num", check=_SECONDS),
 }
 _EVALUATION = {
-    "every_steps": _Field("int", check=_positive),
-    "every_seconds": _Field("num", check=_positive),
-    "subset": _Field("int", True, _positive),
-    "seed": _Field("int", check=_nonneg),
-    "k": _Field("int", check=lambda v: None if v >= 1 else f"must be >= 1, got {v!r}"),
+    "every_steps": _Field("int", check=_STEPS),
+    "every_seconds": _Field("num", check=_SECONDS),
+    "subset": _Field("int", True, _positive_up_to(MAX_SUBSET, "int32 row ids")),
+    "seed": _Field("int", check=_SEED),
+    "k": _Field("int", check=lambda v: None if v >= 1 else f"must be >= 1, got {_got(v)}"),
     "target_p1": _Field("num", check=_prob),
-    "batch_size": _Field("int", check=_positive),
+    "batch_size": _Field("int", check=_BATCH),
 }
 _MATRIX = {
     "engines": _Field("str_list", True),
-    "threads": _Field("int_list", True, lambda v: None if v >= 1 else f"must be >= 1, got {v!r}"),
-    "seeds": _Field("int_list", True, _nonneg),
+    "threads": _Field("int_list", True, _THREADS),
+    "seeds": _Field("int_list", True, _SEED),
 }
 _COUNTERS = {
     "perf": _Field("bool"),
     "cachegrind": _Field("bool"),
-    "cachegrind_steps": _Field("int", check=_positive),
-    "cachegrind_timeout_s": _Field("num", check=_positive),
+    "cachegrind_steps": _Field("int", check=_positive_up_to(MAX_CACHEGRIND_STEPS, "weeks under valgrind")),
+    "cachegrind_timeout_s": _Field("num", check=_SECONDS),
 }
 
 
 def _check_engines(names: list[Any], where: str, key: str) -> tuple[str, ...]:
     if not names or not all(isinstance(n, str) for n in names):
-        raise _fail(where, key, f"must be a non-empty list of engine names, got {names!r}")
+        raise _fail(where, key, f"must be a non-empty list of engine names, got {_got(names)}")
     for n in names:
         if n not in registry.ENGINES:
             raise _fail(
-                where, key, f"unknown engine {n!r}; registered: {', '.join(sorted(registry.ENGINES))}"
+                where, key, f"unknown engine {_got(n)}; registered: {', '.join(sorted(registry.ENGINES))}"
             )
     if len(set(names)) != len(names):
-        raise _fail(where, key, f"has duplicates: {names!r}")
+        raise _fail(where, key, f"has duplicates: {_got(names)}")
     return tuple(names)
 
 
@@ -431,40 +549,133 @@ def _engine_cls(name: str, where: str, key: str) -> Any:
         raise _fail(where, key, f"cannot import engine {name!r} to check its parameters: {exc}") from None
 
 
-def _check_int_list(values: list[Any], where: str, key: str, minimum: int) -> tuple[int, ...]:
+def _check_int_list(values: list[Any], where: str, key: str, check: Check) -> tuple[int, ...]:
     if not values or not all(_is_int(v) for v in values):
-        raise _fail(where, key, f"must be a non-empty list of integers, got {values!r}")
-    bad = [v for v in values if v < minimum]
-    if bad:
-        raise _fail(where, key, f"must be >= {minimum}, got {bad[0]!r}")
+        raise _fail(where, key, f"must be a non-empty list of integers, got {_got(values)}")
+    for v in values:
+        msg = check(v)
+        if msg:
+            raise _fail(where, key, msg)
     if len(set(values)) != len(values):
-        raise _fail(where, key, f"has duplicates: {values!r}")
+        raise _fail(where, key, f"has duplicates: {_got(values)}")
     return tuple(values)
 
 
-def _check_dataset(dataset: DatasetRef, where: str) -> None:
-    """The data set must be one the data layer knows (manifest entry or synthetic preset): cheap checks."""
+def _user_file(ds: Mapping[str, Any], key: str, where: str, data_dir: str | Path | None) -> SplitFile:
+    """`[dataset] train` / `test`: the file described (header shape, size, sha256), or WorkloadError
+    naming the key and the file."""
+    from harness import data
+
+    file = ds[key]
+    name = f"[dataset] {key}"
+    if not file.strip():
+        raise _fail(where, name, "must be a file path, got ''")
+    try:
+        path = data.user_file_path(file, data_dir)
+    except (data.DataError, FileNotFoundError) as exc:
+        raise _fail(
+            where, name, f"{_got(file)} is relative to the data directory, but {exc} (or give an absolute path)"
+        ) from None
+    try:
+        return data.describe_file(file, data_dir)
+    except FileNotFoundError:
+        raise _fail(where, name, f"file not found: {path}") from None
+    except data.DataError as exc:
+        raise _fail(where, name, f"not a data file with an 'N D L' header: {exc}") from None
+    except OSError as exc:
+        raise _fail(where, name, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> tuple[DatasetRef, int, int]:
+    """The `[dataset]` table as a DatasetRef, with the data's (features, labels), which the model and
+    evaluation checks need. Cheap: a manifest lookup, a preset, or the files' headers (and hashes)."""
     from harness import data, synth
 
-    if dataset.name is not None:
+    files = [key for key in ("train", "test") if key in ds]
+    if files:
+        for other in ("name", "synthetic"):
+            if other in ds:
+                raise _fail(
+                    where,
+                    f"[dataset] {files[0]}",
+                    f"give either '{other}' or 'train' + 'test' (file paths), not both",
+                )
+        if len(files) == 1:
+            missing = "test" if files[0] == "train" else "train"
+            raise _fail(where, f"[dataset] {missing}", f"is required with '{files[0]}'")
+        if {"scale", "seed"} & set(ds):
+            raise _fail(where, "[dataset] scale", "'scale' and 'seed' apply to synthetic data only")
+        train = _user_file(ds, "train", where, data_dir)
+        test = _user_file(ds, "test", where, data_dir)
+        if (train.features, train.labels) != (test.features, test.labels):
+            raise _fail(
+                where,
+                "[dataset] test",
+                f"{test.file} declares {test.features} features and {test.labels} labels, "
+                f"{train.file} (train) {train.features} and {train.labels}",
+            )
+        return DatasetRef(train=train, test=test), train.features, train.labels
+
+    if ("name" in ds) == ("synthetic" in ds):
+        raise _fail(
+            where,
+            "[dataset]",
+            "give exactly one of 'name' (a manifest entry), 'synthetic' (a preset) or 'train' + 'test' (files)",
+        )
+    if "name" in ds:
+        if {"scale", "seed"} & set(ds):
+            raise _fail(where, "[dataset] scale", "'scale' and 'seed' apply to synthetic data only")
         known = data.load_manifest()
-        if dataset.name not in known:
+        if ds["name"] not in known:
             raise _fail(
                 where,
                 "[dataset] name",
-                f"unknown data set {dataset.name!r}; the manifest has: {', '.join(sorted(known))}",
+                f"unknown data set {_got(ds['name'])}; the manifest has: {', '.join(sorted(known))}",
             )
-    else:
-        if dataset.synthetic not in synth.PRESETS:
+        entry = known[ds["name"]]
+        return DatasetRef(name=ds["name"]), entry.train.features, entry.train.labels
+
+    if ds["synthetic"] not in synth.PRESETS:
+        raise _fail(
+            where,
+            "[dataset] synthetic",
+            f"unknown preset {_got(ds['synthetic'])}; known: {', '.join(sorted(synth.PRESETS))}",
+        )
+    dataset = DatasetRef(synthetic=ds["synthetic"], scale=ds.get("scale", 1.0), seed=ds.get("seed", 0))
+    try:
+        dataset.to_data_spec()
+    except ValueError as exc:
+        raise _fail(where, "[dataset]", str(exc)) from None
+    preset = synth.PRESETS[ds["synthetic"]]
+    return dataset, preset.num_features, preset.num_labels
+
+
+def _check_against_data(
+    where: str, dataset: DatasetRef, features: int, labels: int, model: ModelSpec, tr: TrainingSpec, ev: EvalSpec
+) -> None:
+    """Settings that are only impossible for this data: k, and the memory the model and scores need."""
+    if ev.k > labels:
+        raise _fail(where, "[evaluation] k", f"must be <= the {labels:,} labels of {dataset.label}, got {ev.k}")
+    if len(model.hidden) > MAX_HIDDEN_LAYERS:
+        raise _fail(where, "[model] hidden", f"at most {MAX_HIDDEN_LAYERS} layers, got {len(model.hidden)}")
+    widths = [features, *model.hidden, labels]
+    params = sum(a * b + b for a, b in itertools.pairwise(widths))
+    if params > MAX_FLOATS:
+        raise _fail(
+            where,
+            "[model] hidden",
+            f"{_got(list(model.hidden))} with {features:,} input features and {labels:,} labels makes "
+            f"{params:,} parameters, more than {MAX_FLOATS:,} float32 (64 GiB) fit in memory",
+        )
+    # A dense output scores every label for every row of a batch: rows x labels float32 at once.
+    for key, rows in (("[training] batch_size", tr.batch_size), ("[evaluation] batch_size", ev.batch_size)):
+        if rows * labels > MAX_FLOATS:
             raise _fail(
                 where,
-                "[dataset] synthetic",
-                f"unknown preset {dataset.synthetic!r}; known: {', '.join(sorted(synth.PRESETS))}",
+                key,
+                f"{rows:,} rows x {labels:,} labels is a score matrix of {rows * labels:,} float32, "
+                f"more than {MAX_FLOATS:,} (64 GiB)",
             )
-        try:
-            dataset.to_data_spec()
-        except ValueError as exc:
-            raise _fail(where, "[dataset]", str(exc)) from None
 
 
 def resolve(path_or_name: str | Path) -> Path:
@@ -472,8 +683,11 @@ def resolve(path_or_name: str | Path) -> Path:
     p = Path(path_or_name)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
-            raise FileNotFoundError(f"workload file {p} does not exist")
+            raise FileNotFoundError(f"workload file {p} does not exist or is not a file")
         return p
+    if not NAME_PATTERN.fullmatch(str(path_or_name)):
+        # Not a path, so a name: one that could leave workloads/ ('../x') is no workload's.
+        raise FileNotFoundError(f"no workload named {_got(str(path_or_name))}: not a file, and not a workload name")
     candidate = WORKLOADS_DIR / f"{path_or_name}.toml"
     if not candidate.is_file():
         known = ", ".join(sorted(q.stem for q in WORKLOADS_DIR.glob("*.toml") if q.stem != "suites"))
@@ -481,17 +695,18 @@ def resolve(path_or_name: str | Path) -> Path:
     return candidate
 
 
-def load(path_or_name: str | Path) -> Workload:
-    """Read and fully validate a workload (engine parameters included)."""
+def load(path_or_name: str | Path, *, data_dir: str | Path | None = None) -> Workload:
+    """Read and fully validate a workload (engine parameters included).
+
+    `data_dir` (else `$SLIDEBENCH_DATA`) is where relative `[dataset] train`/`test` paths point.
+    """
+    from harness.data import read_toml
+
     path = resolve(path_or_name)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise WorkloadError(f"{path}: not valid TOML: {exc}") from None
-    return parse(raw, path)
+    return parse(read_toml(path, WorkloadError), path, data_dir=data_dir)
 
 
-def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
+def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | None = None) -> Workload:
     """Validate a decoded workload table; `path` names it in errors (and must match `name`)."""
     where = str(path)
     unknown = sorted(set(raw) - set(_TOP))
@@ -504,29 +719,28 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
             )
     for key in ("name", "description", "target_source"):
         if key in raw and not isinstance(raw[key], str):
-            raise _fail(where, key, f"must be a string, got {raw[key]!r}")
+            raise _fail(where, key, f"must be a string, got {_got(raw[key])}")
     name = raw["name"]
+    if not NAME_PATTERN.fullmatch(name):
+        raise _fail(
+            where,
+            "name",
+            f"must be a plain name (letters, digits, '-', '_'; not starting with '-'; at most 100 "
+            f"characters): it names folders under results/, got {_got(name)}",
+        )
     if isinstance(path, Path) and path.stem != name:
-        raise _fail(where, "name", f"must equal the file stem {path.stem!r}, got {name!r}")
+        raise _fail(where, "name", f"must equal the file stem {_got(path.stem)}, got {_got(name)}")
     if not raw["description"].strip():
         raise _fail(where, "description", "must not be empty")
 
-    ds = _section(raw["dataset"], _DATASET, where, "dataset")
-    if ("name" in ds) == ("synthetic" in ds):
-        raise _fail(
-            where, "[dataset]", "give exactly one of 'name' (a manifest entry) or 'synthetic' (a preset)"
-        )
-    if "name" in ds and ({"scale", "seed"} & set(ds)):
-        raise _fail(where, "[dataset] scale", "'scale' and 'seed' apply to synthetic data only")
-    dataset = DatasetRef(
-        name=ds.get("name"), synthetic=ds.get("synthetic"), scale=ds.get("scale", 1.0), seed=ds.get("seed", 0)
+    dataset, num_features, num_labels = _dataset(
+        _section(raw["dataset"], _DATASET, where, "dataset"), where, data_dir
     )
-    _check_dataset(dataset, where)
 
     md = _section(raw.get("model", {}), _MODEL, where, "model") if "model" in raw else {}
     activation = md.get("activation", "relu")
     if activation != "relu":
-        raise _fail(where, "[model] activation", f"only 'relu' is supported, got {activation!r}")
+        raise _fail(where, "[model] activation", f"only 'relu' is supported, got {_got(activation)}")
     model = ModelSpec(hidden=tuple(md.get("hidden", ModelSpec().hidden)), activation=activation)
 
     tr = _section(raw["training"], _TRAINING, where, "training")
@@ -543,6 +757,7 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
         raise _fail(
             where, "[evaluation] k", f"must be >= 5 (P@5 and nDCG@5 are always reported), got {evaluation.k}"
         )
+    _check_against_data(where, dataset, num_features, num_labels, model, training, evaluation)
     if evaluation.target_p1 is not None and not str(raw.get("target_source", "")).strip():
         raise _fail(
             where, "target_source", "is required when [evaluation] target_p1 is set: say where it comes from"
@@ -600,6 +815,6 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
     )
 
 
-def load_all(names: Iterable[str | Path]) -> list[Workload]:
+def load_all(names: Iterable[str | Path], *, data_dir: str | Path | None = None) -> list[Workload]:
     """Validate every workload before any is run: a campaign never starts on a half-valid suite."""
-    return [load(n) for n in names]
+    return [load(n, data_dir=data_dir) for n in names]

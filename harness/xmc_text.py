@@ -18,11 +18,16 @@ message (file and line). So the messages are precise and the common case stays f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import re
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -44,6 +49,45 @@ _LUT[ord("\n")] = _NEWLINE
 
 class DataError(ValueError):
     """A data file (or cache entry, or manifest) is not what it must be; the message says where."""
+
+
+# A malformed file can hold a "token" of megabytes (a missing newline, a binary file): messages
+# quote only its beginning and say how long it is, so that an error stays one readable line.
+QUOTE_CHARS = 40
+
+
+def quote(token: str | bytes) -> str:
+    """`repr` of a token for an error message, cut to its first QUOTE_CHARS characters."""
+    if isinstance(token, bytes):
+        token = token.decode("ascii", errors="replace")
+    if len(token) <= QUOTE_CHARS:
+        return repr(token)
+    return f"{token[:QUOTE_CHARS]!r}... ({len(token):,} characters)"
+
+
+def _clip(text: str) -> str:
+    """Like `quote`, unquoted (for numbers)."""
+    return text if len(text) <= QUOTE_CHARS else f"{text[:QUOTE_CHARS]}... ({len(text):,} characters)"
+
+
+# ASCII control characters other than tab, newline and carriage return (CRLF files are accepted).
+# Python's str.split() would read form feed, vertical tab and the 0x1c-0x1f separators as spaces;
+# the fast path does not, and a file must not mean different things to the two paths.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x0B: "vertical tab", 0x0C: "form feed", 0x1B: "escape", 0x7F: "DEL"}
+
+
+def _control_message(raw: bytes) -> str | None:
+    """What is wrong when a line holds a control character (with its 1-based column), else None."""
+    found = _CONTROL.search(raw)
+    if found is None:
+        return None
+    byte = raw[found.start()]
+    name = f" ({_CONTROL_NAMES[byte]})" if byte in _CONTROL_NAMES else ""
+    return (
+        f"control character 0x{byte:02x}{name} at column {found.start() + 1} "
+        "(only spaces and tabs may separate tokens)"
+    )
 
 
 @dataclass(frozen=True)
@@ -80,13 +124,17 @@ _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 def _check_id(text: str, what: str, limit: int | None, token: str) -> int:
     if text.startswith("-") and _INT.fullmatch(text[1:]):
-        raise ValueError(f"negative {what} id {text} in {token!r}")
+        raise ValueError(f"negative {what} id {_clip(text)} in {quote(token)}")
     if not _INT.fullmatch(text):
-        raise ValueError(f"garbage token {token!r} ({what} id {text!r} is not a non-negative integer)")
-    value = int(text)
+        raise ValueError(f"garbage token {quote(token)} ({what} id {quote(text)} is not a non-negative integer)")
     bound = INT32_MAX if limit is None else limit
+    where = f"[0, {limit})" if limit is not None else "int32 range"
+    digits = text.lstrip("0")
+    # Python refuses to convert more than 4300 digits, and no valid id has more than int32's 10.
+    if len(digits) > 10:
+        raise ValueError(f"{what} id {_clip(digits)} out of range {where}")
+    value = int(text)
     if value >= bound:
-        where = f"[0, {limit})" if limit is not None else "int32 range"
         raise ValueError(f"{what} id {value} out of range {where}")
     return value
 
@@ -110,14 +158,14 @@ def _parse_line(
         fid_text, colon, val_text = token.partition(":")
         if not colon:
             if first_is_labels or line[0].isspace():
-                raise ValueError(f"garbage token {token!r} (expected feature:value)")
-            raise ValueError(f"garbage token {token!r}")
+                raise ValueError(f"garbage token {quote(token)} (expected feature:value)")
+            raise ValueError(f"garbage token {quote(token)}")
         fid = _check_id(fid_text, "feature", num_features, token)
         if not _FLOAT.fullmatch(val_text):
-            raise ValueError(f"garbage token {token!r} (value {val_text!r} is not a number)")
+            raise ValueError(f"garbage token {quote(token)} (value {quote(val_text)} is not a number)")
         value = float(val_text)
         if not np.isfinite(np.float32(value)):
-            raise ValueError(f"non-finite value {val_text!r} for feature {fid}")
+            raise ValueError(f"non-finite value {quote(val_text)} for feature {fid}")
         fids.append(fid)
         vals.append(value)
     for what, ids in (("label", labels), ("feature", fids)):
@@ -132,17 +180,53 @@ def _parse_line(
 # Header
 
 
+HEADER_TOO_LARGE = 10**18  # stands in for a header number of more digits than any real count has
+
+
 def parse_header(first_line: bytes) -> tuple[int, int, int] | None:
     """(points, features, labels) when `first_line` is a header, None when it looks like data."""
     tokens = first_line.split()
     if len(tokens) == 3 and all(t.isdigit() for t in tokens):
-        return int(tokens[0]), int(tokens[1]), int(tokens[2])
+        # Python refuses to convert more than 4300 digits; any number this long is out of range anyway.
+        a, b, c = (int(t) if len(t.lstrip(b"0")) <= 18 else HEADER_TOO_LARGE for t in tokens)
+        return a, b, c
     return None
 
 
 def _header_error(path: Path, first_line: bytes, why: str) -> DataError:
     text = first_line.decode("ascii", errors="replace").rstrip("\r\n")
-    return DataError(f"{path}:1: bad header {text!r}: {why} (expected 'points features labels')")
+    return DataError(f"{path}:1: bad header {quote(text)}: {why} (expected 'points features labels')")
+
+
+def check_header(path: Path, first_line: bytes) -> tuple[int, int, int]:
+    """(points, features, labels) of a line that must be a valid ``N D L`` header; DataError naming
+    the file and line 1 otherwise."""
+    control = _control_message(first_line)
+    if control is not None:
+        raise DataError(f"{path}:1: {control}")
+    found = parse_header(first_line)
+    if found is None:
+        tokens = first_line.split()
+        why = f"{len(tokens)} fields" if len(tokens) != 3 else "fields must be non-negative integers"
+        raise _header_error(path, first_line, why)
+    n_points, d, l = found
+    if n_points <= 0 or d <= 0 or l <= 0:
+        raise _header_error(path, first_line, "points, features and labels must be positive")
+    if n_points >= HEADER_TOO_LARGE:
+        raise _header_error(path, first_line, "more points than any file can hold")
+    if d > INT32_MAX or l > INT32_MAX:
+        raise _header_error(path, first_line, "features and labels must fit int32 ids")
+    return n_points, d, l
+
+
+def read_header(path: Path) -> tuple[int, int, int]:
+    """(points, features, labels) from a file's ``N D L`` header, reading only its first line."""
+    with open(path, "rb") as fh:
+        # A header is a few dozen bytes; a first line longer than this is not one (and is quoted cut).
+        first_line = fh.readline(4096).rstrip(b"\r\n")
+    if not first_line.strip():
+        raise DataError(f"{path}:1: no header (expected 'points features labels' on the first line)")
+    return check_header(path, first_line)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,9 +359,14 @@ def _slow_chunk(
     for offset, raw in enumerate(lines):
         try:
             text = raw.decode("ascii")
-        except UnicodeDecodeError:
-            bad = next(b for b in raw if b > 127)
-            raise DataError(f"{path}:{first_line_no + offset}: garbage byte 0x{bad:02x} (not ASCII)") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}:{first_line_no + offset}: garbage byte 0x{raw[exc.start]:02x} (not ASCII) "
+                f"at column {exc.start + 1}"
+            ) from None
+        control = _control_message(raw)
+        if control is not None:
+            raise DataError(f"{path}:{first_line_no + offset}: {control}")
         try:
             labels, fids, vals = _parse_line(text, num_features, num_labels)
         except ValueError as exc:
@@ -318,17 +407,23 @@ def parse_xmc(
     header: bool | None = None,
     num_features: int | None = None,
     num_labels: int | None = None,
+    progress: Callable[[int, int | None, float], None] | None = None,
 ) -> ParsedXmc:
     """Parse the bytes of an XMC / multi-label LIBSVM file; `path` is only used in messages.
 
     `header`: True requires the ``N D L`` header, False forbids it, None detects it. Without a
     header, `num_features`/`num_labels` bound the ids when given and are inferred (max id + 1)
-    otherwise; with one, they must agree with it when given.
+    otherwise; with one, they must agree with it when given. `progress(points_done, points_total
+    or None, fraction of the bytes done)` is called after each chunk.
     """
     if re.search(rb"\S", data) is None:  # (data.strip() would copy a file of hundreds of MB)
         raise DataError(f"{path}: empty file")
     first_nl = data.find(b"\n")
     first_line = data if first_nl < 0 else data[:first_nl]
+    # The header is split by bytes.split(), which also splits at form feed and vertical tab.
+    control = _control_message(first_line)
+    if control is not None:
+        raise DataError(f"{path}:1: {control}")
     found = parse_header(first_line)
     tokens = first_line.split()
     if header is None:
@@ -338,14 +433,7 @@ def parse_xmc(
     else:
         has_header = header
     if has_header:
-        if found is None:
-            why = f"{len(tokens)} fields" if len(tokens) != 3 else "fields must be non-negative integers"
-            raise _header_error(path, first_line, why)
-        n_points, d, l = found
-        if n_points <= 0 or d <= 0 or l <= 0:
-            raise _header_error(path, first_line, "points, features and labels must be positive")
-        if d > INT32_MAX or l > INT32_MAX:
-            raise _header_error(path, first_line, "features and labels must fit int32 ids")
+        n_points, d, l = check_header(path, first_line)
         for given, declared, what in ((num_features, d, "features"), (num_labels, l, "labels")):
             if given is not None and given != declared:
                 raise DataError(f"{path}:1: header declares {declared} {what}, expected {given}")
@@ -353,7 +441,7 @@ def parse_xmc(
         body_start = len(data) if first_nl < 0 else first_nl + 1
     else:
         if header is False and found is not None:
-            raise DataError(f"{path}:1: looks like a header ({first_line.decode()!r}) but header=False")
+            raise DataError(f"{path}:1: looks like a header ({quote(first_line)}) but header=False")
         n_points = None
         body_start = 0
     # Trailing whitespace/newlines at EOF are not points.
@@ -378,6 +466,9 @@ def parse_xmc(
             log.debug("%s: lines %d-%d read by the exact parser", path, line_no, line_no + lines_here - 1)
         parts.append(rows)
         line_no += lines_here
+        if progress is not None:
+            done = (b - body_start) / max(body_end - body_start, 1)
+            progress(line_no - (2 if has_header else 1), n_points, done)
     n_read = line_no - (2 if has_header else 1)
     if n_points is not None and n_read != n_points:
         raise DataError(f"{path}:{line_no - 1}: header declares {n_points} points but the file has {n_read}")
@@ -398,6 +489,46 @@ def parse_xmc(
     if num_labels is None:
         num_labels = int(l_ids.max()) + 1 if len(l_ids) else 1
     return ParsedXmc(f_indptr, f_ids, f_vals, l_indptr, l_ids, num_features, num_labels, has_header)
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic streamed output
+
+
+def _new_file_mode() -> int:
+    """The mode an ordinary new file gets under the current umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces `path` only when the block completes.
+
+    The streaming counterpart of `harness.results.write_atomic` (same steps: temporary file in the
+    same folder, fsync, rename, fsync of the folder), for outputs of hundreds of MB that should not
+    be built in memory first. On any error the temporary file is removed and `path` is untouched,
+    so a reader (or the next run) never sees a half-written data file or cache entry.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _new_file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,10 +648,14 @@ def write_xmc(
     header: bool = True,
     rows_per_block: int = 50_000,
 ) -> None:
-    """Write rows in the XMC text format (with the ``N D L`` header unless header=False)."""
+    """Write rows in the XMC text format (with the ``N D L`` header unless header=False).
+
+    Atomic (`open_atomic`): `path` is either the old file or the complete new one, never a prefix
+    that would parse as a shorter, valid-looking data set up to its header check.
+    """
     n = len(l_indptr) - 1
     path = Path(path)
-    with open(path, "wb") as fh:
+    with open_atomic(path) as fh:
         if header:
             fh.write(f"{n} {num_features} {num_labels}\n".encode())
         for a in range(0, n, rows_per_block):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +239,56 @@ def test_cli_synth_writes_parseable_files(tmp_path, capsys):
     np.testing.assert_allclose(train_file.features.values, train.features.values, atol=6e-7)
     assert run_cli("data", "info", "synthetic:tiny", "--scale", "0.1", "--seed", "3") == 0
     assert "synthetic:tiny@0.1/s3" in capsys.readouterr().out
+
+
+def test_non_utf8_manifest_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_bytes(b'[datasets.x]\ntitle = "caf\xe9"\n')
+    with pytest.raises(DataError, match=r"m.toml:2: not UTF-8 text \(byte 0xe9 at column 13\)"):
+        load_manifest(bad)
+    bad.write_text("[datasets.x\n")
+    with pytest.raises(DataError, match=r"m.toml: not valid TOML"):
+        load_manifest(bad)
+
+
+def test_cli_synth_out_is_written_atomically(tmp_path, monkeypatch):
+    """An interrupted `data synth --out` leaves the previous file, not a truncated one."""
+    from harness import xmc_text
+
+    old = tmp_path / "tiny_train.txt"
+    old.write_bytes(b"previous\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xmc_text, "_format_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli("data", "synth", "tiny", "--scale", "0.1", "--out", str(tmp_path))
+    assert old.read_bytes() == b"previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "tiny_train.txt"]
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_parsing_reports_progress_on_a_terminal_only(tmp_path, monkeypatch):
+    from harness import xmc_text
+
+    path = tmp_path / "many.txt"
+    path.write_text("400 10 5\n" + "".join(f"{i % 5} {i % 10}:1\n" for i in range(400)))
+    monkeypatch.setattr(xmc_text, "CHUNK_BYTES", 1024)  # several chunks, one update each
+    monkeypatch.setattr(hdata.Progress, "AFTER_S", 0.0)
+    monkeypatch.setattr(hdata.Progress, "EVERY_S", 0.0)
+    quiet = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", quiet)
+    read_xmc(path, use_cache=False)
+    assert quiet.getvalue() == ""
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    read_xmc(path, use_cache=False)
+    lines = tty.getvalue().splitlines()
+    assert len(lines) >= 3 and "many.txt" in lines[0]
+    assert re.search(r"\d+/400 points \(\d+%, ETA \d+s\)", lines[0]), lines
+    assert "400/400 points (100%" in lines[-2] and "done in" in lines[-1]

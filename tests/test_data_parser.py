@@ -206,3 +206,81 @@ def test_writer_formats_values_compactly(tmp_path):
     write_xmc(path, np.asarray([0, 0], np.int64), np.zeros(0, np.int32), indptr,
               np.asarray([0, 3, 12, 999], np.int32), np.asarray([1.0, 0.25, 0.0000004, 123.5], np.float32), 1000, 1)
     assert path.read_text() == "1 1000 1\n 0:1 3:0.25 12:0 999:123.5\n"
+
+
+CONTROL = [b"\x0c", b"\x0b", b"\x1c", b"\x1f", b"\x00", b"\x7f", b"\x1b"]
+
+
+@pytest.mark.parametrize("byte", CONTROL, ids=[f"0x{b[0]:02x}" for b in CONTROL])
+def test_control_characters_are_refused_by_both_paths(byte, tmp_path):
+    """Python's str.split() reads form feed and friends as spaces; the file must not mean one thing
+    to the fast path and another to the exact parser: both refuse it, naming line and column."""
+    text = b"0 1:1" + byte + b"2:1\n"
+    assert xmc_text._fast_chunk(np.frombuffer(text, dtype=np.uint8), 10, 5) is None
+    with pytest.raises(DataError, match=rf"odd.txt:7: control character 0x{byte[0]:02x}.* at column 6"):
+        xmc_text._slow_chunk(text, Path("odd.txt"), 7, 10, 5)
+    # The whole file: the same message, at the right line.
+    path = tmp_path / "ff.txt"
+    path.write_bytes(b"2 10 5\n1 3:1\n" + text)
+    with pytest.raises(DataError, match=rf"ff.txt:3: control character 0x{byte[0]:02x}.* at column 6"):
+        read_xmc(path, use_cache=False)
+
+
+def test_control_character_in_the_header_is_refused(tmp_path):
+    path = tmp_path / "ffh.txt"
+    path.write_bytes(b"1\x0c10 5\n0 1:1\n")
+    with pytest.raises(DataError, match=r"ffh.txt:1: control character 0x0c \(form feed\) at column 2"):
+        read_xmc(path, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        (b"0 " + b"x" * 1_000_000 + b"\n", "garbage token 'xxxx"),
+        (b"0 1:" + b"y" * 1_000_000 + b"\n", "is not a number"),
+        (b"0 " + b"9" * 1_000_000 + b":1\n", "feature id 9999"),  # also past Python's 4300-digit int limit
+        (b"9" * 1_000_000 + b" 1:1\n", "label id 9999"),
+        (b"0 -" + b"9" * 1_000_000 + b":1\n", "negative feature id"),
+    ],
+)
+def test_error_messages_quote_huge_tokens_short(body, what, tmp_path):
+    path = tmp_path / "huge.txt"
+    path.write_bytes(b"1 1:1\n" + body)  # a data line first: no header to detect
+    with pytest.raises(DataError) as info:
+        read_xmc(path, use_cache=False)
+    message = str(info.value)
+    assert what in message and "characters)" in message and len(message) < 400, message[:500]
+
+
+def test_huge_header_is_quoted_short(tmp_path):
+    path = tmp_path / "hh.txt"
+    path.write_bytes(b"9" * 100_000 + b" 4 2\n0 1:1\n")
+    with pytest.raises(DataError, match=r"hh.txt:1: bad header '9999.*characters\)") as info:
+        read_xmc(path, use_cache=False)
+    assert len(str(info.value)) < 400
+
+
+def test_quote_cuts_long_tokens():
+    assert xmc_text.quote("abc") == "'abc'"
+    assert xmc_text.quote("z" * 1000) == "'" + "z" * 40 + "'... (1,000 characters)"
+
+
+def test_writer_is_atomic(tmp_path, monkeypatch):
+    """A failure while writing leaves the old file (or none) and no temporary file behind."""
+    path = tmp_path / "w.txt"
+    path.write_bytes(b"old content\n")
+    indptr = np.asarray([0, 1], dtype=np.int64)
+    ids = np.asarray([0], dtype=np.int32)
+
+    def boom(*args, **kwargs):
+        raise MemoryError("out of memory while formatting")
+
+    monkeypatch.setattr(xmc_text, "_format_rows", boom)
+    with pytest.raises(MemoryError):
+        write_xmc(path, indptr, ids, indptr, ids, np.asarray([1.0], np.float32), 1, 1)
+    assert path.read_bytes() == b"old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.txt"]
+    monkeypatch.undo()
+    write_xmc(path, indptr, ids, indptr, ids, np.asarray([1.0], np.float32), 1, 1)
+    assert path.read_text() == "1 1 1\n0 0:1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.txt"]

@@ -3,12 +3,15 @@ power-law labels, learnable, cached."""
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from harness import synth
-from harness.data import DatasetSpec, load
+from harness.data import DatasetSpec, Progress, load
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +110,55 @@ def test_load_through_the_cache(monkeypatch):
     np.testing.assert_array_equal(train.features.values, train2.features.values)
     np.testing.assert_array_equal(test.labels.indices, test2.labels.indices)
     assert train2.name == "synthetic:tiny@0.3/s4"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_quiet_for_short_work_and_off_a_terminal():
+    now = [0.0]
+    clock = lambda: now[0]
+    tty = Tty()
+    p = Progress("work", 100, stream=tty, clock=clock)
+    now[0] = 1.5  # under the couple of seconds: nothing
+    p.update(90)
+    p.close()
+    assert tty.getvalue() == ""
+    pipe = io.StringIO()  # not a terminal: nothing, however long
+    p = Progress("work", 100, stream=pipe, clock=clock)
+    now[0] = 1000.0
+    p.update(50)
+    p.close()
+    assert pipe.getvalue() == ""
+
+
+def test_progress_lines_have_done_total_and_eta():
+    now = [0.0]
+    tty = Tty()
+    p = Progress("generating x", 1000, stream=tty, clock=lambda: now[0])
+    for t, done in ((3.0, 100), (4.0, 150), (8.0, 400), (100.0, 1000)):
+        now[0] = t
+        p.update(done)
+    p.close()
+    lines = tty.getvalue().splitlines()
+    # 3 s: first line (100 of 1000 in 3 s -> 27 s to go); 4 s: too soon after; 8 s: next line.
+    assert lines == [
+        "generating x: 100/1,000 points (10%, ETA 27s)",
+        "generating x: 400/1,000 points (40%, ETA 12s)",
+        "generating x: 1,000/1,000 points (100%, ETA 0s)",
+        "generating x: done in 1m40s",
+    ]
+
+
+def test_generator_reports_progress(monkeypatch):
+    monkeypatch.setattr(Progress, "AFTER_S", 0.0)
+    monkeypatch.setattr(Progress, "EVERY_S", 0.0)
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    synth.generate("tiny", 0.5, 0)
+    lines = tty.getvalue().splitlines()
+    assert lines[0].startswith("generating synthetic:tiny@0.5/s0: 1,000/1,250 points (80%, ETA")
+    assert lines[1].startswith("generating synthetic:tiny@0.5/s0: 1,250/1,250 points (100%")
+    assert "done in" in lines[-1]

@@ -200,3 +200,209 @@ def test_suites_name_shipped_workloads() -> None:
             assert n in names, f"suite {suite.name} names {n}, which has no workloads/{n}.toml"
     raw = tomllib.loads((workload.WORKLOADS_DIR / "suites.toml").read_text())
     assert "smoke" in raw["default"]["workloads"]
+
+
+# ------------------------------------------------------------------------- impossible settings
+
+
+@pytest.mark.parametrize(
+    "path, value, key",
+    [
+        ("matrix.threads", [2**63 - 1], "threads"),
+        ("matrix.threads", [1025], "threads"),
+        ("matrix.seeds", [2**32], "seeds"),
+        ("evaluation.k", 501, "k"),  # the tiny preset has 500 labels
+        ("model.hidden", [10**9], "hidden"),
+        ("model.hidden", [8] * 101, "hidden"),
+        ("training.lr", 1e308, "lr"),  # finite in float64, inf in float32
+        ("training.lr", 1e-50, "lr"),  # 0 in float32
+        ("training.eps", 1e39, "eps"),
+        ("training.beta2", 0.99999999, "beta2"),  # 1.0 in float32
+        ("training.batch_size", 2**30, "batch_size"),
+        ("training.max_steps", 2**63 - 1, "max_steps"),
+        ("training.max_epochs", 1e300, "max_epochs"),
+        ("training.max_seconds", 1e308, "max_seconds"),
+        ("evaluation.every_steps", 2**62, "every_steps"),
+        ("evaluation.every_seconds", 1e300, "every_seconds"),
+        ("evaluation.subset", 2**40, "subset"),
+        ("evaluation.batch_size", 2**40, "batch_size"),
+        ("evaluation.seed", 2**64, "seed"),
+        ("dataset.seed", 2**40, "seed"),
+        ("counters.cachegrind_steps", 10**9, "cachegrind_steps"),
+        ("counters.cachegrind_timeout_s", 1e300, "cachegrind_timeout_s"),
+    ],
+)
+def test_impossible_settings_are_refused_up_front(path: str, value: Any, key: str) -> None:
+    with pytest.raises(WorkloadError) as info:
+        parse(mutated(path, value))
+    message = str(info.value)
+    assert f"{key}:" in message and str(PATH) in message, message
+
+
+def test_settings_that_only_fail_for_this_data_are_refused() -> None:
+    """k and memory bounds need the data's shape: from the manifest or the preset, without data."""
+    raw = mutated("dataset", {"name": "delicious"})  # 983 labels in the manifest
+    raw["evaluation"]["k"] = 984
+    with pytest.raises(WorkloadError, match=r"w.toml: \[evaluation\] k: must be <= the 983 labels"):
+        parse(raw)
+    raw["evaluation"]["k"] = 983
+    assert parse(raw).evaluation.k == 983
+    # Amazon-670K's width: 100,000 rows x 670,091 labels of dense scores is ~250 GiB.
+    raw = mutated("dataset", {"synthetic": "amazon-670k", "scale": 0.01})
+    raw["training"]["batch_size"] = 100_000
+    with pytest.raises(WorkloadError, match=r"\[training\] batch_size: .*score matrix"):
+        parse(raw)
+    raw["training"]["batch_size"] = 128
+    raw["model"]["hidden"] = [100_000]  # 135,909 x 100,000 + 100,000 x 670,091 parameters
+    with pytest.raises(WorkloadError, match=r"\[model\] hidden: .*parameters"):
+        parse(raw)
+    raw["model"]["hidden"] = [128]  # the paper's model
+    parse(raw)
+
+
+def test_thread_and_seed_overrides_have_the_same_bounds() -> None:
+    w = parse(BASE)
+    with pytest.raises(WorkloadError, match="--threads"):
+        w.expand(threads=[2**63 - 1])
+    with pytest.raises(WorkloadError, match="--seeds"):
+        w.expand(seeds=[2**40])
+
+
+def test_offending_values_are_quoted_short() -> None:
+    with pytest.raises(WorkloadError) as info:
+        parse(mutated("training.batch_size", "x" * 1_000_000))
+    assert len(str(info.value)) < 200 and "characters)" in str(info.value)
+
+
+# ----------------------------------------------------------------------------------- names, files
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../up", "-x", "a b", "caf\u00e9", "x" * 101])
+def test_workload_name_must_be_a_plain_identifier(name: str) -> None:
+    with pytest.raises(WorkloadError) as info:
+        workload.parse(dict(BASE, name=name), f"{name}.toml")
+    assert "name:" in str(info.value) and "plain name" in str(info.value)
+
+
+def test_dot_dot_workload_file_is_refused_naming_it(tmp_path: Path) -> None:
+    # "...toml" has the stem "..", so a name of ".." matched its file stem.
+    path = tmp_path / "...toml"
+    path.write_text(SMALL_TOML.replace('name = "small"', 'name = ".."'))
+    with pytest.raises(WorkloadError, match=r"\.\.\.toml: name: must be a plain name"):
+        workload.load(path)
+    with pytest.raises(FileNotFoundError, match="not a workload name"):
+        workload.load("../smoke")
+
+
+def test_non_utf8_workload_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b'name = "latin"\ndescription = "caf\xe9"\n')
+    with pytest.raises(WorkloadError, match=r"latin.toml:2: not UTF-8 text \(byte 0xe9 at column 19\)"):
+        workload.load(path)
+
+
+SMALL_TOML = """\
+name = "small"
+description = "a workload in a file"
+[dataset]
+synthetic = "tiny"
+[training]
+batch_size = 8
+lr = 0.01
+max_steps = 3
+[evaluation]
+every_steps = 1
+subset = 10
+[matrix]
+engines = ["numpy_dense"]
+threads = [1]
+seeds = [0]
+"""
+
+
+def write_xmc_file(path: Path, header: str, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    write_xmc_file(root / "mine" / "train.txt", "3 6 7", ["0,3 0:1 2:0.5", "6 1:1", "1 5:2"])
+    write_xmc_file(root / "mine" / "test.txt", "2 6 7", ["3 0:1", "4,5 2:1"])
+    monkeypatch.setenv("SLIDEBENCH_DATA", str(root))
+    monkeypatch.setenv("SLIDEBENCH_CACHE", str(tmp_path / "cache"))
+    return root
+
+
+def with_files(train: str = "mine/train.txt", test: str = "mine/test.txt", **extra: Any) -> dict[str, Any]:
+    raw = mutated("dataset", {"train": train, "test": test, **extra})
+    raw["evaluation"]["k"] = 5
+    return raw
+
+
+def test_dataset_files_by_path_carry_shape_and_sha256(data_dir: Path) -> None:
+    import hashlib
+
+    from harness import data
+
+    w = parse(with_files())
+    spec = w.expand()[0]
+    recorded = spec.to_dict()["dataset"]
+    train_bytes = (data_dir / "mine" / "train.txt").read_bytes()
+    assert recorded["train"] == {
+        "file": "mine/train.txt",
+        "points": 3,
+        "features": 6,
+        "labels": 7,
+        "bytes": len(train_bytes),
+        "sha256": hashlib.sha256(train_bytes).hexdigest(),
+    }
+    assert recorded["test"]["points"] == 2 and recorded["test"]["file"] == "mine/test.txt"
+    again = workload.RunSpec.from_dict(json.loads(spec.canonical()))
+    assert again == spec and again.run_id == spec.run_id
+    train, test = data.load(again.dataset.to_data_spec())
+    assert (train.num_points, test.num_points, train.num_labels) == (3, 2, 7)
+    # An absolute path needs no data directory.
+    absolute = parse(with_files(train=str(data_dir / "mine" / "train.txt")))
+    assert absolute.dataset.train.sha256 == recorded["train"]["sha256"]
+    # Other bytes make another run, and the old spec no longer loads.
+    (data_dir / "mine" / "train.txt").write_bytes(train_bytes.replace(b"2:0.5", b"2:0.7"))
+    assert parse(with_files()).expand()[0].run_id != spec.run_id
+    with pytest.raises(data.DataError, match="sha256"):
+        data.load(again.dataset.to_data_spec())
+
+
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ({"name": "delicious", "train": "mine/train.txt", "test": "mine/test.txt"}, r"\[dataset\] train: .*not both"),
+        ({"synthetic": "tiny", "train": "mine/train.txt", "test": "mine/test.txt"}, r"\[dataset\] train: .*not both"),
+        ({"train": "mine/train.txt"}, r"\[dataset\] test: is required"),
+        ({"train": "mine/train.txt", "test": "mine/test.txt", "seed": 1}, r"\[dataset\] scale"),
+        ({"train": "mine/train.txt", "test": "mine/nope.txt"}, r"\[dataset\] test: file not found: .*mine/nope.txt"),
+        ({"train": "mine/headerless.txt", "test": "mine/test.txt"}, r"\[dataset\] train: .*headerless.txt:1: bad header"),
+        ({"train": "mine/train.txt", "test": "mine/wider.txt"}, r"\[dataset\] test: .*wider.txt declares 9 features"),
+    ],
+)
+def test_dataset_files_are_refused_naming_file_and_key(data_dir: Path, dataset: dict, message: str) -> None:
+    write_xmc_file(data_dir / "mine" / "headerless.txt", "0 1:1", ["1 2:1"])
+    write_xmc_file(data_dir / "mine" / "wider.txt", "1 9 7", ["0 8:1"])
+    with pytest.raises(WorkloadError, match=message) as info:
+        parse(mutated("dataset", dataset))
+    assert str(PATH) in str(info.value)
+
+
+def test_dataset_files_need_a_data_directory_when_relative(data_dir: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SLIDEBENCH_DATA")
+    with pytest.raises(WorkloadError, match=r"\[dataset\] train: 'mine/train.txt' is relative to the data directory"):
+        parse(with_files())
+    assert workload.parse(with_files(), PATH, data_dir=data_dir).dataset.train.points == 3
+
+
+def test_k_is_checked_against_the_files_labels(data_dir: Path) -> None:
+    raw = with_files()
+    raw["evaluation"]["k"] = 8  # the files declare 7 labels
+    with pytest.raises(WorkloadError, match=r"\[evaluation\] k: must be <= the 7 labels of files:mine/train.txt"):
+        parse(raw)
