@@ -52,3 +52,81 @@ class Csr:
         gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
         values = None if self.values is None else self.values[gather]
         return Csr(indptr, self.indices[gather], values, self.n_cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch validation for engines written in Python. The native SLIDE engine refuses bad batches in C++
+# (engines/slide/core/validate.cpp); an engine that must refuse exactly the same inputs (the numpy
+# oracle) calls `check_batch`, which makes the same checks in the same order with the same messages.
+
+
+def check_batch(features: Csr, labels: Csr | None, num_features: int, num_labels: int) -> None:
+    """Raise ValueError for a batch a model of this shape cannot take: empty, a declared width other
+    than the model's, mismatched row counts, or a malformed CSR (see `check_csr`). `labels` None: an
+    inference batch."""
+    if features.n_rows < 1:
+        raise ValueError("features: the batch is empty (0 rows)")
+    if features.n_cols != num_features:
+        raise ValueError(
+            f"features: {features.n_cols} columns, but the network has num_features = {num_features}"
+        )
+    check_csr(features, "features")
+    if labels is None:
+        return
+    if labels.n_rows != features.n_rows:
+        raise ValueError(f"labels: {labels.n_rows} rows, but features have {features.n_rows}")
+    if labels.n_cols != num_labels:
+        raise ValueError(f"labels: {labels.n_cols} columns, but the network has num_labels = {num_labels}")
+    check_csr(labels, "labels")
+
+
+def check_csr(m: Csr, what: str) -> None:
+    """Raise ValueError unless `m` is well formed: dtypes, indptr from 0 to nnz and non-decreasing,
+    ids in [0, n_cols) and strictly increasing within each row, values finite. The arrays are checked
+    as they are now (a frozen Csr's arrays can still be changed in place after construction)."""
+    for name, arr, dtype in (("indptr", m.indptr, np.int64), ("indices", m.indices, np.int32)):
+        if arr.dtype != dtype or arr.ndim != 1:
+            raise ValueError(
+                f"{what}.{name} must be a 1-dimensional {np.dtype(dtype)} array, got {arr.dtype}"
+            )
+    if len(m.indptr) < 1:
+        raise ValueError(f"{what}.indptr must have at least one entry")
+    ptr, idx, nnz = m.indptr, m.indices, len(m.indices)
+    if m.values is not None and (m.values.dtype != np.float32 or m.values.shape != idx.shape):
+        raise ValueError(f"{what}.values must be float32 with one entry per index")
+    if ptr[0] != 0:
+        raise ValueError(f"{what}: indptr[0] must be 0, got {ptr[0]}")
+    if ptr[-1] != nnz:
+        raise ValueError(f"{what}: indptr[-1] ({ptr[-1]}) must equal the number of indices ({nnz})")
+    # The first malformed row (its span decreasing or past nnz); entries are checked only in the rows
+    # before it, where indptr is known to be sound, so the first error reported is the one a row by
+    # row scan meets first.
+    bad_span = np.flatnonzero((ptr[1:] < ptr[:-1]) | (ptr[1:] > nnz))
+    sound = int(bad_span[0]) if len(bad_span) else m.n_rows  # rows 0..sound-1 are well formed
+    ptr_ok = ptr[: sound + 1]
+    end = int(ptr_ok[-1])
+    ids = idx[:end]
+    out_of_range = (ids < 0) | (ids >= m.n_cols)
+    row_start = np.zeros(end, dtype=bool)
+    row_start[ptr_ok[:-1][ptr_ok[:-1] < end]] = True
+    unordered = np.zeros(end, dtype=bool)
+    unordered[1:] = ids[1:] <= ids[:-1]
+    unordered &= ~row_start
+    non_finite = ~np.isfinite(m.values[:end]) if m.values is not None else np.zeros(end, dtype=bool)
+    bad = np.flatnonzero(out_of_range | unordered | non_finite)
+    if len(bad):
+        i = int(bad[0])
+        row = int(np.searchsorted(ptr_ok, i, side="right")) - 1
+        if out_of_range[i]:
+            raise ValueError(f"{what}: row {row} has id {ids[i]} outside [0, {m.n_cols})")
+        if unordered[i]:
+            raise ValueError(
+                f"{what}: row {row} ids must be strictly increasing (sorted, no duplicates); "
+                f"{ids[i - 1]} is followed by {ids[i]}"
+            )
+        raise ValueError(f"{what}: row {row} id {ids[i]} has a non-finite value ({m.values[i]:g})")
+    if sound < m.n_rows:
+        raise ValueError(
+            f"{what}: indptr must be non-decreasing and within [0, nnz]; "
+            f"row {sound} spans [{ptr[sound]}, {ptr[sound + 1]})"
+        )

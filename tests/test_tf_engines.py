@@ -203,6 +203,31 @@ def test_bad_input_refused():
         )
 
 
+def test_zero_sized_model_refused_before_tensorflow_runs():
+    # oneDNN aborts the process on a zero-sized matmul, so this runs in a subprocess; the refusal
+    # comes before TensorFlow is imported, which also keeps the subprocess quick.
+    code = (
+        "import sys\n"
+        "from engines.tf import TFDenseEngine, TFSampledEngine\n"
+        "from harness.engine import ModelSpec, TrainMeta\n"
+        "for cls in (TFDenseEngine, TFSampledEngine):\n"
+        "    for labels, hidden in ((10, (0,)), (10, (8, 0)), (0, (8,))):\n"
+        "        try:\n"
+        "            cls({}).prepare(TrainMeta(20, labels, 100, 8, ModelSpec(hidden)))\n"
+        "        except ValueError as exc:\n"
+        "            print(exc)\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, f"rc {proc.returncode} (negative: killed by a signal)\n{proc.stderr[-2000:]}"
+    for name in ("tf_dense", "tf_sampled"):
+        assert f"{name}: model.hidden[0] must be >= 1, got 0" in proc.stdout
+        assert f"{name}: model.hidden[1] must be >= 1, got 0" in proc.stdout
+        assert f"{name}: num_labels must be >= 1, got 0" in proc.stdout
+
+
 # ---- tf_sampled ----------------------------------------------------------------------------------
 
 

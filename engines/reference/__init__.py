@@ -17,6 +17,7 @@ with a real engine: ``nan_at_step`` (report a NaN loss at that 1-based step), ``
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
-from harness.sparse import Csr
+from harness.sparse import Csr, check_batch
 
 VERSION = "1.0"
 
@@ -94,6 +95,7 @@ class NumpyDenseEngine(Engine):
     def prepare(self, meta: TrainMeta) -> None:
         if meta.model.activation != "relu":
             raise ValueError(f"numpy_dense supports relu only, got {meta.model.activation!r}")
+        _check_meta(meta)
         self._meta = meta
         rng = np.random.default_rng(meta.seed)
         sizes = [meta.num_features, *meta.model.hidden]
@@ -127,6 +129,10 @@ class NumpyDenseEngine(Engine):
         return StepStats(loss=loss, active_outputs=float(self._meta.num_labels))
 
     def predict_topk(self, features: Csr, k: int) -> np.ndarray:
+        num_features, num_labels = self._shape()
+        if not 1 <= k <= num_labels:
+            raise ValueError(f"k must be in 1..num_labels ({num_labels}), got {k}")
+        check_batch(features, None, num_features, num_labels)
         logits, _ = self._forward(_to_scipy(features))
         return topk_desc(logits, k)
 
@@ -149,6 +155,10 @@ class NumpyDenseEngine(Engine):
         """Replace every parameter (layout in the module docstring) and reset Adam's state."""
         if self._weights and [w.shape for w in weights] != [w.shape for w in self._weights]:
             raise ValueError("set_weights: shapes differ from the model's")
+        for i, w in enumerate(weights):
+            if not np.all(np.isfinite(w)):
+                which = "weights" if i % 2 == 0 else "bias"
+                raise ValueError(f"set_weights: layer {i // 2} {which} has a non-finite value")
         self._weights = [np.ascontiguousarray(w, dtype=np.float32).copy() for w in weights]
         self._m = [np.zeros_like(w) for w in self._weights]
         self._v = [np.zeros_like(w) for w in self._weights]
@@ -156,6 +166,7 @@ class NumpyDenseEngine(Engine):
 
     def loss_and_grads(self, batch: Batch) -> tuple[float, list[np.ndarray]]:
         """Mean loss over the batch and the gradient of every parameter (no update)."""
+        check_batch(batch.features, batch.labels, *self._shape())
         x = _to_scipy(batch.features)
         n = x.shape[0]
         logits, acts = self._forward(x)
@@ -186,6 +197,12 @@ class NumpyDenseEngine(Engine):
 
     # -- internals -------------------------------------------------------------------------
 
+    def _shape(self) -> tuple[int, int]:
+        """(num_features, num_labels) of the model, from its weights."""
+        if not self._weights:
+            raise RuntimeError("numpy_dense: used before prepare")
+        return self._weights[0].shape[0], self._weights[-1].shape[0]
+
     def _forward(self, x: sp.csr_matrix) -> tuple[np.ndarray, list[np.ndarray]]:
         if not self._weights:
             raise RuntimeError("numpy_dense: used before prepare")
@@ -209,3 +226,23 @@ class NumpyDenseEngine(Engine):
             v *= b2
             v += (1.0 - b2) * (g * g)
             w -= (lr / c1) * m / (np.sqrt(v / c2) + eps)
+
+
+def _check_meta(meta: TrainMeta) -> None:
+    """Refuse the shapes and Adam settings the native SLIDE engine refuses (core/validate.cpp), with
+    the same wording (numbers as C++ prints them, hence :g): the oracle must not train where the
+    engine under test would not."""
+    if meta.num_features < 1:
+        raise ValueError(f"numpy_dense: num_features must be >= 1, got {meta.num_features}")
+    for i, size in enumerate((*meta.model.hidden, meta.num_labels)):
+        if size < 1:
+            raise ValueError(f"numpy_dense: layers[{i}].size must be >= 1, got {size}")
+    o = meta.optimizer
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise ValueError(f"numpy_dense: optimizer.lr must be a finite number > 0, got {o.lr:g}")
+    if not 0 <= o.beta1 < 1:
+        raise ValueError(f"numpy_dense: optimizer.beta1 must be in [0, 1), got {o.beta1:g}")
+    if not 0 <= o.beta2 < 1:
+        raise ValueError(f"numpy_dense: optimizer.beta2 must be in [0, 1), got {o.beta2:g}")
+    if not (math.isfinite(o.eps) and o.eps > 0):
+        raise ValueError(f"numpy_dense: optimizer.eps must be a finite number > 0, got {o.eps:g}")

@@ -66,6 +66,30 @@ _CHOICES = {
 }
 
 
+# Largest values of the integer parameters, so that check_params refuses what the core would only
+# refuse (or fail to allocate) in prepare. The core holds every count in a 32-bit int; K, L and the
+# bucket sizes have tighter bounds that no real configuration comes near (defaults: K 6, L 50,
+# buckets of at most 256 slots).
+_INT32_MAX = 2**31 - 1
+_MAX_K = 1024  # codes per table; K*L is further capped at 2^20 codes, as the core does
+_MAX_L = 65536
+_MAX_CODES = 2**20
+_MAX_BUCKET_CAPACITY = 65536
+_MAX_WTA_BIN_SIZE = 256  # the core's window sizes: 2..256
+
+
+def max_threads() -> int:
+    """The most threads the engine accepts here: 4 per logical CPU, never above 1024.
+
+    More threads than that only queue for a core (4x still leaves room for deliberate
+    oversubscription experiments), while each costs a stack (8 MiB of address space by default)
+    and per-thread scratch; and when libgomp cannot create a thread (under a memory or thread
+    limit) it exits the process rather than report an error, so the count is refused up front.
+    The native module applies the same bound (core/validate.h, max_threads).
+    """
+    return min(1024, 4 * (os.cpu_count() or 1))
+
+
 def _native() -> Any:
     """The compiled module, with a clear message when it has not been built."""
     # Passive OpenMP waiting unless the caller chose: threads that spin at barriers collapse
@@ -103,6 +127,27 @@ class SlideEngine(Engine):
         for key in positive:
             if p[key] < 1:
                 raise ValueError(f"engines.slide: parameter {key!r} must be >= 1, got {p[key]!r}")
+        upper = {
+            "K": _MAX_K,
+            "L": _MAX_L,
+            "bucket_capacity": _MAX_BUCKET_CAPACITY,
+            "threshold": _MAX_L,
+            "wta_bin_size": _MAX_WTA_BIN_SIZE,
+        }
+        for key, value in p.items():
+            bound = upper.get(key, _INT32_MAX)
+            if isinstance(value, int) and not isinstance(value, bool) and value > bound:
+                raise ValueError(f"engines.slide: parameter {key!r} must be <= {bound}, got {value}")
+        if p["K"] * p["L"] > _MAX_CODES:
+            raise ValueError(
+                f"engines.slide: parameters 'K' * 'L' must be <= {_MAX_CODES} hash codes, "
+                f"got {p['K']} * {p['L']} = {p['K'] * p['L']}"
+            )
+        if p["wta_bin_size"] < 2:
+            raise ValueError(
+                f"engines.slide: parameter 'wta_bin_size' must be in 2..{_MAX_WTA_BIN_SIZE}, "
+                f"got {p['wta_bin_size']}"
+            )
         non_negative = (
             "bucket_bits",
             "bucket_capacity",
@@ -139,8 +184,9 @@ class SlideEngine(Engine):
     # -- Engine interface -------------------------------------------------------------------
 
     def set_threads(self, n: int) -> int:
-        if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
+        bound = max_threads()
+        if not 1 <= n <= bound:
+            raise ValueError(f"threads must be in 1..{bound} (4 per logical CPU, at most 1024), got {n}")
         self._threads = int(n)
         native = _native()
         self._apply_kernel(native)
@@ -157,13 +203,20 @@ class SlideEngine(Engine):
     def fit_step(self, batch: Batch) -> StepStats:
         net = self._require_net()
         f, y = batch.features, batch.labels
-        loss, active = net.train_batch(f.indptr, f.indices, _values(f), y.indptr, y.indices)
+        loss, active = net.train_batch(
+            f.indptr, f.indices, _values(f), y.indptr, y.indices, n_cols=f.n_cols, label_n_cols=y.n_cols
+        )
         return StepStats(loss=float(loss), active_outputs=float(active))
 
     def predict_topk(self, features: Csr, k: int) -> np.ndarray:
         net = self._require_net()
         return net.predict_topk(
-            features.indptr, features.indices, _values(features), int(k), self.params["inference"]
+            features.indptr,
+            features.indices,
+            _values(features),
+            int(k),
+            self.params["inference"],
+            n_cols=features.n_cols,
         )
 
     def info(self) -> dict[str, Any]:

@@ -147,6 +147,13 @@ class _TFEngine(Engine):
     def prepare(self, meta: TrainMeta) -> None:
         if not meta.model.hidden:
             raise ValueError("the TF engines need at least one hidden layer (model.hidden is empty)")
+        # Checked before TensorFlow is imported: oneDNN aborts the process (SIGABRT, no Python
+        # exception) when asked for a matmul with a zero-sized dimension.
+        shapes = {"num_features": meta.num_features, "num_labels": meta.num_labels}
+        shapes.update({f"model.hidden[{i}]": size for i, size in enumerate(meta.model.hidden)})
+        for what, size in shapes.items():
+            if size < 1:
+                raise ValueError(f"{self.name}: {what} must be >= 1, got {size}")
         if meta.model.activation != "relu":
             raise ValueError(f"model.activation {meta.model.activation!r} unsupported: only 'relu'")
         if meta.optimizer.name != "adam":

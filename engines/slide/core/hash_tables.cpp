@@ -11,6 +11,8 @@
 #include <omp.h>
 #endif
 
+#include "omp_errors.h"
+
 namespace slide {
 
 Insertion parse_insertion(const std::string& name) {
@@ -90,17 +92,26 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
   // stored table-major so phase 2 streams each table.
   constexpr int kBlock = 64;
   const int n_blocks = (n + kBlock - 1) / kBlock;
+  // Allocations inside the regions (per-thread buffers, the families' thread-local scratch) may
+  // throw std::bad_alloc: each is made inside errors.run, which carries the exception out of the
+  // region (omp_errors.h). A failure in phase 1 is thrown before phase 2 touches any table, and
+  // phase 2 allocates before it clears a table, so every table stays either rebuilt or as it was.
+  OmpErrors errors;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<uint32_t> out(static_cast<size_t>(kBlock) * L);
+    std::vector<uint32_t> out;
 #pragma omp for schedule(static)
     for (int blk = 0; blk < n_blocks; ++blk) {
-      const int i0 = blk * kBlock, m = std::min(kBlock, n - i0);
-      family.hash_dense_batch(rows + static_cast<size_t>(i0) * row_stride, m, row_stride, out.data());
-      for (int t = 0; t < L; ++t)
-        for (int r = 0; r < m; ++r) ids[static_cast<size_t>(t) * n + i0 + r] = out[static_cast<size_t>(r) * L + t];
+      errors.run([&] {
+        if (out.empty()) out.resize(static_cast<size_t>(kBlock) * L);
+        const int i0 = blk * kBlock, m = std::min(kBlock, n - i0);
+        family.hash_dense_batch(rows + static_cast<size_t>(i0) * row_stride, m, row_stride, out.data());
+        for (int t = 0; t < L; ++t)
+          for (int r = 0; r < m; ++r) ids[static_cast<size_t>(t) * n + i0 + r] = out[static_cast<size_t>(r) * L + t];
+      });
     }
   }
+  errors.rethrow();
 
   // Phase 2: each table is filled by one thread, ids in increasing order, with its own random
   // stream, so the tables do not depend on the thread count. Offering ids straight to their
@@ -120,32 +131,36 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
     tid = omp_get_thread_num();
 #endif
     std::vector<uint64_t>& pairs = part_[tid];
-    if (pairs.size() < static_cast<size_t>(n)) pairs.resize(n);  // grows once, reused by later builds
-    std::vector<uint32_t> start(n_chunks + 1);
+    std::vector<uint32_t> start;
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < L; ++t) {
-      const size_t base = static_cast<size_t>(t) * nb;
-      std::fill(offered_.data() + base, offered_.data() + base + nb, 0u);
-      Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
-      const uint32_t* col = ids + static_cast<size_t>(t) * n;
-      std::fill(start.begin(), start.end(), 0u);
-      for (int i = 0; i < n; ++i) ++start[(col[i] >> chunk_shift) + 1];
-      for (int c = 0; c < n_chunks; ++c) start[c + 1] += start[c];
-      for (int i = 0; i < n; ++i)  // stable scatter: ids stay increasing within a chunk
-        pairs[start[col[i] >> chunk_shift]++] = (static_cast<uint64_t>(col[i]) << 32) | static_cast<uint32_t>(i);
-      // Now chunk c's pairs end at start[c]. Its items are overwritten from scratch (slots past a
-      // bucket's count are never read), so clear them first: one sequential sweep brings the
-      // chunk's lines into cache at streaming speed, where the offers' scattered stores would
-      // each wait for a line of the old table (measured: the fill's share of a rebuild halved).
-      const size_t chunk_items = (size_t{1} << chunk_shift) * capacity_;
-      size_t k = 0;
-      for (int c = 0; c < n_chunks; ++c) {
-        std::memset(items_.data() + (base + (static_cast<size_t>(c) << chunk_shift)) * capacity_, 0,
-                    chunk_items * sizeof(uint32_t));
-        for (; k < start[c]; ++k) offer(base + (pairs[k] >> 32), static_cast<uint32_t>(pairs[k]), rng);
-      }
+      errors.run([&] {
+        if (pairs.size() < static_cast<size_t>(n)) pairs.resize(n);  // grows once, reused by later builds
+        if (start.empty()) start.resize(n_chunks + 1);
+        const size_t base = static_cast<size_t>(t) * nb;
+        std::fill(offered_.data() + base, offered_.data() + base + nb, 0u);
+        Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
+        const uint32_t* col = ids + static_cast<size_t>(t) * n;
+        std::fill(start.begin(), start.end(), 0u);
+        for (int i = 0; i < n; ++i) ++start[(col[i] >> chunk_shift) + 1];
+        for (int c = 0; c < n_chunks; ++c) start[c + 1] += start[c];
+        for (int i = 0; i < n; ++i)  // stable scatter: ids stay increasing within a chunk
+          pairs[start[col[i] >> chunk_shift]++] = (static_cast<uint64_t>(col[i]) << 32) | static_cast<uint32_t>(i);
+        // Now chunk c's pairs end at start[c]. Its items are overwritten from scratch (slots past a
+        // bucket's count are never read), so clear them first: one sequential sweep brings the
+        // chunk's lines into cache at streaming speed, where the offers' scattered stores would
+        // each wait for a line of the old table (measured: the fill's share of a rebuild halved).
+        const size_t chunk_items = (size_t{1} << chunk_shift) * capacity_;
+        size_t k = 0;
+        for (int c = 0; c < n_chunks; ++c) {
+          std::memset(items_.data() + (base + (static_cast<size_t>(c) << chunk_shift)) * capacity_, 0,
+                      chunk_items * sizeof(uint32_t));
+          for (; k < start[c]; ++k) offer(base + (pairs[k] >> 32), static_cast<uint32_t>(pairs[k]), rng);
+        }
+      });
     }
   }
+  errors.rethrow();
 }
 
 size_t HashTables::memory_bytes() const {

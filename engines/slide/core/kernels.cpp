@@ -35,7 +35,8 @@ std::atomic<const KernelTable*> g_table{nullptr};
 std::once_flag g_once;
 
 bool try_select(const std::string& name, std::string* error) {
-  if (name == "auto" || name.empty()) {
+  // An empty name is refused like any other unknown one: it is a caller's mistake, never a choice.
+  if (name == "auto") {
     g_table.store(best_table());
     return true;
   }

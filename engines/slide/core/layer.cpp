@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "omp_errors.h"
+
 namespace slide {
 
 Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_t seed)
@@ -30,13 +32,18 @@ void Layer::init_weights(uint64_t seed, float init_std, int threads) {
   const float std = init_std > 0.0f ? init_std : std::sqrt(2.0f / static_cast<float>(n_in_ + n_out_));
   // One random stream per row: the same weights for any thread count, and the ~100M draws of the
   // Amazon-670K shape spread over the threads.
+  // Nothing here allocates today; the guard keeps any future exception from aborting the process.
   const int rows = n_rows(), len = row_len();
+  OmpErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int r = 0; r < rows; ++r) {
-    Rng rng(derive_seed(seed, static_cast<uint64_t>(r)));
-    float* w = row(r);
-    for (int c = 0; c < len; ++c) w[c] = std * rng.normal();
+    errors.run([&] {
+      Rng rng(derive_seed(seed, static_cast<uint64_t>(r)));
+      float* w = row(r);
+      for (int c = 0; c < len; ++c) w[c] = std * rng.normal();
+    });
   }
+  errors.rethrow();
 }
 
 void Layer::rehash(uint64_t seed) {

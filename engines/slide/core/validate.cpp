@@ -1,9 +1,11 @@
 #include "validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace slide {
 namespace {
@@ -56,6 +58,28 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
 
 }  // namespace
 
+int max_threads() {
+  const unsigned cpus = std::thread::hardware_concurrency();  // 0: unknown
+  return static_cast<int>(std::min(1024u, 4 * std::max(1u, cpus)));
+}
+
+std::string validate_threads(int n) {
+  if (n >= 1 && n <= max_threads()) return "";
+  return "threads must be in 1.." + std::to_string(max_threads()) + " (4 per logical CPU, at most 1024), got " +
+         std::to_string(n);
+}
+
+std::string validate_finite(const float* values, size_t n, const std::string& what) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) {
+      std::ostringstream e;
+      e << what << " has a non-finite value (" << values[i] << ") at flat index " << i;
+      return e.str();
+    }
+  }
+  return "";
+}
+
 std::string validate_config(const NetworkConfig& cfg) {
   std::ostringstream e;
   if (cfg.num_features < 1) {
@@ -63,10 +87,8 @@ std::string validate_config(const NetworkConfig& cfg) {
     return e.str();
   }
   if (cfg.layers.empty()) return "layers: at least the output layer is required";
-  if (cfg.threads < 1 || cfg.threads > 4096) {
-    e << "threads must be in 1..4096, got " << cfg.threads;
-    return e.str();
-  }
+  const std::string threads_err = validate_threads(cfg.threads);
+  if (!threads_err.empty()) return threads_err;
   const OptimizerSettings& o = cfg.optimizer;
   if (!(std::isfinite(o.lr) && o.lr > 0.0f)) {
     e << "optimizer.lr must be a finite number > 0, got " << o.lr;
