@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.plots import group, render_all, tables, target_of
 from harness.plots.markup import Block, Bullets, Heading, Image, Para, to_html, to_markdown
 from harness.plots.records import Run, scan
-from harness.results import write_atomic
+from harness.results import inside, safe_name, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,12 @@ def workload_text(workload: str, runs: Sequence[Run], workloads_dir: Path | None
         return WorkloadText(carried, "", "the records")
     if workloads_dir is None:
         return WorkloadText()
-    path = workloads_dir / f"{workload}.toml"
+    try:
+        # The name comes from the records: it may only pick a file directly in workloads_dir.
+        path = inside(workloads_dir / f"{safe_name(workload, 'workload name')}.toml", workloads_dir)
+    except ValueError as exc:
+        log.warning("no description for workload %r: %s", workload, exc)
+        return WorkloadText()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -11,12 +11,17 @@ named keys (``event``, ``utc``, ``wall_s`` and the event's own fields), MLPerf-l
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
+import re
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TextIO
@@ -26,14 +31,59 @@ RECORD_SUFFIX = ".json"
 EVENTS_SUFFIX = ".events.jsonl"
 DRAFT_SUFFIX = ".draft.json"
 STATES = ("target_reached", "budget_spent", "diverged", "error")
+RESULTS_ENV = "SLIDEBENCH_RESULTS"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCK_NAME = ".lock"
+
+# A name that becomes one path component: no separator, no leading dot (so never "." or ".." and
+# never a hidden file), ASCII only so that a record's path reads the same on every filesystem.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def default_results_dir() -> Path:
+    """The results folder every command uses unless told otherwise: $SLIDEBENCH_RESULTS, else the
+    repository's results/ (not ./results, so that a command works from any current folder)."""
+    configured = os.environ.get(RESULTS_ENV, "").strip()
+    return Path(configured).expanduser() if configured else REPO_ROOT / "results"
+
+
+def check_results_dir(path: Path) -> Path:
+    """`path` if it is a folder or does not exist yet; NotADirectoryError naming it otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the results folder is a file, not a folder", str(path))
+    return path
+
+
+def safe_name(value: object, what: str) -> str:
+    """`value` if it can be used as one path component (see _NAME); ValueError naming `what` otherwise.
+
+    Workload, engine and run names come from workload files and records, which are data: a name
+    such as ".." or "a/b" must never steer where a file is written.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} cannot be used in a file name (letters, digits, '-', '_' and '.', "
+            "not starting with '.', at most 128 characters)"
+        )
+    return value
+
+
+def inside(path: Path, root: Path, what: str = "path") -> Path:
+    """`path` if it resolves to a location under `root` (symbolic links followed); ValueError otherwise."""
+    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(f"{what} {path} would be outside {root}")
+    return Path(path)
 
 
 def run_dir(results_dir: Path, workload: str, engine: str) -> Path:
-    return Path(results_dir) / "runs" / workload / engine
+    runs = Path(results_dir) / "runs"
+    folder = runs / safe_name(workload, "workload name") / safe_name(engine, "engine name")
+    return inside(folder, runs, "the record folder")
 
 
 def record_path(results_dir: Path, workload: str, engine: str, run_id: str) -> Path:
-    return run_dir(results_dir, workload, engine) / f"{run_id}{RECORD_SUFFIX}"
+    return run_dir(results_dir, workload, engine) / f"{safe_name(run_id, 'run id')}{RECORD_SUFFIX}"
 
 
 def events_path(record: Path) -> Path:
@@ -113,7 +163,13 @@ def write_record(path: Path, record: Mapping[str, Any]) -> None:
     state = record["status"].get("state") if isinstance(record["status"], Mapping) else None
     if state not in STATES:
         raise ValueError(f"record for {path}: status.state {state!r} is not one of {', '.join(STATES)}")
-    write_atomic(Path(path), dumps(record))
+    try:
+        write_atomic(Path(path), dumps(record))
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # A failed write(2) (a full disk) names no file; the one being written is the useful part.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -161,3 +217,60 @@ class EventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# One campaign at a time per results folder
+
+
+class ResultsBusy(RuntimeError):
+    """Another process holds the results folder's lock; the message names it."""
+
+
+_held: dict[Path, list[Any]] = {}  # resolved lock path -> [open file, depth], for nested use
+
+
+@contextmanager
+def locked(results_dir: Path, command: str | None = None) -> Iterator[Path]:
+    """Hold the exclusive lock on `results_dir` (``<results>/.lock``) for the duration of the block.
+
+    Two campaigns writing one folder would both run every run and rename each other's records
+    aside, so a second one is refused at once (ResultsBusy naming the holder's PID and command)
+    instead of waiting. flock is released by the kernel when the holder dies, even by kill -9, so a
+    stale lock file never blocks anyone. Nested use in one process (a suite holding the lock around
+    its campaigns) is allowed.
+    """
+    results_dir = check_results_dir(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = (results_dir / LOCK_NAME).resolve()
+    if path in _held:
+        _held[path][1] += 1
+        try:
+            yield path
+        finally:
+            _held[path][1] -= 1
+        return
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown process"
+            raise ResultsBusy(
+                f"{results_dir} is in use by another campaign ({holder}); wait for it to finish, or use "
+                "another --results-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}: {command or ' '.join(sys.argv)}\n")
+        fh.flush()
+        _held[path] = [fh, 1]
+        try:
+            yield path
+        finally:
+            del _held[path]
+            fh.seek(0)
+            fh.truncate()
+    finally:
+        fh.close()  # closing the last descriptor releases the flock

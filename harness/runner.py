@@ -16,7 +16,13 @@ Failure handling:
 - Ctrl-C (or SIGTERM to the runner): the current worker is stopped, its scratch folder removed, no
   record written; finished runs stay, and rerunning the same command resumes where it stopped.
 - the whole campaign killed (kill -9, power loss): at most a scratch folder is left behind (it is
-  cleared when that run starts again); records are all-or-nothing.
+  cleared when that run starts again); records are all-or-nothing. The worker dies with the
+  campaign (see run_one), and one found still running its run when that run starts again is killed
+  first, so two attempts at one run never overlap.
+
+Each worker runs in a session of its own, with its wrapper: a timeout, Ctrl-C or error ends that
+whole process group, never just the wrapper. One campaign at a time per results folder
+(results.locked).
 
 `--force` reruns recorded runs; the old record is kept beside the new one as
 ``<run_id>.json.replaced-<utc>`` (not a ``*.json`` file, so readers ignore it): records are never
@@ -42,13 +48,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import results
-from harness.worker import thread_env
+from harness.results import inside, safe_name
+from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
 
 log = logging.getLogger("slidebench.runner")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_LINES = 30
+# Run in each worker's direct child (the worker, or `perf stat` wrapping it) between fork and exec:
+# that process is then killed by the kernel when this one dies, even by kill -9.
+_DIE_WITH_US = parent_death_signal()
 
 
 @dataclass(frozen=True)
@@ -96,27 +106,51 @@ def wrap(argv: list[str], counters: Mapping[str, Any], workdir: Path) -> Any:
 
 
 class Progress:
-    """A one-line progress display on a TTY; plain log lines otherwise."""
+    """A one-line progress display on a TTY; plain log lines otherwise.
 
-    def __init__(self, total: int, stream: Any = None) -> None:
+    Per run: the step, accuracy and an ETA extrapolated from the budget fraction spent. For the
+    campaign (when given the planned `specs`): runs done/total and an estimate of the time left,
+    the current run's ETA plus each remaining run's training budget: max_seconds where set, and
+    steps (or epochs) times the train seconds per step measured so far for that engine, workload
+    and thread count. It covers the train clock only (set-up and evaluation come on top) and
+    assumes every run spends its budget (one that reaches its target ends sooner), hence the "~";
+    runs with nothing measured yet to go on are counted, not guessed.
+    """
+
+    def __init__(self, total: int, stream: Any = None, specs: Sequence[RunSpec] | None = None) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._width = 0
+        self.specs = list(specs) if specs is not None else None
+        self.index = 0
+        self._step_s: dict[tuple[str, str, int], float] = {}  # train seconds per step
+        self._steps_per_epoch: dict[tuple[str, int], float] = {}  # by workload and batch size
+        self._run_eta: float | None = None
 
     def run_started(self, index: int, spec: RunSpec) -> None:
         self.index, self.spec, self.t0 = index, spec, time.monotonic()
         self.train_t0: float | None = None  # ETA extrapolates from training time only, not set-up
-        self._line(f"[{index}/{self.total}] {self._name(spec)}: starting", log_too=True)
+        self._run_eta = None
+        campaign = self.campaign_eta()
+        self._line(
+            f"[{index}/{self.total}] {self._name(spec)}: starting" + (f" | {campaign}" if campaign else ""),
+            log_too=True,
+        )
 
     def event(self, ev: Mapping[str, Any]) -> None:
         kind = ev.get("event")
         if kind == "eval_accuracy":
+            self._measure(ev)
             eta = self._eta(ev)
+            self._run_eta = eta
+            campaign = self.campaign_eta()
             msg = (
                 f"[{self.index}/{self.total}] {self._name(self.spec)}: step {ev.get('step')} "
                 f"epoch {_num(ev.get('epoch')):.2f} P@1 {_num(ev.get('p1')):.4f} "
-                f"train {_num(ev.get('train_s')):.1f}s" + (f" ETA {eta:.0f}s" if eta is not None else "")
+                f"train {_num(ev.get('train_s')):.1f}s"
+                + (f" ETA {eta:.0f}s" if eta is not None else "")
+                + (f" | {campaign}" if campaign else "")
             )
             self._line(msg, log_too=not self.tty)
         elif kind == "train_start":
@@ -145,6 +179,57 @@ class Progress:
             return None
         elapsed = time.monotonic() - (self.train_t0 if self.train_t0 is not None else self.t0)
         return elapsed * (1 - min(done, 1.0)) / done
+
+    def _measure(self, ev: Mapping[str, Any]) -> None:
+        step, epoch, train_s = _num(ev.get("step")), _num(ev.get("epoch")), _num(ev.get("train_s"))
+        if step > 0 and train_s > 0:
+            self._step_s[(self.spec.workload, self.spec.engine, self.spec.threads)] = train_s / step
+        if step > 0 and epoch > 0:
+            self._steps_per_epoch[(self.spec.workload, self.spec.training.batch_size)] = step / epoch
+
+    def budget_s(self, spec: RunSpec) -> float | None:
+        """Train-clock seconds `spec` would take to spend its budget, as far as is known now."""
+        tr = spec.training
+        rate = self._step_s.get((spec.workload, spec.engine, spec.threads))
+        per_epoch = self._steps_per_epoch.get((spec.workload, tr.batch_size))
+        estimates = []
+        if tr.max_seconds:
+            estimates.append(float(tr.max_seconds))
+        if rate is not None and tr.max_steps:
+            estimates.append(tr.max_steps * rate)
+        if rate is not None and per_epoch is not None and tr.max_epochs:
+            estimates.append(tr.max_epochs * per_epoch * rate)
+        return min(estimates) if estimates else None  # the first budget spent ends the run
+
+    def campaign_eta(self) -> str | None:
+        """'campaign D/T done, ~Ns left (train clock)' (see the class docstring); None without specs."""
+        if self.specs is None:
+            return None
+        done = max(self.index - 1, 0)
+        text = f"campaign {done}/{self.total} done"
+        left, unknown = 0.0, 0
+        current = self._run_eta
+        if self.index >= 1 and current is None:
+            budget = self.budget_s(self.spec)
+            if budget is not None:
+                current = max(budget - (time.monotonic() - self.t0), 0.0)
+        if self.index >= 1:
+            if current is None:
+                unknown += 1
+            else:
+                left += current
+        for spec in self.specs[self.index :]:
+            budget = self.budget_s(spec)
+            if budget is None:
+                unknown += 1
+            else:
+                left += budget
+        if unknown == self.total - done:
+            return text  # nothing known yet: no number rather than a made-up one
+        text += f", ~{left:.0f}s left (train clock)"
+        if unknown:
+            text += f" + {unknown} run(s) not estimated yet"
+        return text
 
     @staticmethod
     def _name(spec: RunSpec) -> str:
@@ -281,13 +366,14 @@ def run_one(
     run_id = spec.run_id
     final = results.record_path(results_dir, spec.workload, spec.engine, run_id)
     events_file = results.events_path(final)
-    workdir = Path(results_dir) / "work" / run_id
+    workdir = inside(Path(results_dir).resolve() / "work" / safe_name(run_id, "run id"), results_dir)
+    spec_file = workdir / "spec.json"
+    _end_orphans(run_id, spec_file)
     shutil.rmtree(workdir, ignore_errors=True)  # left over by a killed campaign
     workdir.mkdir(parents=True)
     events_file.parent.mkdir(parents=True, exist_ok=True)
     events_file.unlink(missing_ok=True)  # the log of an attempt that left no record
     draft = workdir / f"{run_id}{results.DRAFT_SUFFIX}"
-    spec_file = workdir / "spec.json"
     doc = {
         "spec": spec.to_dict(),
         "run_id": run_id,
@@ -306,30 +392,52 @@ def run_one(
     env.update(wrapped.env)
     stderr_file = workdir / "worker.stderr"
     tail = _EventTail(events_file)
-    with open(stderr_file, "wb") as err:
-        proc = subprocess.Popen(
-            wrapped.argv, cwd=REPO_ROOT, env=env, pass_fds=tuple(wrapped.pass_fds),
-            stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        timed_out = False
-        try:
-            while True:
-                try:
-                    rc = proc.wait(timeout=0.5)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if progress is not None:
-                    for ev in tail.poll():
-                        progress.event(ev)
-                if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-                    timed_out = True
-                    proc.kill()
-        except BaseException:
-            # Ctrl-C reached us (and, on a terminal, the worker too): stop the worker, keep nothing.
-            _stop(proc)
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+    # The worker watches the read end; this process holds the write end until it exits (see
+    # harness.worker.watch_campaign), so the worker learns of our death however we die.
+    alive_r, alive_w = os.pipe()
+    env[PARENT_FD_ENV] = str(alive_r)
+    timed_out = False
+    try:
+        with open(stderr_file, "wb") as err:
+            # Its own session: the worker and its wrapper form one process group that can be ended
+            # as a whole (killing only `perf stat` would leave the worker running), and a Ctrl-C on
+            # the terminal reaches this process only, which then stops the group in order.
+            proc = subprocess.Popen(
+                wrapped.argv, cwd=REPO_ROOT, env=env, pass_fds=(*wrapped.pass_fds, alive_r),
+                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                # preexec_fn only makes one prctl call (libc loaded beforehand), nothing that could
+                # deadlock on a lock another thread held at fork time.
+                start_new_session=True, preexec_fn=_DIE_WITH_US,  # noqa: PLW1509
+            )  # fmt: skip
+            os.close(alive_r)
+            alive_r = -1
+            try:
+                while True:
+                    try:
+                        rc = proc.wait(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if progress is not None:
+                        for ev in tail.poll():
+                            progress.event(ev)
+                    if timeout_s is not None and time.monotonic() - t0 > timeout_s and not timed_out:
+                        timed_out = True
+                        _signal_group(proc.pid, signal.SIGKILL)
+            except BaseException:
+                # Ctrl-C or SIGTERM reached us (not the worker, which is in its own session): stop
+                # the worker's group, keep nothing.
+                _stop(proc)
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            finally:
+                # Whatever is left of the group once its leader is gone (a worker whose wrapper
+                # died first) goes too. The group id cannot be reused while any member lives.
+                _signal_group(proc.pid, signal.SIGKILL)
+    finally:
+        for fd in (alive_r, alive_w):
+            if fd >= 0:
+                os.close(fd)
     if rc in (130, -signal.SIGINT, -signal.SIGTERM) and not draft.exists():
         shutil.rmtree(workdir, ignore_errors=True)
         raise KeyboardInterrupt(f"worker of {run_id} was interrupted")
@@ -349,8 +457,10 @@ def run_one(
         if rc != 0:
             record["status"]["message"] += f" (wrapper exited with status {rc})"
         state, message = record["status"]["state"], record["status"]["message"]
+        summary = message
     else:
         message = f"timed out after {timeout_s:g} s (worker killed)" if timed_out else _describe_exit(rc)
+        summary = message  # the record keeps the output tail; the outcome is one line
         stderr = _stderr_tail(stderr_file)
         if stderr:
             message += f"; last lines of its output:\n{stderr}"
@@ -366,7 +476,7 @@ def run_one(
     results.write_record(final, record)
     shutil.rmtree(workdir, ignore_errors=True)
     return Outcome(
-        spec, run_id, final, state, message.splitlines()[0] if message else "", time.monotonic() - t0
+        spec, run_id, final, state, summary.splitlines()[0] if summary else "", time.monotonic() - t0
     )
 
 
@@ -374,20 +484,70 @@ def _plain_counters(spec: RunSpec) -> dict[str, Any]:
     return spec.to_dict()["counters"]
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    """Send `sig` to the process group of a worker (its own session, see run_one); gone is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker's group: SIGTERM (the worker exits without a record), SIGKILL after 10 s."""
     if proc.poll() is not None:
         return
+    _signal_group(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=5)  # a worker that got the same SIGINT exits on its own
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.wait(timeout=10)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
         pass
-    if proc.poll() is None:
-        proc.terminate()
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _owners(spec_file: Path) -> list[Any]:
+    """Live processes (a worker and its wrapper) whose command line names `spec_file`."""
+    try:
+        import psutil
+    except ImportError:  # a dependency; without it no orphan can be found, which the log says
+        log.warning("psutil is not installed: cannot check for a worker left by an earlier campaign")
+        return []
+    target = str(spec_file)
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if p.pid != os.getpid() and target in (p.info.get("cmdline") or ()):
+            found.append(p)
+    return found
+
+
+def _end_orphans(run_id: str, spec_file: Path) -> None:
+    """End any worker of this run still alive from an earlier campaign (killed with -9, say).
+
+    The results folder's lock says no other campaign is running on it, so such a process is an
+    orphan: left alone it would train beside the new attempt and write into the same event log.
+    """
+    orphans = _owners(spec_file)
+    if not orphans:
+        return
+    log.warning(
+        "run %s: a worker from an earlier campaign is still running it (pid %s); killing it before "
+        "starting the run again",
+        run_id,
+        ", ".join(str(p.pid) for p in orphans),
+    )
+    import psutil
+
+    for p in orphans:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            p.kill()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(orphans, timeout=10)
+    if alive:
+        raise results.ResultsBusy(
+            f"run {run_id}: could not end the earlier worker (pid {', '.join(str(p.pid) for p in alive)}); "
+            "stop it by hand and run again"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +581,7 @@ def plan(
 
 def run_campaign(
     workload: Workload,
-    results_dir: Path = REPO_ROOT / "results",
+    results_dir: Path | None = None,
     engines: Sequence[str] | None = None,
     threads: Sequence[int] | None = None,
     seeds: Sequence[int] | None = None,
@@ -431,8 +591,42 @@ def run_campaign(
     timeout_s: float | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Run every not-yet-recorded run of `workload`; KeyboardInterrupt propagates after cleanup."""
-    results_dir = Path(results_dir)
+    """Run every not-yet-recorded run of `workload`; KeyboardInterrupt propagates after cleanup.
+
+    `results_dir` defaults to results.default_results_dir(). The folder is locked for the whole
+    campaign (results.locked): a second campaign on it is refused with ResultsBusy.
+    """
+    results_dir = results.check_results_dir(
+        Path(results_dir) if results_dir is not None else results.default_results_dir()
+    )
+    with results.locked(results_dir, f"campaign {workload.name}: {' '.join(sys.argv)}"):
+        return _campaign(
+            workload,
+            results_dir,
+            engines,
+            threads,
+            seeds,
+            force,
+            retry_errors,
+            data_dir,
+            timeout_s,
+            on_outcome,
+        )
+
+
+def _campaign(
+    workload: Workload,
+    results_dir: Path,
+    engines: Sequence[str] | None,
+    threads: Sequence[int] | None,
+    seeds: Sequence[int] | None,
+    force: bool,
+    retry_errors: bool,
+    data_dir: Path | None,
+    timeout_s: float | None,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> list[Outcome]:
+    # Planned under the lock: what is recorded cannot change until the campaign ends.
     todo, skipped = plan(workload, results_dir, engines, threads, seeds, force, retry_errors)
     cores = os.cpu_count() or 1
     for t in sorted({s.threads for s in todo}):
@@ -450,7 +644,7 @@ def run_campaign(
         f" ({errors_skipped} as error; --retry-errors reruns them)" if errors_skipped else "", len(todo),
     )  # fmt: skip
     outcomes = list(skipped)
-    progress = Progress(len(todo))
+    progress = Progress(len(todo), specs=todo)
     for i, spec in enumerate(todo, 1):
         progress.run_started(i, spec)
         outcome = run_one(spec, results_dir, data_dir, progress, timeout_s)

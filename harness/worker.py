@@ -38,8 +38,10 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,66 @@ def thread_env(threads: int) -> dict[str, str]:
     # TF's inter-op pool runs independent ops concurrently; one keeps the total at `threads`.
     env["TF_NUM_INTEROP_THREADS"] = "1"
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# Dying with the campaign: a worker whose campaign is gone must not train on (it would hold CPUs,
+# and a resumed campaign would run the same run id beside it). Two mechanisms, because either alone
+# has a gap: the parent-death signal fires when the *direct* parent dies (that is `perf stat`
+# when counters are on, and the runner arranges the same signal for perf), and the pipe reaches
+# the worker through any wrapper and also covers a parent that died before the signal was set.
+
+PARENT_FD_ENV = "SLIDEBENCH_PARENT_FD"  # read end of a pipe the runner holds open while it lives
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A function that makes the kernel send `sig` to the calling process when its parent dies.
+
+    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. libc is loaded here, in the caller, so
+    that the returned function can also run in a freshly forked child (a Popen preexec_fn).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def apply() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return apply
+
+
+def watch_campaign(environ: Mapping[str, str] | None = None) -> None:
+    """Arrange for this process to die when the campaign that started it dies (see above)."""
+    environ = os.environ if environ is None else environ
+    apply = parent_death_signal()
+    if apply is not None:
+        apply()
+    raw = environ.get(PARENT_FD_ENV)
+    if not raw:
+        return  # run by hand, without the campaign runner
+    try:
+        fd = int(raw)
+        os.fstat(fd)
+    except (ValueError, OSError):
+        log.warning("%s=%r is not an open file descriptor; not watching the campaign", PARENT_FD_ENV, raw)
+        return
+
+    def watch() -> None:
+        # The runner never writes: read returns b"" once its end is closed, i.e. when it exits.
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            except OSError:  # the descriptor was closed under us: nothing left to watch
+                return
+
+    threading.Thread(target=watch, name="campaign-watch", daemon=True).start()
 
 
 class Interrupted(BaseException):
@@ -427,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m harness.worker SPEC.json OUT.json\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    watch_campaign()
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     doc = _read_spec(spec_path)
     threads = int(doc["spec"]["threads"])

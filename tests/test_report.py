@@ -398,3 +398,51 @@ def test_fairness_warns_when_engines_ran_different_settings(tmp_path: Path) -> N
         for r in runs
     ]
     assert "not a like-for-like comparison" in to_markdown(build(changed, (), {}, tmp_path), tmp_path)
+
+
+# -- names from records never choose where files are written ----------------------------------
+
+
+@pytest.mark.parametrize("key", ["workload", "engine"])
+@pytest.mark.parametrize("name", ["../../../x", "..", "a/b", ".hidden", "/abs"])
+def test_record_names_that_are_not_plain_identifiers_are_refused(key: str, name: str) -> None:
+    record = json.loads(next((FIXTURES / "runs" / "smoke" / "slide").glob("*.json")).read_text())
+    record["spec"][key] = name
+    with pytest.raises(ValueError, match=rf"x\.json: spec\.{key} .* cannot be used in a file name"):
+        parse_record(record, Path("x.json"))
+
+
+def test_record_with_escaping_workload_is_skipped_with_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES / "runs" / "smoke", results / "runs" / "smoke")
+    good = next((results / "runs" / "smoke" / "slide").glob("*.json"))
+    record = json.loads(good.read_text())
+    record["spec"]["workload"] = "../../../x"
+    bad = good.with_name("escape.json")
+    bad.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        loaded = scan(results)
+    assert bad in [path for path, _ in loaded.skipped]
+    assert all(r.workload == "smoke" for r in loaded.runs)
+    assert any(str(bad) in r.getMessage() and "spec.workload" in r.getMessage() for r in caplog.records)
+
+
+def test_plot_files_and_descriptions_stay_inside_their_folders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from matplotlib.figure import Figure
+
+    from harness.plots.output import save_figure
+    from harness.report import workload_text
+
+    out = tmp_path / "a" / "b" / "plots"
+    for stem in ("../../../x-time-to-accuracy", "../escape", "/abs"):
+        with pytest.raises(ValueError, match="cannot be used in a file name"):
+            save_figure(Figure(), out, stem)
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), "nothing written anywhere"
+    (tmp_path / "secret.toml").write_text('description = "not a workload of this folder"')
+    with caplog.at_level(logging.WARNING):
+        assert workload_text("../secret", [], tmp_path / "a").description == ""
+    assert "cannot be used in a file name" in caplog.text

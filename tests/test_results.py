@@ -96,3 +96,76 @@ def test_environment_capture_has_the_schema_keys() -> None:
     assert e["native_build"] == {"build_flags": "-O2", "compiler": "gcc 12"}
     assert env.capture(None)["native_build"] is None
     json.dumps(results.jsonable(e), allow_nan=False)
+
+
+# -- paths built from names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "../x", "a/b", ".hidden", "", "a\\b", "é", "x" * 200, None])
+@pytest.mark.parametrize("where", ["workload", "engine", "run_id"])
+def test_record_path_refuses_names_that_are_not_one_plain_component(
+    tmp_path: Path, bad: object, where: str
+) -> None:
+    names = {"workload": "w", "engine": "numpy_dense", "run_id": "abc"} | {where: bad}
+    with pytest.raises(ValueError, match="cannot be used in a file name"):
+        results.record_path(tmp_path, names["workload"], names["engine"], names["run_id"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_record_path_accepts_plain_names_and_stays_inside(tmp_path: Path) -> None:
+    path = results.record_path(tmp_path, "amazon670k-full_2.x", "tf_dense", "0123abcd")
+    assert path == tmp_path / "runs" / "amazon670k-full_2.x" / "tf_dense" / "0123abcd.json"
+    # A symbolic link planted in runs/ cannot redirect records elsewhere either.
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="outside"):
+        results.run_dir(tmp_path, "link", "e")
+
+
+# -- the results folder: default, lock, disk errors -------------------------------------------
+
+
+def test_default_results_dir_is_env_or_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert results.default_results_dir() == Path(__file__).resolve().parent.parent / "results"
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "mine"))
+    assert results.default_results_dir() == tmp_path / "mine"
+
+
+def test_results_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError) as info:
+        results.check_results_dir(f)
+    assert info.value.filename == str(f)
+    assert results.check_results_dir(tmp_path / "new") == tmp_path / "new"
+
+
+def test_lock_refuses_a_second_holder_naming_the_first(tmp_path: Path) -> None:
+    from tests.test_runner import lock_held_elsewhere
+
+    with lock_held_elsewhere(tmp_path, "campaign held-by-test") as pid:  # noqa: SIM117 - pid needed below
+        with pytest.raises(results.ResultsBusy, match=rf"pid {pid}: campaign held-by-test"):
+            with results.locked(tmp_path, "second"):
+                pytest.fail("a second holder got the lock")
+    # The kernel releases the lock of a killed holder: the folder is usable again at once, and a
+    # holder may take it again inside (a suite around its campaigns).
+    with results.locked(tmp_path, "third"), results.locked(tmp_path, "nested in the same process"):
+        assert (tmp_path / results.LOCK_NAME).read_text().startswith(f"pid {os.getpid()}: third")
+
+
+def test_write_record_names_the_file_when_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full(path: Path, data: object) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results, "write_atomic", full)
+    path = tmp_path / "r.json"
+    with pytest.raises(OSError) as info:
+        results.write_record(path, minimal())
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)

@@ -5,6 +5,7 @@ is a fresh process of about a second.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -404,3 +406,205 @@ def test_run_command_refuses_missing_real_data_before_any_run(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError, match="delicious_train.txt"):
         cmd_run(args)
     assert not (tmp_path / "res").exists()
+
+
+# -- one campaign per results folder ----------------------------------------------------------
+
+
+HOLD_LOCK = """
+import sys, time
+from harness import results
+with results.locked(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(30)
+"""
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(res: Path, command: str) -> Iterator[int]:
+    """The results folder's lock held by another process (as another campaign would); yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(res), command], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_second_campaign_on_a_folder_is_refused_at_once(tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    with lock_held_elsewhere(res, "campaign first") as pid:
+        t0 = time.monotonic()
+        with pytest.raises(results.ResultsBusy, match=rf"{res}.*pid {pid}: campaign first"):
+            runner.run_campaign(workload.load(write_workload(tmp_path)), res)
+        assert time.monotonic() - t0 < 5, "refused at once, not after waiting"
+    assert not (res / "runs").exists() and not (res / "work").exists()
+
+
+# -- orphaned workers -------------------------------------------------------------------------
+
+# Stands in for `perf stat`: a process between the runner and the worker, which it runs as a child.
+WRAPPER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+class _Wrapped(runner._Unwrapped):
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__([sys.executable, "-c", WRAPPER, *argv], "wrapped by a test stand-in for perf")
+
+
+def _procs_naming(text: str) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(text in arg for arg in (p.info.get("cmdline") or ())) and p.pid != os.getpid():
+            found.append(p)
+    return found
+
+
+def _wait_gone(text: str, timeout: float = 8.0) -> list:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        left = [p for p in _procs_naming(text) if p.status() != "zombie"]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return left
+
+
+def _kill_all(text: str) -> None:
+    import psutil
+
+    for p in _procs_naming(text):
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+@pytest.mark.slow
+def test_timeout_ends_the_worker_behind_its_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
+    w = workload.load(write_workload(tmp_path, max_steps=200, engine_params=slow))
+    (spec,) = w.expand()
+    res = tmp_path.resolve() / "res"
+    monkeypatch.setattr(runner, "wrap", lambda argv, counters, workdir: _Wrapped(argv))
+    try:
+        out = runner.run_one(spec, res, timeout_s=4)
+        assert out.state == "error" and "timed out after 4 s" in out.message
+        assert "run_start" in results.events_path(out.path).read_text(), "the worker was running"
+        assert _wait_gone(f"{res}/work/") == [], "worker (or wrapper) still running after the timeout"
+    finally:
+        _kill_all(f"{res}/work/")
+
+
+def _campaign_with_wrapper_cmd(path: Path, res: Path, wrapped: bool) -> list[str]:
+    code = (
+        "import sys; from pathlib import Path; from harness import runner, workload\n"
+        f"W = {WRAPPER!r}\n"
+        "class Wrapped(runner._Unwrapped):\n"
+        "    def __init__(self, argv):\n"
+        "        super().__init__([sys.executable, '-c', W, *argv], 'test')\n"
+        f"if {wrapped}: runner.wrap = lambda argv, counters, workdir: Wrapped(argv)\n"
+        "runner.run_campaign(workload.load(Path(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    return [sys.executable, "-c", code, str(path), str(res)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrapped", [True, False], ids=["behind-a-wrapper", "direct"])
+def test_worker_dies_with_its_campaign_on_kill_9(tmp_path: Path, wrapped: bool) -> None:
+    slow = "[engines.numpy_dense]\nsleep_per_step = 0.2"
+    path = write_workload(tmp_path, max_steps=200, engine_params=slow)
+    res = tmp_path.resolve() / "res"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        _campaign_with_wrapper_cmd(path, res, wrapped), cwd=REPO, env=env, start_new_session=True
+    )
+    try:
+        _wait_for(lambda: _training_started(res))
+        assert _procs_naming(f"{res}/work/"), "a worker is running"
+        os.kill(proc.pid, signal.SIGKILL)  # the campaign process alone, as `kill -9 PID` would
+        proc.wait(timeout=10)
+        assert _wait_gone(f"{res}/work/") == [], "the worker outlived its campaign"
+    finally:
+        _kill_all(f"{res}/work/")
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_worker_watch_pipe_ends_the_worker_when_the_campaign_closes_it() -> None:
+    from harness.worker import PARENT_FD_ENV
+
+    r, w = os.pipe()
+    code = "from harness.worker import watch_campaign; import time; watch_campaign(); time.sleep(30)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, pass_fds=(r,), env=dict(os.environ, **{PARENT_FD_ENV: str(r)})
+    )
+    os.close(r)
+    try:
+        time.sleep(0.5)
+        assert child.poll() is None, "alive while the campaign's end of the pipe is open"
+        os.close(w)  # what the kernel does when the campaign dies, however it dies
+        assert child.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_resumed_run_ends_a_worker_left_from_an_earlier_campaign(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=4))
+    (spec,) = w.expand()
+    res = tmp_path.resolve() / "res"
+    spec_file = res.resolve() / "work" / spec.run_id / "spec.json"
+    spec_file.parent.mkdir(parents=True)
+    # An orphan of a killed campaign: its command line names this run's spec file.
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(spec_file)], start_new_session=True
+    )
+    try:
+        with caplog.at_level("WARNING", logger="slidebench.runner"):
+            out = runner.run_one(spec, res)
+        orphan.wait(timeout=5)  # ended (it would sleep a minute otherwise); the runner reaped it
+        assert out.state == "budget_spent"
+        assert f"pid {orphan.pid}" in caplog.text and "earlier campaign" in caplog.text
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+
+
+# -- campaign-level progress ------------------------------------------------------------------
+
+
+def test_progress_shows_the_campaign_eta_from_remaining_budgets(tmp_path: Path) -> None:
+    w = workload.load(write_workload(tmp_path, seeds="[0, 1, 2]", max_steps=100))
+    specs = w.expand()
+    tty = _Tty()
+    p = runner.Progress(3, stream=tty, specs=specs)
+    p.run_started(1, specs[0])
+    assert "campaign 0/3 done" in tty.text and "left" not in tty.text, "nothing measured: no number"
+    # 0.04 s per step measured: each remaining run's 100 steps take ~4 s of train clock.
+    p.event({"event": "eval_accuracy", "step": 50, "epoch": 1.6, "p1": 0.4, "train_s": 2.0})
+    assert "campaign 0/3 done, ~8s left (train clock)" in tty.text
+    p.run_started(3, specs[2])
+    assert "campaign 2/3 done, ~4s left" in tty.text
+
+
+def test_progress_counts_runs_it_cannot_estimate(tmp_path: Path) -> None:
+    w1 = workload.load(write_workload(tmp_path, max_steps=100))
+    w2 = workload.load(
+        write_workload(tmp_path, name="secs", max_steps=100, extra_training="max_seconds = 30")
+    )
+    w3 = workload.load(write_workload(tmp_path, name="other", max_steps=100))
+    specs = [w1.expand()[0], w2.expand()[0], w3.expand()[0]]
+    tty = _Tty()
+    p = runner.Progress(3, stream=tty, specs=specs)
+    p.run_started(1, specs[0])
+    p.event({"event": "eval_accuracy", "step": 50, "epoch": 1.6, "p1": 0.4, "train_s": 2.0})
+    # w2: min(30 s budget, 100 steps at a rate not measured for it) -> 30 s; w3: nothing known.
+    assert "~30s left (train clock) + 1 run(s) not estimated yet" in tty.text

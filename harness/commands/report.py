@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands import common
+
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that building the parser (every slidebench command) never loads matplotlib.
     from harness.report import render
 
-    report = render(args.results_dir, args.out)
+    report = render(common.results_dir(args), args.out)
     print(f"report: {report}")
     print(f"report (HTML, plots inline): {report.with_suffix('.html')}")
     print(f"plots: {report.parent / 'plots'}")
@@ -25,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "records under RESULTS_DIR/runs. Reads records only: needs neither TensorFlow nor the native "
         "extension.",
     )
-    parser.add_argument(
-        "--results-dir", type=Path, default=Path("results"), help="folder holding runs/ (default: results)"
-    )
+    common.add_results_dir(parser)
     parser.add_argument(
         "--out",
         type=Path,

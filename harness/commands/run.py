@@ -10,18 +10,21 @@ import argparse
 import importlib
 import logging
 import signal
+import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import runner, workload
+from harness import results, runner, workload
+from harness.commands import common
 
 log = logging.getLogger("slidebench.run")
 
 SUITES_FILE = workload.WORKLOADS_DIR / "suites.toml"
 INTERRUPTED = 130
+FAILED_STATES = ("error", "diverged")
 
 
 @dataclass(frozen=True)
@@ -105,31 +108,67 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _report(outcomes: Sequence[runner.Outcome]) -> None:
-    for o in outcomes:
-        if o.state in ("error", "diverged"):
-            log.warning("%s %s: %s (%s)", o.spec.engine, o.path, o.state, o.message)
+def _report_failures(outcomes: Sequence[runner.Outcome]) -> int:
+    """One line per run of this invocation that failed or diverged (stderr); 1 if any, else 0.
+
+    Runs skipped because an earlier campaign recorded them are not counted: their failure was
+    reported when it happened, and --retry-errors reruns them.
+    """
+    failed = [o for o in outcomes if o.state in FAILED_STATES]
+    for o in failed:
+        print(
+            f"FAILED {o.spec.workload}/{o.spec.engine}/{o.run_id}: {o.state}: {o.message} (record: {o.path})",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def dry_run(w: workload.Workload, args: argparse.Namespace, results_dir: Path, missing: str | None) -> int:
+    """Print the expanded run matrix and what a campaign would do with each run; run nothing."""
+    todo, skipped = runner.plan(
+        w, results_dir, args.engines, args.threads, args.seeds, args.force, args.retry_errors
+    )
+    rows = [(o.spec, f"recorded, skipped ({o.message})") for o in skipped]
+    for spec in todo:
+        recorded = results.record_path(results_dir, spec.workload, spec.engine, spec.run_id).exists()
+        reason = "--force" if args.force else "--retry-errors"
+        rows.append((spec, f"recorded, would run again ({reason})" if recorded else "would run"))
+    rows.sort(key=lambda r: (r[0].engine, r[0].threads, r[0].seed))
+    print(
+        f"{w.name}: {len(rows)} run(s), {len(skipped)} recorded, {len(todo)} to run; dry run, nothing started"
+    )
+    print(f"  records: {results_dir / 'runs' / w.name}/<engine>/<run id>.json")
+    header = ("engine", "threads", "seed", "run id", "status")
+    table = [header] + [(s.engine, str(s.threads), str(s.seed), s.run_id, status) for s, status in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+    for r in table:
+        print("  " + "  ".join(c.ljust(n) for c, n in zip(r, widths)) + "  " + r[-1])
+    if missing:
+        print(f"  note: real data not available ({missing}): a real campaign would be refused")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    w = workload.load(args.workload)
+    w = workload.load(args.workload, data_dir=args.data_dir)
     w.expand(args.engines, args.threads, args.seeds)  # validate the overrides before anything runs
+    results_dir = common.results_dir(args)
     missing = realdata_available(w, Path(args.data_dir) if args.data_dir else None)
+    if getattr(args, "dry_run", False):
+        return dry_run(w, args, results_dir, missing)
     if missing:
         # Refused here rather than recorded as one error per run.
         raise FileNotFoundError(f"{w.name}: real data not available: {missing}")
     _sigterm_as_interrupt()
     try:
         outcomes = runner.run_campaign(
-            w, Path(args.results_dir), args.engines, args.threads, args.seeds,
+            w, results_dir, args.engines, args.threads, args.seeds,
             force=args.force, retry_errors=args.retry_errors, data_dir=args.data_dir, timeout_s=args.timeout,
         )  # fmt: skip
     except KeyboardInterrupt:
         log.warning("interrupted: finished runs are kept; rerun the same command to resume")
         return INTERRUPTED
-    _report(outcomes)
     print(f"{w.name}: {runner.summarize(outcomes)}")
-    return 0
+    return _report_failures(outcomes)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -137,39 +176,41 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.suite not in suites:
         raise ValueError(f"unknown suite {args.suite!r}; {SUITES_FILE} defines: {', '.join(sorted(suites))}")
     suite = suites[args.suite]
-    results_dir = Path(args.results_dir)
+    results_dir = common.results_dir(args)
     data_dir = Path(args.data_dir) if args.data_dir else None
-    chosen = list(workload.load_all(suite.workloads))
-    for w in workload.load_all(suite.realdata):
+    chosen = list(workload.load_all(suite.workloads, data_dir=data_dir))
+    for w in workload.load_all(suite.realdata, data_dir=data_dir):
         reason = realdata_available(w, data_dir)
         if reason:
             log.warning("suite %s: skipping %s (real data not available: %s)", suite.name, w.name, reason)
         else:
             chosen.append(w)
-    scaling_w = workload.load(suite.scaling) if suite.scaling else None
+    scaling_w = workload.load(suite.scaling, data_dir=data_dir) if suite.scaling else None
     log.info("suite %s: %s", suite.name, ", ".join(w.name for w in chosen))
     _sigterm_as_interrupt()
     all_outcomes: list[runner.Outcome] = []
+    # One lock for the whole suite, so no other campaign slips in between two of its campaigns or
+    # writes beside the scaling sweep (the campaigns take it again, which nests).
     try:
-        for w in chosen:
-            all_outcomes += runner.run_campaign(w, results_dir, data_dir=data_dir, timeout_s=args.timeout)
-        if scaling_w is not None and not args.no_scaling:
-            counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
-            _optional("harness.scaling", "run_sweep", "thread-scaling sweep")(
-                scaling_w,
-                data_dir=data_dir,
-                results_dir=results_dir,
-                **{k: v for k, v in counts.items() if v is not None},
-            )
+        with results.locked(results_dir, f"reproduce --suite {suite.name}: {' '.join(sys.argv)}"):
+            for w in chosen:
+                all_outcomes += runner.run_campaign(w, results_dir, data_dir=data_dir, timeout_s=args.timeout)
+            if scaling_w is not None and not args.no_scaling:
+                counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
+                _optional("harness.scaling", "run_sweep", "thread-scaling sweep")(
+                    scaling_w,
+                    data_dir=data_dir,
+                    results_dir=results_dir,
+                    **{k: v for k, v in counts.items() if v is not None},
+                )
     except KeyboardInterrupt:
         log.warning("interrupted: finished runs are kept; rerun the same command to resume")
         return INTERRUPTED
-    _report(all_outcomes)
     print(f"suite {suite.name}: {runner.summarize(all_outcomes)}")
     report = _optional("harness.report", "render", "report")(results_dir)
     if report is not None:
         print(f"report: {report}")
-    return 0
+    return _report_failures(all_outcomes)
 
 
 def _optional(module: str, func: str, what: str) -> Callable[..., Any]:
@@ -188,16 +229,23 @@ def _optional(module: str, func: str, what: str) -> Callable[..., Any]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="real data sets (default: $SLIDEBENCH_DATA)")
+    common.add_results_dir(p)
     p.add_argument(
-        "--results-dir", default=str(runner.REPO_ROOT / "results"), help="records go to RESULTS_DIR/runs"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=None, help="kill a run after this many wall seconds (error record)"
+        "--timeout",
+        type=common.positive_seconds,
+        default=None,
+        help="kill a run after this many wall seconds, a number above 0 (error record)",
     )
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("run", help="run one workload's campaign (skips runs already recorded)")
+    p = subparsers.add_parser(
+        "run",
+        help="run one workload's campaign (skips runs already recorded)",
+        description="Run one workload's campaign: every (engine, threads, seed) not recorded yet, each in a "
+        "fresh process. Exits 1 if any run of this invocation ended as error or diverged (one line each "
+        "on stderr), 130 if interrupted.",
+    )
     p.add_argument("workload", help="workload name (workloads/NAME.toml) or path to a .toml file")
     p.add_argument(
         "--engines",
@@ -211,6 +259,11 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="rerun runs that already have a record (old record kept aside)"
     )
     p.add_argument("--retry-errors", action="store_true", help="rerun runs recorded as errors")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run matrix (engine, threads, seed, run id) and which runs are recorded; run nothing",
+    )
     _common(p)
     p.set_defaults(func=cmd_run)
 

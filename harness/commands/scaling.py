@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from harness import scaling
+from harness import results, scaling
+from harness.commands import common
 
 log = logging.getLogger("slidebench.scaling")
 
@@ -50,9 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=None, help="seed of the batch order (default: the workload's first)"
     )
     p.add_argument("--data-dir", type=Path, default=None, help="real data sets (default: $SLIDEBENCH_DATA)")
-    p.add_argument(
-        "--results-dir", type=Path, default=Path("results"), help="where records go (default: results)"
-    )
+    common.add_results_dir(p)
     p.add_argument(
         "--allow-oversubscribe", action="store_true", help="measure thread counts above the core count"
     )
@@ -61,18 +61,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    records = scaling.run_sweep(
-        args.workload,
-        engines=args.engines,
-        threads=args.threads,
-        steps=args.steps,
-        warmup=args.warmup,
-        data_dir=args.data_dir,
-        results_dir=args.results_dir,
-        allow_oversubscribe=args.allow_oversubscribe,
-        force=args.force,
-        seed=args.seed,
-    )
+    results_dir = common.results_dir(args)
+    # A sweep writes records like a campaign does: the same one-at-a-time lock on the folder.
+    with results.locked(results_dir, f"scaling {args.workload}: {' '.join(sys.argv)}"):
+        records = scaling.run_sweep(
+            args.workload,
+            engines=args.engines,
+            threads=args.threads,
+            steps=args.steps,
+            warmup=args.warmup,
+            data_dir=args.data_dir,
+            results_dir=results_dir,
+            allow_oversubscribe=args.allow_oversubscribe,
+            force=args.force,
+            seed=args.seed,
+        )
     print(scaling.summary_table(records))
     failed = [r for r in records if r["status"]["state"] == "error"]
     for r in failed:

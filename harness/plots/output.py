@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from harness.results import write_atomic
+from harness.results import inside, safe_name, write_atomic
 
 FORMATS = ("png", "svg")
 PNG_DPI = 110
@@ -16,6 +16,8 @@ PNG_DPI = 110
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     """Save `fig` as `<stem>.png` and `<stem>.svg` under `out_dir`; returns format -> path."""
+    # The stem carries a workload name from the records: it must name a file inside out_dir.
+    safe_name(stem, "plot file name")
     paths: dict[str, Path] = {}
     # SVG text stays text (searchable, selectable, smaller) rather than glyph outlines; SVG
     # metadata would embed the render date, so it is left out to keep outputs reproducible.
@@ -24,5 +26,6 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
             buffer = io.BytesIO()
             metadata = {"Date": None} if fmt == "svg" else None
             fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata)
-            paths[fmt] = write_atomic(out_dir / f"{stem}.{fmt}", buffer.getvalue())
+            target = inside(Path(out_dir) / f"{stem}.{fmt}", out_dir, "plot file")
+            paths[fmt] = write_atomic(target, buffer.getvalue())
     return paths

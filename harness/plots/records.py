@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.results import safe_name
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSIONS = frozenset({1})
@@ -132,7 +134,16 @@ def _workload_name(spec: Mapping[str, Any], path: Path) -> str:
         workload = _get(workload, "name", path, "spec.workload")
     if not isinstance(workload, str) or not workload:
         raise RecordError(f"{path}: spec.workload is not a non-empty string")
-    return workload
+    return _path_safe(workload, "spec.workload", path)
+
+
+def _path_safe(value: str, key: str, path: Path) -> str:
+    # Workload and engine names become plot file names: a record is data, and a name such as
+    # "../../x" must not choose where the report writes.
+    try:
+        return safe_name(value, key)
+    except ValueError as exc:
+        raise RecordError(f"{path}: {exc}") from None
 
 
 def parse_record(record: Any, path: Path) -> Run:
@@ -151,6 +162,7 @@ def parse_record(record: Any, path: Path) -> Run:
     engine = _get(spec, "engine", path, "spec")
     if not isinstance(engine, str) or not engine:
         raise RecordError(f"{path}: spec.engine is not a non-empty string")
+    _path_safe(engine, "spec.engine", path)
     status = _get(record, "status", path, "")
     state = _get(status, "state", path, "status")
     if state not in KNOWN_STATES:
