@@ -107,6 +107,12 @@ class Engine(ABC):
     def info(self) -> dict[str, Any]:
         """Version, build flags or framework version, device, effective thread count."""
 
+    def diagnostics(self, features: Csr, labels: Csr) -> dict[str, Any] | None:
+        """Optional: what the engine's output sampler did since the previous call, and how well it
+        retrieves on these points (see `harness.metrics.candidate_quality`). Called at evaluations,
+        off the train clock. None (the default) for engines that do not sample their outputs."""
+        return None
+
 
 def check_keys(params: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Shared helper for `check_params`: refuse unknown keys and wrong types, fill defaults.

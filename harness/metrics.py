@@ -89,3 +89,54 @@ def ranking_metrics(topk: np.ndarray, labels: Csr, ks: tuple[int, ...] = DEFAULT
         ndcg = np.divide(dcg, idcg, out=np.zeros(n, dtype=np.float64), where=idcg > 0)
         out[f"ndcg{k}"] = float(ndcg.mean())
     return out
+
+
+def candidate_quality(
+    cand_indptr: np.ndarray, cand_ids: np.ndarray, scores: np.ndarray, labels: Csr, ks: tuple[int, ...] = (10, 100)
+) -> dict[str, float | None]:
+    """How well a sampler's candidates (before random padding) find the outputs that matter.
+
+    For each point, over its *non-label* outputs (the negatives a sampled softmax needs):
+    - ``recall_topK``: share of the K highest exact scores that are among the candidates;
+    - ``enrichment``: the softmax mass the candidates cover, divided by the mass a uniform random set
+      of the same size covers in expectation (1 = no better than random; undefined, so skipped,
+      for a point without candidates);
+    and ``candidates``, the mean count of candidates per point (labels included, as retrieved).
+    `scores` is the dense (points x outputs) matrix of exact logits. Means over points; None when
+    there are no points.
+    """
+    n, n_out = scores.shape
+    if labels.n_rows != n or len(cand_indptr) != n + 1:
+        raise ValueError(
+            f"candidate_quality: {n} score rows, {labels.n_rows} label rows, {len(cand_indptr) - 1} candidate rows"
+        )
+    keys = ["candidates", *(f"recall_top{k}" for k in ks), "enrichment"]
+    if n == 0:
+        return dict.fromkeys(keys)
+    recall = {k: [] for k in ks}
+    enrich: list[float] = []
+    counts: list[int] = []
+    for i in range(n):
+        cand = np.asarray(cand_ids[cand_indptr[i] : cand_indptr[i + 1]], dtype=np.int64)
+        counts.append(len(cand))
+        is_label = np.zeros(n_out, dtype=bool)
+        is_label[labels.indices[labels.indptr[i] : labels.indptr[i + 1]]] = True
+        negatives = np.flatnonzero(~is_label)
+        s = scores[i, negatives].astype(np.float64)
+        in_cand = np.zeros(n_out, dtype=bool)
+        in_cand[cand] = True
+        in_cand_neg = in_cand[negatives]
+        order = np.argsort(-s, kind="stable")
+        for k in ks:
+            top = order[: min(k, len(order))]
+            recall[k].append(float(in_cand_neg[top].mean()) if len(top) else 0.0)
+        m = int(in_cand_neg.sum())
+        if m:
+            p = np.exp(s - s.max())
+            covered = p[in_cand_neg].sum() / p.sum()
+            enrich.append(float(covered / (m / len(negatives))))
+    out: dict[str, float | None] = {"candidates": float(np.mean(counts))}
+    for k in ks:
+        out[f"recall_top{k}"] = float(np.mean(recall[k]))
+    out["enrichment"] = float(np.mean(enrich)) if enrich else None
+    return out

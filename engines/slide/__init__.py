@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "bucket_bits": 0,  # 0: auto = clamp(ceil(log2(num_labels)), 6, 18)
     "bucket_capacity": 0,  # 0: auto = max(8, 2 * num_labels / 2^bucket_bits), at most 256
     "insertion": "fifo",  # fifo | reservoir
-    "selection": "vanilla",  # vanilla | threshold | topk
+    "selection": "vanilla",  # vanilla | threshold | topk | random (no hashing: the ablation control)
     "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
     "padding": "sample",  # sample: random padding drawn per sample (paper) | batch: shared by the batch
     "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk
@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
 _CHOICES = {
     "hash": ("simhash", "wta", "dwta", "doph"),
     "insertion": ("fifo", "reservoir"),
-    "selection": ("vanilla", "threshold", "topk"),
+    "selection": ("vanilla", "threshold", "topk", "random"),
     "padding": ("sample", "batch"),
     "adam": ("sparse", "dense"),
     "adam_state": ("fp32", "bf16"),
@@ -114,6 +114,7 @@ class SlideEngine(Engine):
         self._threads = 1
         self._net: Any = None
         self._meta: TrainMeta | None = None
+        self._composition: dict[str, int] | None = None  # active_composition() at the last diagnostics
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,6 +166,8 @@ class SlideEngine(Engine):
             )
         if p["max_active"] and p["min_active"] > p["max_active"]:
             raise ValueError("engines.slide: 'min_active' must not exceed 'max_active'")
+        if p["selection"] == "random" and p["inference"] == "lsh":
+            raise ValueError("engines.slide: selection 'random' builds no tables, so inference must be 'exact'")
         if p["selection"] == "topk" and p["max_active"] == 0:
             raise ValueError("engines.slide: selection 'topk' needs 'max_active' > 0")
         if p["selection"] == "threshold" and p["threshold"] > p["L"]:
@@ -198,6 +201,7 @@ class SlideEngine(Engine):
         native = _native()
         self._apply_kernel(native)
         self._meta = meta
+        self._composition = None
         self._net = native.Network(self.native_config(meta))
 
     def fit_step(self, batch: Batch) -> StepStats:
@@ -239,6 +243,35 @@ class SlideEngine(Engine):
         if self._meta is not None:
             out["resolved"] = self._resolve(self._meta.num_labels)
         return out
+
+    def diagnostics(self, features: Csr, labels: Csr) -> dict[str, Any] | None:
+        """The output layer's active sets since the previous call, per training sample, by origin
+        (`active`: labels, lsh, random), and the retrieval quality of the tables' candidates on
+        these points (`lsh`, None when the output layer is not hashed)."""
+        from harness.metrics import candidate_quality
+
+        net = self._require_net()
+        now = {k: int(v) for k, v in net.active_composition().items()}
+        before = self._composition or dict.fromkeys(now, 0)
+        self._composition = now
+        samples = now["samples"] - before["samples"]
+        active = {
+            k: (now[k] - before[k]) / samples if samples else None for k in ("labels", "lsh", "random")
+        }
+        lsh = None
+        meta = self._meta
+        hashed = meta is not None and self.params["selection"] != "random" and self.params["min_active"] < meta.num_labels
+        if hashed and features.n_rows:
+            indptr, ids = net.lsh_candidates(
+                features.indptr, features.indices, _values(features), n_cols=features.n_cols
+            )
+            # Exact logits a few rows at a time: one 670K-wide row is 2.7 MB.
+            parts = [
+                net.predict_scores(*_rows(features, i, min(i + _SCORE_ROWS, features.n_rows)), n_cols=features.n_cols)
+                for i in range(0, features.n_rows, _SCORE_ROWS)
+            ]
+            lsh = candidate_quality(indptr, ids, np.concatenate(parts), labels)
+        return {"active": active, "lsh": lsh}
 
     # -- weights (tests and cross-engine checks) ----------------------------------------------
 
@@ -348,6 +381,15 @@ class SlideEngine(Engine):
         if self._net is None:
             raise RuntimeError("SlideEngine: prepare() must be called before training or prediction")
         return self._net
+
+
+_SCORE_ROWS = 16  # rows of exact logits scored at once by `diagnostics`
+
+
+def _rows(m: Csr, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, values) of rows [start, stop) of a CSR matrix."""
+    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
+    return m.indptr[start : stop + 1] - lo, m.indices[lo:hi], _values(m)[lo:hi]
 
 
 def _values(m: Csr) -> np.ndarray:

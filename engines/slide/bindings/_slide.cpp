@@ -270,6 +270,41 @@ class PyNetwork {
     return out;
   }
 
+  // (indptr, ids): each sample's output candidates from the tables, before random padding.
+  py::tuple lsh_candidates(const py::object& x_ptr, const py::object& x_idx, const py::object& x_val,
+                           std::optional<int64_t> x_cols) {
+    const NetworkConfig& cfg = net_->config();
+    CsrArrays x = csr_from("features", x_ptr, x_idx, x_val, x_cols, cfg.num_features);
+    std::vector<std::vector<int32_t>> cand;
+    std::string err;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu_);
+      err = validate_batch(cfg, x.view, x.nnz, nullptr, 0);
+      if (err.empty()) net_->lsh_candidates(x.view, &cand);
+    }
+    if (!err.empty()) throw py::value_error(err);
+    py::array_t<int64_t> indptr(static_cast<py::ssize_t>(cand.size() + 1));
+    int64_t* ip = indptr.mutable_data();
+    ip[0] = 0;
+    for (size_t s = 0; s < cand.size(); ++s) ip[s + 1] = ip[s] + static_cast<int64_t>(cand[s].size());
+    py::array_t<int32_t> ids(static_cast<py::ssize_t>(ip[cand.size()]));
+    int32_t* o = ids.mutable_data();
+    for (const auto& c : cand) o = std::copy(c.begin(), c.end(), o);
+    return py::make_tuple(indptr, ids);
+  }
+
+  py::dict active_composition() {
+    std::lock_guard<std::mutex> lock(mu_);
+    const ActiveComposition c = net_->active_composition();
+    py::dict d;
+    d["samples"] = c.samples;
+    d["labels"] = c.labels;
+    d["lsh"] = c.retrieved;
+    d["random"] = c.padded;
+    return d;
+  }
+
   Layer& layer_at(int i) {
     if (i < 0 || i >= net_->num_layers())
       throw py::value_error("layer index " + std::to_string(i) + " out of range 0.." +
@@ -414,6 +449,10 @@ PYBIND11_MODULE(_slide, m) {
            py::arg("k"), py::arg("mode") = "exact", py::arg("n_cols") = py::none())
       .def("predict_scores", &PyNetwork::predict_scores, py::arg("indptr"), py::arg("indices"), py::arg("values"),
            py::arg("n_cols") = py::none())
+      .def("lsh_candidates", &PyNetwork::lsh_candidates, py::arg("indptr"), py::arg("indices"), py::arg("values"),
+           py::arg("n_cols") = py::none())
+      .def("active_composition", &PyNetwork::active_composition,
+           "Output neurons of the training samples so far, summed by origin: labels, lsh, random.")
       .def("get_weights", &PyNetwork::get_weights, py::arg("layer"))
       .def("set_weights", &PyNetwork::set_weights, py::arg("layer"), py::arg("weights"), py::arg("bias"))
       .def("save", &PyNetwork::save, py::arg("path"))

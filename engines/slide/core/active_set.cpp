@@ -19,7 +19,8 @@ SelectionKind parse_selection_kind(const std::string& name) {
   if (n == "vanilla") return SelectionKind::Vanilla;
   if (n == "threshold") return SelectionKind::Threshold;
   if (n == "topk") return SelectionKind::TopK;
-  throw std::invalid_argument("unknown selection kind '" + name + "' (expected vanilla, threshold or topk)");
+  if (n == "random") return SelectionKind::Random;
+  throw std::invalid_argument("unknown selection kind '" + name + "' (expected vanilla, threshold, topk or random)");
 }
 
 ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed)
@@ -40,16 +41,38 @@ ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_
   cand_.reserve(1024);
 }
 
-void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
-                               int n_forced, std::vector<int32_t>& out) {
-  out.clear();
-  touched_.clear();
-  cand_.clear();
+void ActiveSetSelector::add_forced(const int32_t* forced, int n_forced, std::vector<int32_t>& out) {
   // Validate before touching the counters, so an error leaves the scratch clean.
   for (int i = 0; i < n_forced; ++i)
     if (forced[i] < 0 || forced[i] >= n_)
       throw std::out_of_range("ActiveSetSelector::select: forced id " + std::to_string(forced[i]) + " at position " +
                               std::to_string(i) + " outside [0, " + std::to_string(n_) + ")");
+  for (int i = 0; i < n_forced; ++i) {
+    const int32_t id = forced[i];
+    if (count_[id] & kMark) continue;  // duplicate label
+    count_[id] = kMark;
+    touched_.push_back(id);
+    out.push_back(id);
+  }
+}
+
+void ActiveSetSelector::select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out) {
+  out.clear();
+  touched_.clear();
+  add_forced(forced, n_forced, out);
+  last_.forced = static_cast<int>(out.size());
+  const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
+  if (out.size() < target) pad_random(out, target);
+  last_.retrieved = 0;
+  last_.padded = static_cast<int>(out.size()) - last_.forced;
+  for (int32_t id : touched_) count_[id] = 0;
+}
+
+void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
+                               int n_forced, std::vector<int32_t>& out, bool pad) {
+  out.clear();
+  touched_.clear();
+  cand_.clear();
   const int L = tables.L();
   if (cfg_.kind == SelectionKind::Threshold && cfg_.threshold > L)
     throw std::invalid_argument("SelectionConfig.threshold: " + std::to_string(cfg_.threshold) + " exceeds L = " +
@@ -59,13 +82,8 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
       throw std::out_of_range("ActiveSetSelector::select: bucket " + std::to_string(buckets_L[t]) + " of table " +
                               std::to_string(t) + " >= " + std::to_string(tables.num_buckets()));
 
-  for (int i = 0; i < n_forced; ++i) {
-    const int32_t id = forced[i];
-    if (count_[id] & kMark) continue;  // duplicate label
-    count_[id] = kMark;
-    touched_.push_back(id);
-    out.push_back(id);
-  }
+  add_forced(forced, n_forced, out);
+  last_.forced = static_cast<int>(out.size());
 
   // Gather the L buckets' items. The buckets are L cache misses in a large table (and the
   // counters another one per item): prefetch everything first so the misses overlap.
@@ -145,8 +163,10 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
     }
   }
 
+  last_.retrieved = static_cast<int>(out.size()) - last_.forced;
   const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
-  if (out.size() < target) pad_random(out, target);
+  if (pad && out.size() < target) pad_random(out, target);
+  last_.padded = static_cast<int>(out.size()) - last_.forced - last_.retrieved;
 
   for (int32_t id : touched_) count_[id] = 0;
 }

@@ -16,9 +16,10 @@ enum class SelectionKind {
   Vanilla,    // union of the L buckets; over max_active: a uniform random subset is kept
   Threshold,  // neurons present in >= threshold of the L buckets
   TopK,       // the max_active neurons present in most buckets (ties: first retrieved)
+  Random,     // no hashing: forced ids plus uniform random neurons (the ablation control)
 };
 
-// Parse "vanilla" | "threshold" | "topk" (case-insensitive); throws std::invalid_argument.
+// Parse "vanilla" | "threshold" | "topk" | "random" (case-insensitive); throws std::invalid_argument.
 SelectionKind parse_selection_kind(const std::string& name);
 
 struct SelectionConfig {
@@ -38,8 +39,17 @@ class ActiveSetSelector {
   // std::out_of_range), then selected neurons; never duplicates. Total size is
   // max(n_forced_unique, min(selected, max_active)) padded to min(min_active, n_neurons).
   // buckets_L has tables.L() entries.
+  // With pad = false the result stops before the random padding (what the tables retrieved).
   void select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
-              int n_forced, std::vector<int32_t>& out);
+              int n_forced, std::vector<int32_t>& out, bool pad = true);
+  // Selection without tables (SelectionKind::Random): forced ids, then uniform random padding.
+  void select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out);
+
+  // Where the last selection's neurons came from: forced (labels), tables, random padding.
+  struct Composition {
+    int forced = 0, retrieved = 0, padded = 0;
+  };
+  const Composition& last() const { return last_; }
 
   int n_neurons() const { return n_; }
   const SelectionConfig& config() const { return cfg_; }
@@ -47,6 +57,7 @@ class ActiveSetSelector {
 
  private:
   void pad_random(std::vector<int32_t>& out, size_t target);
+  void add_forced(const int32_t* forced, int n_forced, std::vector<int32_t>& out);
 
   int n_;
   SelectionConfig cfg_;
@@ -56,6 +67,7 @@ class ActiveSetSelector {
   std::vector<int32_t> retrieved_;  // scratch: the L buckets' items, in table order
   std::vector<int32_t> cand_;       // scratch: retrieved, not forced
   std::vector<uint32_t> hist_;      // TopK: count histogram, L+1 entries
+  Composition last_;
 };
 
 }  // namespace slide

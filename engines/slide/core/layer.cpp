@@ -19,7 +19,7 @@ Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_
   b_.resize(n_out_);
   mb_.resize(n_out_);
   vb_.resize(n_out_);
-  if (sampled_ && !all_active_) {
+  if (hashed()) {
     rehash(derive_seed(seed_, 0x4A5B, 0));
     const LshSettings& s = settings_.lsh;
     tables_ = std::make_unique<HashTables>(s.L, s.bucket_bits, s.bucket_capacity, s.insertion,
@@ -47,7 +47,7 @@ void Layer::init_weights(uint64_t seed, float init_std, int threads) {
 }
 
 void Layer::rehash(uint64_t seed) {
-  if (!sampled_ || all_active_) return;
+  if (!hashed()) return;
   const LshSettings& s = settings_.lsh;
   HashConfig hc;
   hc.kind = s.hash;
@@ -62,7 +62,7 @@ void Layer::rehash(uint64_t seed) {
 }
 
 void Layer::rebuild_tables(int threads) {
-  if (!sampled_ || all_active_) return;
+  if (!hashed()) return;
   tables_->build(*family_, row(0), n_out_, row_pitch(), threads);
 }
 

@@ -33,6 +33,9 @@ class Layer {
   bool sampled() const { return sampled_; }
   // A sampled layer whose minimum budget covers every neuron: no hashing, all neurons active.
   bool all_active() const { return all_active_; }
+  // Sampled through hash tables: not all active, and not the random-selection control (which
+  // builds no tables at all, so it pays neither their memory nor their maintenance).
+  bool hashed() const { return sampled_ && !all_active_ && settings_.lsh.selection != SelectionKind::Random; }
   bool neuron_major() const { return sampled_; }
   int n_rows() const { return neuron_major() ? n_out_ : n_in_; }
   int row_len() const { return neuron_major() ? n_in_ : n_out_; }

@@ -109,7 +109,7 @@ NetworkConfig get_config(Reader& r) {
     s.bucket_capacity = r.get<int32_t>("bucket_capacity");
     const int32_t ins = r.get<int32_t>("insertion");
     const int32_t sel = r.get<int32_t>("selection");
-    if (ins < 0 || ins > 1 || sel < 0 || sel > 2)
+    if (ins < 0 || ins > 1 || sel < 0 || sel > 3)
       throw std::runtime_error("model file '" + r.path() + "' has an unknown insertion or selection kind");
     s.insertion = static_cast<Insertion>(ins);
     s.selection = static_cast<SelectionKind>(sel);

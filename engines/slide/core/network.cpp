@@ -51,6 +51,8 @@ struct alignas(64) Network::ThreadScratch {
   std::vector<Contribution> contrib, by_row;
   std::vector<int64_t> block_begin, cursor;
   std::vector<int32_t> row_count, touched, row_begin;
+  // Output neurons of training samples, by origin, summed since construction.
+  ActiveComposition composition;
 };
 
 namespace {
@@ -229,17 +231,28 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       for (int j = 0; j < n_out; ++j) o.val[j] = b[j] + dot_in(k, L.row(j), in);
     } else {
       o.dense = false;
-      const HashFamily& fam = *L.family();
-      ts.buckets.resize(fam.L());
-      if (in.dense())
-        fam.hash_dense(in.val, ts.buckets.data());
-      else
-        fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
       ActiveSetSelector& sel = L.selector(ts.tid);
       // Per-sample stream: the random padding does not depend on which thread runs the sample.
       sel.reseed(derive_seed(stream, static_cast<uint64_t>(l)));
       const bool force = force_labels && l + 1 == nl;
-      sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
+      if (L.hashed()) {
+        const HashFamily& fam = *L.family();
+        ts.buckets.resize(fam.L());
+        if (in.dense())
+          fam.hash_dense(in.val, ts.buckets.data());
+        else
+          fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
+        sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
+      } else {
+        sel.select_random(force ? labels : nullptr, force ? n_labels : 0, o.ids);
+      }
+      if (force) {
+        const ActiveSetSelector::Composition& c = sel.last();
+        ts.composition.samples += 1;
+        ts.composition.labels += c.forced;
+        ts.composition.retrieved += c.retrieved;
+        ts.composition.padded += c.padded;
+      }
       const int n_act = static_cast<int>(o.ids.size());
       o.val.resize(n_act);
       const int row_len = L.row_len();
@@ -534,6 +547,40 @@ double Network::loss_and_gradients(const CsrView& x, const CsrView& y, std::vect
   grad_b->resize(layers_.size());
   for (int l = 0; l < num_layers(); ++l) update_layer(l, x, x.n_rows, &(*grad_w)[l], &(*grad_b)[l]);
   return out.loss;
+}
+
+ActiveComposition Network::active_composition() const {
+  ActiveComposition sum;
+  for (const auto& ts : scratch_) {
+    sum.samples += ts->composition.samples;
+    sum.labels += ts->composition.labels;
+    sum.retrieved += ts->composition.retrieved;
+    sum.padded += ts->composition.padded;
+  }
+  return sum;
+}
+
+void Network::lsh_candidates(const CsrView& x, std::vector<std::vector<int32_t>>* out) {
+  const int64_t n = x.n_rows;
+  const int nl = num_layers();
+  out->assign(n, {});
+  Layer& Lo = *layers_[nl - 1];
+  if (!Lo.hashed()) return;
+  if (static_cast<int64_t>(samples_.size()) < n) samples_.resize(n);
+  parallel_for(n, cfg_.threads, 4, scratch_, [&](int64_t s, ThreadScratch& ts) {
+    SampleState& st = samples_[s];
+    forward(x, s, nullptr, 0, false, false, 0, st, ts, nl - 1);  // hidden layers, exact
+    const InView in = nl > 1 ? view_of(st.layer[nl - 2]) : feature_row(x, s);
+    const HashFamily& fam = *Lo.family();
+    ts.buckets.resize(fam.L());
+    if (in.dense())
+      fam.hash_dense(in.val, ts.buckets.data());
+    else
+      fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
+    ActiveSetSelector& sel = Lo.selector(ts.tid);
+    sel.reseed(derive_seed(cfg_.seed, 0xCA9D, static_cast<uint64_t>(s)));
+    sel.select(*Lo.tables(), ts.buckets.data(), nullptr, 0, (*out)[s], /*pad=*/false);
+  });
 }
 
 void Network::predict_scores(const CsrView& x, float* out) {

@@ -42,6 +42,11 @@ struct TrainStats {
   double mean_active = 0.0;  // mean output neurons computed per sample
 };
 
+// Output neurons computed for training samples, by where they came from; sums over samples.
+struct ActiveComposition {
+  int64_t samples = 0, labels = 0, retrieved = 0, padded = 0;
+};
+
 enum class InferenceMode { Exact, Lsh };
 
 class Network {
@@ -67,6 +72,13 @@ class Network {
   // grad_w[l] is n_rows x row_len of layer l (its storage layout), grad_b[l] has n_out entries.
   double loss_and_gradients(const CsrView& features, const CsrView& labels, std::vector<std::vector<float>>* grad_w,
                             std::vector<std::vector<float>>* grad_b);
+
+  // Output neurons of the training samples so far, by origin (labels, retrieved from the tables,
+  // random padding): what the sampler actually contributed.
+  ActiveComposition active_composition() const;
+  // For each sample: the output layer's candidates as training would retrieve them (exact hidden
+  // layers, same selection, no labels, no random padding). Empty when the output is not hashed.
+  void lsh_candidates(const CsrView& features, std::vector<std::vector<int32_t>>* out);
 
   // Rebuild every sampled layer's tables now (also done on construction and by the schedule).
   void rebuild_tables();

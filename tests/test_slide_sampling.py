@@ -1,0 +1,139 @@
+"""What the output sampler does: the random-selection control, the active-set composition, and the
+retrieval quality of the LSH candidates (`harness.metrics.candidate_quality`) against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.metrics import candidate_quality
+from harness.sparse import Csr
+from tests.slide_helpers import engine, learnable, meta, needs_native
+
+
+def _brute_quality(cands: list[set[int]], scores: np.ndarray, labels: list[set[int]], k: int) -> dict:
+    """candidate_quality written the slow, obvious way: per point, lists and sets."""
+    recalls, enrich = [], []
+    for s_row, cand, lab in zip(scores, cands, labels, strict=True):
+        negatives = [j for j in range(len(s_row)) if j not in lab]
+        ranked = sorted(negatives, key=lambda j: (-s_row[j], j))
+        recalls.append(sum(j in cand for j in ranked[:k]) / min(k, len(ranked)))
+        neg_cand = [j for j in negatives if j in cand]
+        if neg_cand:
+            z = sum(math.exp(s_row[j]) for j in negatives)
+            covered = sum(math.exp(s_row[j]) for j in neg_cand) / z
+            enrich.append(covered / (len(neg_cand) / len(negatives)))
+    return {"recall": float(np.mean(recalls)), "enrichment": float(np.mean(enrich)) if enrich else None}
+
+
+def _csr_rows(rows: list[list[int]], n_cols: int) -> Csr:
+    indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    idx = np.array([j for r in rows for j in sorted(r)], dtype=np.int32)
+    return Csr(indptr, idx, None, n_cols)
+
+
+def test_candidate_quality_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    n, n_out = 12, 300
+    scores = rng.standard_normal((n, n_out)).astype(np.float32) * 3
+    labels = [set(rng.choice(n_out, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(n)]
+    cands = [set(rng.choice(n_out, size=rng.integers(0, 60), replace=False).tolist()) for _ in range(n)]
+    cands[3] = set()  # a point without candidates: recall 0, no enrichment
+    cands[4] = set(labels[4])  # only its labels: no negative candidates either
+    indptr = np.cumsum([0] + [len(c) for c in cands]).astype(np.int64)
+    ids = np.array([j for c in cands for j in sorted(c)], dtype=np.int32)
+    got = candidate_quality(indptr, ids, scores, _csr_rows([sorted(x) for x in labels], n_out), ks=(10, 100))
+    for k in (10, 100):
+        assert got[f"recall_top{k}"] == pytest.approx(_brute_quality(cands, scores, labels, k)["recall"])
+    assert got["enrichment"] == pytest.approx(_brute_quality(cands, scores, labels, 10)["enrichment"], rel=1e-6)
+    assert got["candidates"] == pytest.approx(np.mean([len(c) for c in cands]))
+
+
+def test_candidate_quality_of_random_sets_is_about_one_and_of_the_top_is_high() -> None:
+    rng = np.random.default_rng(1)
+    n, n_out, m = 200, 2000, 100
+    scores = rng.standard_normal((n, n_out)) * 2
+    labels = _csr_rows([[0]] * n, n_out)
+    rand = np.concatenate([rng.choice(np.arange(1, n_out), size=m, replace=False) for _ in range(n)])
+    indptr = np.arange(0, (n + 1) * m, m, dtype=np.int64)
+    q_rand = candidate_quality(indptr, rand.astype(np.int32), scores, labels)
+    assert q_rand["enrichment"] == pytest.approx(1.0, abs=0.3)
+    assert q_rand["recall_top10"] == pytest.approx(m / (n_out - 1), abs=0.03)
+    top = np.concatenate([np.argsort(-np.where(np.arange(n_out) == 0, -np.inf, s))[:m] for s in scores])
+    q_top = candidate_quality(indptr, top.astype(np.int32), scores, labels)
+    assert q_top["recall_top10"] == 1.0 and q_top["recall_top100"] == 1.0
+    assert q_top["enrichment"] > 5 * q_rand["enrichment"]
+
+
+def test_candidate_quality_refuses_mismatched_rows() -> None:
+    with pytest.raises(ValueError, match="score rows"):
+        candidate_quality(np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros((4, 5)), _csr_rows([[0]] * 4, 5))
+
+
+@needs_native
+def test_random_selection_is_labels_plus_uniform_padding_and_builds_no_tables() -> None:
+    rng = np.random.default_rng(3)
+    m = meta(200, 400)
+    batch = learnable(rng, 64, 200, 400, 8)
+    rand = engine({"selection": "random", "min_active": 50}, m)
+    hashed = engine({"min_active": 50, "K": 3, "L": 8, "bucket_bits": 6}, m)
+    reported = {}
+    for name, e in (("rand", rand), ("hashed", hashed)):
+        reported[name] = np.mean([e.fit_step(batch).active_outputs for _ in range(2)])
+    labels_per_point = np.diff(batch.labels.indptr).mean()
+    d_rand = rand.diagnostics(batch.features, batch.labels)
+    assert d_rand["active"]["labels"] == pytest.approx(labels_per_point)
+    assert d_rand["active"]["lsh"] == 0
+    assert d_rand["active"]["labels"] + d_rand["active"]["random"] == pytest.approx(50)
+    assert d_rand["lsh"] is None
+    # No tables: the random control's memory is the weights alone.
+    assert rand.info()["memory_bytes"] < hashed.info()["memory_bytes"]
+    d_hash = hashed.diagnostics(batch.features, batch.labels)
+    assert d_hash["active"]["lsh"] > 0
+    # Every computed output is counted once, by origin: the parts add up to what training reported.
+    assert sum(d_hash["active"].values()) == pytest.approx(reported["hashed"])
+    assert sum(d_rand["active"].values()) == pytest.approx(reported["rand"])
+    # Since the previous call: nothing trained, nothing counted.
+    assert rand.diagnostics(batch.features, batch.labels)["active"]["labels"] is None
+
+
+@needs_native
+def test_random_selection_refuses_lsh_inference() -> None:
+    from engines.slide import SlideEngine
+
+    with pytest.raises(ValueError, match="selection 'random' builds no tables"):
+        SlideEngine.check_params({"selection": "random", "inference": "lsh"})
+
+
+@needs_native
+def test_engine_diagnostics_match_brute_force_on_planted_neighbours() -> None:
+    """SimHash on planted near-duplicates: the engine's recall and enrichment are what a brute-force
+    computation over its own candidates and exact scores gives, and far above a random set's."""
+    rng = np.random.default_rng(2)
+    n_labels, dim, n_q = 2000, 64, 40
+    m = meta(dim, n_labels, hidden=())
+    # K = 10 bits a table: ~2 neurons a bucket, so ~20 candidates from 10 tables; the planted
+    # neighbour (cosine ~0.99) shares a table's bucket with p ~ 0.63, so it is almost always found.
+    e = engine({"hash": "simhash", "K": 10, "L": 10, "bucket_bits": 10, "bucket_capacity": 128,
+                "min_active": 64, "simhash_density": 1.0}, m)  # fmt: skip
+    w = rng.standard_normal((n_labels, dim)).astype(np.float32)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    e._net.set_weights(0, w * 10, np.zeros(n_labels, np.float32))
+    target = rng.integers(n_labels, size=n_q)
+    q = w[target] + 0.5 * rng.standard_normal((n_q, dim)).astype(np.float32) / 8
+    x = Csr(np.arange(0, (n_q + 1) * dim, dim, dtype=np.int64), np.tile(np.arange(dim, dtype=np.int32), n_q),
+            q.astype(np.float32).ravel(), dim)  # fmt: skip
+    y = _csr_rows([[int((t + 1) % n_labels)] for t in target], n_labels)  # a label that is not the neighbour
+    d = e.diagnostics(x, y)["lsh"]
+    indptr, ids = e._net.lsh_candidates(x.indptr, x.indices, x.values)
+    cands = [set(ids[indptr[i] : indptr[i + 1]].tolist()) for i in range(n_q)]
+    scores = e._net.predict_scores(x.indptr, x.indices, x.values)
+    brute = _brute_quality(cands, scores, [{int((t + 1) % n_labels)} for t in target], 10)
+    assert d["recall_top10"] == pytest.approx(brute["recall"])
+    assert d["enrichment"] == pytest.approx(brute["enrichment"], rel=1e-5)
+    assert d["candidates"] == pytest.approx(np.mean([len(c) for c in cands]))
+    # The planted neighbour holds most of each query's softmax mass: candidates that hold it cover
+    # far more mass than their ~1% share of the outputs.
+    assert d["candidates"] < 100 and d["recall_top10"] > 0.05 and d["enrichment"] > 10, d
