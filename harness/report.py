@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.plots import group, render_all, tables, target_of
+from harness.plots import ablation, group, render_all, tables, target_of
 from harness.plots.markup import Block, Bullets, Heading, Image, Para, to_html, to_markdown
 from harness.plots.records import Run, scan
 from harness.results import inside, safe_name, write_atomic
@@ -35,6 +35,9 @@ PLOT_TITLES = {
 
 
 def _image(kind: str, paths: Mapping[str, Path], workload: str) -> Image:
+    if kind.startswith("ablation:"):
+        _, treat, control = kind.split(":", 2)
+        return Image(f"{workload}: hashing ablation, {treat} vs {control}", paths["png"], paths.get("svg"))
     return Image(f"{workload}: {PLOT_TITLES.get(kind, kind)}", paths["png"], paths.get("svg"))
 
 
@@ -188,8 +191,17 @@ def _train_section(
     not_counted = tables.not_counted_table(runs, results_dir)
     if not_counted is not None:
         blocks += [Heading(3, "Runs not counted (failed or diverged)"), not_counted]
+    blocks += ablation.section(
+        workload,
+        by_engine,
+        [_image(kind, paths, workload) for kind, paths in plots.items() if kind.startswith("ablation:")],
+    )
     blocks.append(Heading(3, "Plots"))
-    blocks += [_image(kind, paths, workload) for kind, paths in plots.items() if kind != "thread_scaling"]
+    blocks += [
+        _image(kind, paths, workload)
+        for kind, paths in plots.items()
+        if kind != "thread_scaling" and not kind.startswith("ablation:")
+    ]
     blocks += _fairness(by_engine, text)
     return blocks
 

@@ -309,7 +309,7 @@ def failure_record(
     return {
         "schema_version": results.SCHEMA_VERSION,
         "run_id": run_id,
-        "build_id": build_id(spec.engine),
+        "build_id": build_id(spec.engine_class_name),
         "kind": "train",
         "spec": spec.to_dict(),
         "status": {"state": "error", "message": message},
@@ -377,7 +377,7 @@ def run_one(
     doc = {
         "spec": spec.to_dict(),
         "run_id": run_id,
-        "build_id": build_id(spec.engine),
+        "build_id": build_id(spec.engine_class_name),
         "data_dir": str(data_dir) if data_dir else None,
         "events": str(events_file),
     }

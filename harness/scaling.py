@@ -224,7 +224,7 @@ def _child(spec_path: Path, out_path: Path) -> int:
     steps, warmup = int(doc["steps"]), int(doc["warmup"])
     train, _test = data.load(spec.dataset.to_data_spec(), doc.get("data_dir"))
     n = train.features.n_rows
-    engine = registry.engine_class(spec.engine)(spec.engine_params)
+    engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
     in_effect = int(engine.set_threads(spec.threads))
     engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n))
 
@@ -275,7 +275,7 @@ def scaling_run_id(spec: Any, steps: int, warmup: int) -> str:
     """Hash of the spec at its thread count, the measurement protocol and the engine build."""
     from harness.workload import build_id
 
-    key = f"scaling\n{spec.canonical()}\nsteps={steps} warmup={warmup}\n{build_id(spec.engine)}"
+    key = f"scaling\n{spec.canonical()}\nsteps={steps} warmup={warmup}\n{build_id(spec.engine_class_name)}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -144,8 +144,23 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """`[variants.NAME]`: a named configuration of a registered engine, so that one campaign can
+    hold several (an ablation and its control). Its parameters lie over the engine's own
+    `[engines.ENGINE]` table, so a variant differs from its engine in exactly the keys it names."""
+
+    engine: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class RunSpec:
-    """One run: a workload's settings fixed to one engine, thread count and seed."""
+    """One run: a workload's settings fixed to one engine, thread count and seed.
+
+    `engine` is the name the run is listed, recorded and reported under: a registered engine, or a
+    variant (a named configuration of one, `[variants.NAME]`), whose registered engine is then
+    `base_engine`.
+    """
 
     workload: str
     engine: str
@@ -157,12 +172,20 @@ class RunSpec:
     training: TrainingSpec
     evaluation: EvalSpec
     counters: CountersSpec
+    base_engine: str | None = None  # set for variants only
+
+    @property
+    def engine_class_name(self) -> str:
+        """The registered engine that runs this spec."""
+        return self.base_engine or self.engine
 
     def to_dict(self) -> dict[str, Any]:
         """The record's `spec` section (also what the worker reads back)."""
         return {
             "workload": self.workload,
             "engine": self.engine,
+            # Only variants carry it, so the specs (and run ids) of plain engines are unchanged.
+            **({"base_engine": self.base_engine} if self.base_engine else {}),
             "engine_params": dict(sorted(self.engine_params.items())),
             "threads": self.threads,
             "seed": self.seed,
@@ -180,6 +203,7 @@ class RunSpec:
             return cls(
                 workload=str(d["workload"]),
                 engine=str(d["engine"]),
+                base_engine=str(d["base_engine"]) if d.get("base_engine") else None,
                 engine_params=dict(d.get("engine_params") or {}),
                 threads=int(d["threads"]),
                 seed=int(d["seed"]),
@@ -199,7 +223,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(f"{self.canonical()}\n{build_id(self.engine)}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.canonical()}\n{build_id(self.engine_class_name)}".encode()).hexdigest()
         return digest[:16]
 
     def train_meta(self, num_features: int, num_labels: int, num_train: int) -> TrainMeta:
@@ -230,10 +254,24 @@ class Workload:
     engine_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     unavailable: Mapping[str, str] = field(default_factory=dict)  # engine -> why it cannot be imported
     path: Path | None = None
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+
+    def base_of(self, name: str) -> str:
+        """The registered engine behind a listed name (itself, or a variant's engine)."""
+        return self.variants[name].engine if name in self.variants else name
+
+    def raw_params(self, name: str) -> dict[str, Any]:
+        """A listed name's parameters before defaults: a variant's lie over its engine's table."""
+        base = self.base_of(name)
+        own = self.variants[name].params if name in self.variants else {}
+        return {**self.engine_params.get(base, {}), **own}
+
+    def params_where(self, name: str) -> str:
+        return f"[variants.{name}]" if name in self.variants else f"[engines.{name}]"
 
     def params_for(self, engine: str) -> dict[str, Any]:
-        """The engine's parameters with defaults filled (validated at load time)."""
-        return registry.engine_class(engine).check_params(dict(self.engine_params.get(engine, {})))
+        """The engine's (or variant's) parameters with defaults filled (validated at load time)."""
+        return registry.engine_class(self.base_of(engine)).check_params(self.raw_params(engine))
 
     def expand(
         self,
@@ -243,25 +281,27 @@ class Workload:
     ) -> list[RunSpec]:
         """One RunSpec per (engine, threads, seed); overrides are validated like the file's matrix."""
         where = str(self.path or self.name)
-        engines_t = self.engines if engines is None else _check_engines(list(engines), where, "--engines")
+        engines_t = (
+            self.engines if engines is None else _check_engines(list(engines), where, "--engines", self.variants)
+        )
         threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", _THREADS)
         seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", _SEED)
         params = {}
         for engine in engines_t:
-            if engine in self.unavailable:
-                raise WorkloadError(self.unavailable[engine])
+            base = self.base_of(engine)
+            if base in self.unavailable:
+                raise WorkloadError(self.unavailable[base])
             try:
-                params[engine] = _engine_cls(engine, where, "engines").check_params(
-                    dict(self.engine_params.get(engine, {}))
-                )
+                params[engine] = _engine_cls(base, where, "engines").check_params(self.raw_params(engine))
             except ValueError as exc:
                 if isinstance(exc, WorkloadError):
                     raise
-                raise WorkloadError(f"{where}: [engines.{engine}]: {exc}") from None
+                raise WorkloadError(f"{where}: {self.params_where(engine)}: {exc}") from None
         return [
             RunSpec(
                 workload=self.name,
                 engine=engine,
+                base_engine=self.variants[engine].engine if engine in self.variants else None,
                 engine_params=params[engine],
                 threads=t,
                 seed=s,
@@ -481,6 +521,7 @@ _TOP = {
     "matrix": _Field("table", True),
     "counters": _Field("table"),
     "engines": _Field("table"),
+    "variants": _Field("table"),
 }
 _SEED = _between(0, MAX_SEED, "32-bit seeds")
 _THREADS = _between(1, MAX_THREADS, "more than any machine's cores")
@@ -528,14 +569,17 @@ _COUNTERS = {
 }
 
 
-def _check_engines(names: list[Any], where: str, key: str) -> tuple[str, ...]:
+def _check_engines(
+    names: list[Any], where: str, key: str, variants: Mapping[str, Variant] | None = None
+) -> tuple[str, ...]:
     if not names or not all(isinstance(n, str) for n in names):
         raise _fail(where, key, f"must be a non-empty list of engine names, got {_got(names)}")
     for n in names:
-        if n not in registry.ENGINES:
-            raise _fail(
-                where, key, f"unknown engine {_got(n)}; registered: {', '.join(sorted(registry.ENGINES))}"
-            )
+        if n not in registry.ENGINES and n not in (variants or {}):
+            known = f"registered: {', '.join(sorted(registry.ENGINES))}"
+            if variants:
+                known += f"; variants of this workload: {', '.join(sorted(variants))}"
+            raise _fail(where, key, f"unknown engine {_got(n)}; {known}")
     if len(set(names)) != len(names):
         raise _fail(where, key, f"has duplicates: {_got(names)}")
     return tuple(names)
@@ -763,8 +807,9 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
             where, "target_source", "is required when [evaluation] target_p1 is set: say where it comes from"
         )
 
+    variants = _variants(raw.get("variants", {}), where)
     mx = _section(raw["matrix"], _MATRIX, where, "matrix")
-    engines = _check_engines(mx["engines"], where, "[matrix] engines")
+    engines = _check_engines(mx["engines"], where, "[matrix] engines", variants)
 
     counters = CountersSpec(
         **(_section(raw["counters"], _COUNTERS, where, "counters") if "counters" in raw else {})
@@ -779,7 +824,8 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         _check_engines([engine], where, f"[engines.{engine}]")
         if not isinstance(tables[engine], dict):
             raise _fail(where, f"[engines.{engine}]", "must be a table")
-    for engine in sorted(set(tables) | set(engines)):
+    listed = {variants[e].engine if e in variants else e for e in engines}
+    for engine in sorted(set(tables) | listed):
         params = dict(tables.get(engine, {}))
         try:
             cls = _engine_cls(engine, where, f"[engines.{engine}]")
@@ -796,6 +842,14 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
             raise _fail(where, f"[engines.{engine}]", str(exc)) from None
         if engine in tables:
             engine_params[engine] = params
+    for name, variant in variants.items():
+        if variant.engine in unavailable:
+            continue
+        try:
+            merged = {**engine_params.get(variant.engine, {}), **variant.params}
+            registry.engine_class(variant.engine).check_params(merged)
+        except ValueError as exc:
+            raise _fail(where, f"[variants.{name}]", str(exc)) from None
 
     return Workload(
         name=name,
@@ -812,7 +866,31 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         engine_params=engine_params,
         unavailable=unavailable,
         path=Path(path) if isinstance(path, Path) else None,
+        variants=variants,
     )
+
+
+def _variants(table: Any, where: str) -> dict[str, Variant]:
+    """`[variants.NAME]` tables: each names a registered `engine`; the other keys are its parameters."""
+    if not isinstance(table, dict):
+        raise _fail(where, "[variants]", "must be a table of per-variant tables")
+    out: dict[str, Variant] = {}
+    for name, body in table.items():
+        key = f"[variants.{name}]"
+        if not NAME_PATTERN.fullmatch(name):
+            raise _fail(where, key, "a variant name must be a plain identifier (letters, digits, '-', '_')")
+        if name in registry.ENGINES:
+            raise _fail(where, key, f"{name!r} is a registered engine; give the variant a name of its own")
+        if not isinstance(body, dict):
+            raise _fail(where, key, "must be a table")
+        engine = body.get("engine")
+        if not isinstance(engine, str) or engine not in registry.ENGINES:
+            raise _fail(
+                where, f"{key} engine",
+                f"must name a registered engine ({', '.join(sorted(registry.ENGINES))}), got {_got(engine)}",
+            )  # fmt: skip
+        out[name] = Variant(engine=engine, params={k: v for k, v in body.items() if k != "engine"})
+    return out
 
 
 def load_all(names: Iterable[str | Path], *, data_dir: str | Path | None = None) -> list[Workload]:

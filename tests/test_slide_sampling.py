@@ -47,7 +47,9 @@ def test_candidate_quality_matches_brute_force() -> None:
     got = candidate_quality(indptr, ids, scores, _csr_rows([sorted(x) for x in labels], n_out), ks=(10, 100))
     for k in (10, 100):
         assert got[f"recall_top{k}"] == pytest.approx(_brute_quality(cands, scores, labels, k)["recall"])
-    assert got["enrichment"] == pytest.approx(_brute_quality(cands, scores, labels, 10)["enrichment"], rel=1e-6)
+    assert got["enrichment"] == pytest.approx(
+        _brute_quality(cands, scores, labels, 10)["enrichment"], rel=1e-6
+    )
     assert got["candidates"] == pytest.approx(np.mean([len(c) for c in cands]))
 
 
@@ -69,7 +71,9 @@ def test_candidate_quality_of_random_sets_is_about_one_and_of_the_top_is_high() 
 
 def test_candidate_quality_refuses_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="score rows"):
-        candidate_quality(np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros((4, 5)), _csr_rows([[0]] * 4, 5))
+        candidate_quality(
+            np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros((4, 5)), _csr_rows([[0]] * 4, 5)
+        )
 
 
 @needs_native

@@ -186,7 +186,7 @@ def test_shipped_workloads_are_valid_and_documented(path: Path) -> None:
         raise
     assert w.evaluation.target_p1 is not None, "every shipped workload documents a P@1 target"
     assert len(w.target_source) > 20 and len(w.description) > 20
-    assert set(w.engines) <= set(registry.ENGINES)
+    assert {w.base_of(e) for e in w.engines} <= set(registry.ENGINES)
 
 
 def test_suites_name_shipped_workloads() -> None:
@@ -406,3 +406,62 @@ def test_k_is_checked_against_the_files_labels(data_dir: Path) -> None:
     raw["evaluation"]["k"] = 8  # the files declare 7 labels
     with pytest.raises(WorkloadError, match=r"\[evaluation\] k: must be <= the 7 labels of files:mine/train.txt"):
         parse(raw)
+
+
+# ---- engine variants ----------------------------------------------------------------------------
+
+
+def _with_variant(**variant: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    raw["variants"] = {"dense-wide": {"engine": "numpy_dense", **variant}}
+    raw["matrix"]["engines"] = ["numpy_dense", "dense-wide"]
+    return raw
+
+
+def test_variant_runs_under_its_own_name_with_its_engine_params_over_the_engine_table() -> None:
+    w = parse(_with_variant(init_scale=2.0))
+    specs = {s.engine: s for s in w.expand(threads=[1], seeds=[0])}
+    plain, variant = specs["numpy_dense"], specs["dense-wide"]
+    assert variant.base_engine == "numpy_dense" and variant.engine_class_name == "numpy_dense"
+    assert plain.base_engine is None and plain.engine_class_name == "numpy_dense"
+    assert plain.engine_params["init_scale"] == 0.5 and variant.engine_params["init_scale"] == 2.0
+    # The spec round-trips, and plain engines' specs (so their run ids) do not grow a key.
+    assert workload.RunSpec.from_dict(variant.to_dict()) == variant
+    assert "base_engine" not in plain.to_dict() and variant.to_dict()["base_engine"] == "numpy_dense"
+    assert variant.run_id != plain.run_id
+    assert [s.engine for s in w.expand(engines=["dense-wide"], threads=[1], seeds=[0])] == ["dense-wide"]
+
+
+def test_variant_inherits_what_it_does_not_name() -> None:
+    w = parse(_with_variant())
+    specs = {s.engine: s for s in w.expand(threads=[1], seeds=[0])}
+    assert specs["dense-wide"].engine_params == specs["numpy_dense"].engine_params
+
+
+@pytest.mark.parametrize(
+    ("variants", "needle"),
+    [
+        ({"dense-wide": {"engine": "numpy_dense", "no_such_key": 1}}, "[variants.dense-wide]"),
+        ({"dense-wide": {"engine": "nope"}}, "[variants.dense-wide] engine: must name a registered engine"),
+        ({"dense-wide": {"init_scale": 1.0}}, "[variants.dense-wide] engine: must name a registered engine"),
+        ({"numpy_dense": {"engine": "numpy_dense"}}, "is a registered engine; give the variant a name"),
+        ({"../x": {"engine": "numpy_dense"}}, "a variant name must be a plain identifier"),
+        ({"dense-wide": 3}, "[variants.dense-wide]: must be a table"),
+    ],
+)
+def test_bad_variants_are_refused_naming_the_variant(variants: dict[str, Any], needle: str) -> None:
+    raw = copy.deepcopy(BASE)
+    raw["variants"] = variants
+    with pytest.raises(WorkloadError) as err:
+        parse(raw)
+    assert needle in str(err.value) and "w.toml" in str(err.value)
+
+
+def test_unknown_variant_in_the_matrix_or_on_the_command_line_is_refused() -> None:
+    raw = _with_variant()
+    raw["matrix"]["engines"] = ["numpy_dense", "dense-narrow"]
+    with pytest.raises(WorkloadError, match="unknown engine 'dense-narrow'.*variants of this workload: dense-wide"):
+        parse(raw)
+    w = parse(_with_variant())
+    with pytest.raises(WorkloadError, match="unknown engine 'dense-narrow'"):
+        w.expand(engines=["dense-narrow"])

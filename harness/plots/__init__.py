@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.plots import accuracy, counters, resources, scaling, style
+from harness.plots import ablation, accuracy, counters, resources, scaling, style
 from harness.plots.records import Run
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ def render_all(runs: Sequence[Run], out_dir: Path) -> dict[str, PlotPaths]:
         p["p1_vs_epochs"] = accuracy.p1_vs_epochs(workload, by_engine, target, machine, colours, out_dir)
         p["cache_misses"] = counters.cache_misses(workload, by_engine, machine, colours, out_dir)
         p["throughput_memory"] = resources.throughput_memory(workload, by_engine, machine, colours, out_dir)
+        for pair in ablation.pairs(by_engine):
+            p[f"ablation:{pair[0]}:{pair[1]}"] = ablation.plot(workload, by_engine, pair, machine, colours, out_dir)
     for workload, by_engine in group([r for r in runs if r.kind == "scaling"], split_threads=False).items():
         flat = [r for rs in by_engine.values() for r in rs]
         machine = style.machine_label(r.environment for r in flat)
