@@ -3,7 +3,8 @@
 `load(path_or_name)` reads ``workloads/<name>.toml`` (or a path), refuses unknown keys, wrong
 types and impossible values with a `WorkloadError` naming the file and the key, and validates each
 engine's own parameters through `Engine.check_params` (cheap by contract: no TensorFlow, no
-native extension). `Workload.expand()` yields one frozen `RunSpec` per (engine, threads, seed).
+native extension). `Workload.expand()` yields one frozen `RunSpec` per (engine, threads, seed),
+and per device for engines with a `device` parameter when the matrix lists `devices`.
 
 Identity of a run: `RunSpec.canonical()` is the canonical JSON of everything that decides the
 run's outcome (not the workload's prose). `RunSpec.run_id` hashes it together with the engine's
@@ -196,6 +197,10 @@ class Workload:
     engine_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     unavailable: Mapping[str, str] = field(default_factory=dict)  # engine -> why it cannot be imported
     path: Path | None = None
+    # [matrix] devices: each engine with a `device` parameter (the TF engines) runs once per entry,
+    # as that parameter, so the device is part of the spec and of the run id; engines without one
+    # run once (on the CPU). Empty: every engine runs with its own `device` setting.
+    devices: tuple[str, ...] = ()
 
     def params_for(self, engine: str) -> dict[str, Any]:
         """The engine's parameters with defaults filled (validated at load time)."""
@@ -207,28 +212,30 @@ class Workload:
         threads: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
     ) -> list[RunSpec]:
-        """One RunSpec per (engine, threads, seed); overrides are validated like the file's matrix."""
+        """One RunSpec per (engine[, device], threads, seed); overrides are validated like the matrix."""
         where = str(self.path or self.name)
         engines_t = self.engines if engines is None else _check_engines(list(engines), where, "--engines")
         threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", 1)
         seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", 0)
-        params = {}
+        params: list[tuple[str, dict[str, Any]]] = []
         for engine in engines_t:
             if engine in self.unavailable:
                 raise WorkloadError(self.unavailable[engine])
-            try:
-                params[engine] = _engine_cls(engine, where, "engines").check_params(
-                    dict(self.engine_params.get(engine, {}))
-                )
-            except ValueError as exc:
-                if isinstance(exc, WorkloadError):
-                    raise
-                raise WorkloadError(f"{where}: [engines.{engine}]: {exc}") from None
+            cls = _engine_cls(engine, where, "engines")
+            given = dict(self.engine_params.get(engine, {}))
+            per_device = [{**given, "device": d} for d in self.devices] if _has_device(cls) else []
+            for p in per_device or [given]:
+                try:
+                    params.append((engine, cls.check_params(p)))
+                except ValueError as exc:
+                    if isinstance(exc, WorkloadError):
+                        raise
+                    raise WorkloadError(f"{where}: [engines.{engine}]: {exc}") from None
         return [
             RunSpec(
                 workload=self.name,
                 engine=engine,
-                engine_params=params[engine],
+                engine_params=p,
                 threads=t,
                 seed=s,
                 dataset=self.dataset,
@@ -237,10 +244,15 @@ class Workload:
                 evaluation=self.evaluation,
                 counters=self.counters,
             )
-            for engine in engines_t
+            for engine, p in params
             for t in threads_t
             for s in seeds_t
         ]
+
+
+def _has_device(cls: Any) -> bool:
+    """Whether an engine takes a `device` parameter (check_params fills its defaults, cheaply)."""
+    return "device" in cls.check_params({})
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,6 +413,9 @@ _MATRIX = {
     "engines": _Field("str_list", True),
     "threads": _Field("int_list", True, lambda v: None if v >= 1 else f"must be >= 1, got {v!r}"),
     "seeds": _Field("int_list", True, _nonneg),
+    "devices": _Field(
+        "str_list", check=lambda v: None if v in ("cpu", "gpu") else f"must be 'cpu' or 'gpu', got {v!r}"
+    ),
 }
 _COUNTERS = {
     "perf": _Field("bool"),
@@ -579,6 +594,18 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
             cls.check_params(params)
         except ValueError as exc:
             raise _fail(where, f"[engines.{engine}]", str(exc)) from None
+        if "devices" in mx and "device" in params:
+            raise _fail(
+                where,
+                f"[engines.{engine}] device",
+                "conflicts with [matrix] devices: give the device in one place",
+            )
+        if "devices" in mx and _has_device(cls):
+            for device in mx["devices"]:
+                try:
+                    cls.check_params({**params, "device": device})
+                except ValueError as exc:
+                    raise _fail(where, f"[engines.{engine}]", str(exc)) from None
         if engine in tables:
             engine_params[engine] = params
 
@@ -597,6 +624,7 @@ def parse(raw: Mapping[str, Any], path: Path | str) -> Workload:
         engine_params=engine_params,
         unavailable=unavailable,
         path=Path(path) if isinstance(path, Path) else None,
+        devices=tuple(mx.get("devices", ())),
     )
 
 
