@@ -2,7 +2,8 @@
 
 Enough to judge a number without rerunning it: CPU model and flags, core counts, kernel, package
 versions (read from installed metadata, so TensorFlow is never imported just to learn its
-version), the native build as the engine reports it, thread settings, git commit and dirty flag,
+version) and which TensorFlow build (cpu or cuda), the GPUs nvidia-smi lists (model, memory,
+driver), the native build as the engine reports it, thread settings, git commit and dirty flag,
 UTC time and load average.
 """
 
@@ -99,6 +100,61 @@ def git_state(repo: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     return commit or None, bool(status.strip())
 
 
+# One CSV line per GPU; units stripped (memory in MiB). The CUDA and cuDNN versions that matter are
+# the ones TensorFlow was built with: the TF engines report them (engine_info.tf_build).
+_GPU_QUERY = ("index", "name", "memory.total", "driver_version", "pci.bus_id")
+
+
+def parse_gpu_query(text: str) -> list[dict[str, Any]]:
+    """Rows of `nvidia-smi --query-gpu=<_GPU_QUERY> --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != len(_GPU_QUERY):
+            continue  # a warning or an error line, not a GPU
+        index, name, memory, driver, bus = fields
+        try:
+            memory_mib: int | None = int(float(memory))
+        except ValueError:
+            memory_mib = None
+        gpus.append(
+            {
+                "index": int(index) if index.isdigit() else index,
+                "name": name,
+                "memory_mib": memory_mib,
+                "driver": driver,
+                "pci_bus_id": bus,
+            }
+        )
+    return gpus
+
+
+@functools.cache
+def gpu_info() -> list[dict[str, Any]]:
+    """The machine's NVIDIA GPUs as nvidia-smi reports them; [] without nvidia-smi or a GPU."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(_GPU_QUERY)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_gpu_query(out.stdout) if out.returncode == 0 else []
+
+
+def tf_variant() -> str | None:
+    """Which TensorFlow build is installed: "cpu" (tensorflow-cpu), "cuda" (tensorflow with the
+    NVIDIA wheels of its and-cuda extra), "tensorflow" (neither: e.g. CUDA from the system), None."""
+    if _package_version("tensorflow-cpu"):
+        return "cpu"
+    if _package_version("tensorflow"):
+        return "cuda" if _package_version("nvidia-cudnn-cu12", "nvidia-cudnn-cu13") else "tensorflow"
+    return None
+
+
 def thread_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     return {k: v for k, v in sorted(environ.items()) if k.startswith(THREAD_ENV_PREFIXES)}
@@ -130,6 +186,8 @@ def capture(engine_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
             "numpy": _package_version("numpy"),
             "scipy": _package_version("scipy"),
             "tensorflow": _package_version("tensorflow-cpu", "tensorflow", "tf-nightly"),
+            "tf_variant": tf_variant(),
+            "gpus": gpu_info(),
             "slidebench": _package_version("slidebench"),
             "native_build": native_build(engine_info),
             "omp": thread_settings(),

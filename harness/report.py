@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "workloads"
 
 PLOT_TITLES = {
+    "seed_comparison": "slide on the CPU against tf_dense on the GPU (time to accuracy, samples/s per device)",
     "time_to_accuracy": "P@1 against the train clock",
     "p1_vs_epochs": "P@1 against epochs",
     "cache_misses": "cache misses per training sample",
@@ -176,6 +177,12 @@ def _train_section(
             "diverged) counts as infinitely slow, so the median is 'not reached' when fewer than half the "
             f"seeds got there. Speedup = {tables.REFERENCE_ENGINE} median time / engine median time, at the same "
             "thread count (above 1: faster than the reference)."
+            + (
+                f" This workload has GPU records: each engine is labelled with its device, and the reference "
+                f"is {tables.REFERENCE_ENGINE} on the GPU."
+                if any(r.device == "gpu" for r in runs)
+                else ""
+            )
         ),
         Heading(3, "Final accuracy, throughput, memory"),
         tables.results_table(by_engine),

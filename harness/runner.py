@@ -233,7 +233,9 @@ class Progress:
 
     @staticmethod
     def _name(spec: RunSpec) -> str:
-        return f"{spec.workload} {spec.engine} threads={spec.threads} seed={spec.seed}"
+        device = spec.engine_params.get("device")  # the TF engines' device, when a workload sets one
+        where = f" device={device}" if device not in (None, "auto") else ""
+        return f"{spec.workload} {spec.engine}{where} threads={spec.threads} seed={spec.seed}"
 
     def _line(self, msg: str, log_too: bool = False) -> None:
         if self.tty:

@@ -3,7 +3,8 @@
 `load(path_or_name)` reads ``workloads/<name>.toml`` (or a path), refuses unknown keys, wrong
 types and impossible values with a `WorkloadError` naming the file and the key, and validates each
 engine's own parameters through `Engine.check_params` (cheap by contract: no TensorFlow, no
-native extension). `Workload.expand()` yields one frozen `RunSpec` per (engine, threads, seed).
+native extension). `Workload.expand()` yields one frozen `RunSpec` per (engine, threads, seed),
+and per device for engines with a `device` parameter when the matrix lists `devices`.
 
 "Impossible" includes settings that are well-typed but could only fail deep inside a worker after
 the data is loaded (a thread count of 2**63, an lr that is inf in float32, a model of 10**12
@@ -255,6 +256,10 @@ class Workload:
     unavailable: Mapping[str, str] = field(default_factory=dict)  # engine -> why it cannot be imported
     path: Path | None = None
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    # [matrix] devices: each engine with a `device` parameter (the TF engines) runs once per entry,
+    # as that parameter, so the device is part of the spec and of the run id; engines without one
+    # run once (on the CPU). Empty: every engine runs with its own `device` setting.
+    devices: tuple[str, ...] = ()
 
     def base_of(self, name: str) -> str:
         """The registered engine behind a listed name (itself, or a variant's engine)."""
@@ -279,30 +284,34 @@ class Workload:
         threads: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
     ) -> list[RunSpec]:
-        """One RunSpec per (engine, threads, seed); overrides are validated like the file's matrix."""
+        """One RunSpec per (engine[, device], threads, seed); overrides are validated like the matrix."""
         where = str(self.path or self.name)
         engines_t = (
             self.engines if engines is None else _check_engines(list(engines), where, "--engines", self.variants)
         )
         threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", _THREADS)
         seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", _SEED)
-        params = {}
+        params: list[tuple[str, dict[str, Any]]] = []
         for engine in engines_t:
             base = self.base_of(engine)
             if base in self.unavailable:
                 raise WorkloadError(self.unavailable[base])
-            try:
-                params[engine] = _engine_cls(base, where, "engines").check_params(self.raw_params(engine))
-            except ValueError as exc:
-                if isinstance(exc, WorkloadError):
-                    raise
-                raise WorkloadError(f"{where}: {self.params_where(engine)}: {exc}") from None
+            cls = _engine_cls(base, where, "engines")
+            given = self.raw_params(engine)
+            per_device = [{**given, "device": d} for d in self.devices] if _has_device(cls) else []
+            for p in per_device or [given]:
+                try:
+                    params.append((engine, cls.check_params(p)))
+                except ValueError as exc:
+                    if isinstance(exc, WorkloadError):
+                        raise
+                    raise WorkloadError(f"{where}: {self.params_where(engine)}: {exc}") from None
         return [
             RunSpec(
                 workload=self.name,
                 engine=engine,
                 base_engine=self.variants[engine].engine if engine in self.variants else None,
-                engine_params=params[engine],
+                engine_params=p,
                 threads=t,
                 seed=s,
                 dataset=self.dataset,
@@ -311,10 +320,15 @@ class Workload:
                 evaluation=self.evaluation,
                 counters=self.counters,
             )
-            for engine in engines_t
+            for engine, p in params
             for t in threads_t
             for s in seeds_t
         ]
+
+
+def _has_device(cls: Any) -> bool:
+    """Whether an engine takes a `device` parameter (check_params fills its defaults, cheaply)."""
+    return "device" in cls.check_params({})
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,6 +574,9 @@ _MATRIX = {
     "engines": _Field("str_list", True),
     "threads": _Field("int_list", True, _THREADS),
     "seeds": _Field("int_list", True, _SEED),
+    "devices": _Field(
+        "str_list", check=lambda v: None if v in ("cpu", "gpu") else f"must be 'cpu' or 'gpu', got {v!r}"
+    ),
 }
 _COUNTERS = {
     "perf": _Field("bool"),
@@ -840,6 +857,18 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
             cls.check_params(params)
         except ValueError as exc:
             raise _fail(where, f"[engines.{engine}]", str(exc)) from None
+        if "devices" in mx and "device" in params:
+            raise _fail(
+                where,
+                f"[engines.{engine}] device",
+                "conflicts with [matrix] devices: give the device in one place",
+            )
+        if "devices" in mx and _has_device(cls):
+            for device in mx["devices"]:
+                try:
+                    cls.check_params({**params, "device": device})
+                except ValueError as exc:
+                    raise _fail(where, f"[engines.{engine}]", str(exc)) from None
         if engine in tables:
             engine_params[engine] = params
     for name, variant in variants.items():
@@ -867,6 +896,7 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         unavailable=unavailable,
         path=Path(path) if isinstance(path, Path) else None,
         variants=variants,
+        devices=tuple(mx.get("devices", ())),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -418,3 +420,154 @@ def test_shared_sampled_loss_trains_with_xla():
     batch = small_batch(meta)
     losses = [engine.fit_step(batch).loss for _ in range(20)]
     assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+# ---- device selection and placement ------------------------------------------------------------
+
+CPU0 = "/job:localhost/replica:0/task:0/device:CPU:0"
+GPU0 = "/job:localhost/replica:0/task:0/device:GPU:0"
+GPU1 = "/job:localhost/replica:0/task:0/device:GPU:1"
+
+
+@pytest.mark.parametrize(
+    "want,gpus,expected",
+    [
+        ("auto", [GPU0, GPU1], GPU0),
+        ("gpu", [GPU0, GPU1], GPU0),
+        ("cpu", [GPU0, GPU1], CPU0),
+        ("auto", [], CPU0),
+        ("cpu", [], CPU0),
+    ],
+)
+@pytest.mark.parametrize("cls", [TFDenseEngine, TFSampledEngine])
+def test_device_choice_with_a_faked_gpu_list(monkeypatch, cls, want, gpus, expected):
+    from engines.tf import engine as tf_engine
+
+    listed = {"GPU": gpus, "CPU": [CPU0]}
+    monkeypatch.setattr(tf_engine, "_logical_devices", lambda _tf, kind: list(listed[kind]))
+    engine = cls({"device": want})
+    assert engine._pick_device(None) == expected
+    assert tf_engine.device_kind(expected) == ("gpu" if expected in (GPU0, GPU1) else "cpu")
+
+
+def test_gpu_requested_without_one_says_why(monkeypatch):
+    from engines.tf import engine as tf_engine
+
+    monkeypatch.setattr(tf_engine, "_logical_devices", lambda _tf, kind: [CPU0] if kind == "CPU" else [])
+    with pytest.raises(RuntimeError, match=r"device = 'gpu' requested but TensorFlow sees no GPU.*TF_VARIANT"):
+        TFDenseEngine({"device": "gpu"})._pick_device(None)
+
+
+def test_device_cpu_places_variables_and_reports_it():
+    engine = make(TFDenseEngine, small_meta(), device="cpu")
+    assert all("CPU" in v.device for v in engine._model.vars + engine._model.m + engine._model.v)
+    engine.fit_step(small_batch(small_meta()))
+    info = engine.info()
+    assert info["device_kind"] == "cpu" and "CPU" in info["device"]
+    assert "gpu" not in info
+    assert set(info["tf_build"]) == {"is_cuda_build", "cuda_version", "cudnn_version"}
+    assert info["tf32"] is False  # the default: float32 matmuls wherever the step runs
+
+
+def _require_gpu():
+    """Skip (with the reason) unless TensorFlow sees a GPU; imports TF after the engine set it up.
+
+    SLIDEBENCH_REQUIRE_GPU=1 (benchmarks/gpu_check.sh) turns the skip into a failure: on the GPU
+    machine, a GPU that TF cannot see is the finding, not a reason to pass.
+    """
+    TFDenseEngine({}).set_threads(THREADS)
+    import tensorflow as tf
+
+    from engines.tf.engine import _tf_build_name
+
+    if not tf.config.list_physical_devices("GPU"):
+        why = f"no GPU visible to TensorFlow (installed: {_tf_build_name()})"
+        if os.environ.get("SLIDEBENCH_REQUIRE_GPU") == "1":
+            pytest.fail(f"{why}, and SLIDEBENCH_REQUIRE_GPU=1")
+        pytest.skip(why)
+    return tf
+
+
+# Ops that carry the step's work: one of them on the CPU means the GPU run is not a GPU run.
+HOT_OPS = {
+    "MatMul",
+    "BatchMatMulV2",
+    "ResourceGather",
+    "GatherV2",
+    "UnsortedSegmentSum",
+    "ResourceApplyAdam",
+    "ResourceScatterUpdate",
+    "ResourceScatterSub",
+    "TopKV2",
+    "Unique",
+    "Relu",
+    "ReluGrad",
+    "Softmax",
+    "Max",
+    "Sum",
+}
+_PLACEMENT = re.compile(r"\((\w+)\): (/job:\S+/device:(\w+):\d+)\s*$")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "cls,params",
+    [(TFDenseEngine, {}), (TFDenseEngine, {"xla": True}), (TFSampledEngine, {"sampled_loss": "shared"})],
+)
+def test_gpu_steps_run_on_the_gpu_without_fallback(capfd, cls, params):
+    tf = _require_gpu()
+    meta = small_meta(hidden=(16, 8), features=300, labels=500)
+    # Soft placement off: an op without a GPU kernel inside the steps' GPU scope now fails instead
+    # of silently running on the CPU (the candidate sampler is placed on the CPU explicitly).
+    # The placement log names the device of every op of each function as it is placed.
+    tf.config.set_soft_device_placement(False)
+    tf.debugging.set_log_device_placement(True)
+    try:
+        engine = make(cls, meta, device="gpu", **params)
+        for seed in (1, 2):
+            engine.fit_step(small_batch(meta, seed=seed))
+        top = engine.predict_topk(small_batch(meta).features, 5)
+    finally:
+        tf.debugging.set_log_device_placement(False)
+        tf.config.set_soft_device_placement(True)
+    assert top.shape == (16, 5)
+    model = engine._model
+    assert all("GPU" in v.device for v in model.vars + model.m + model.v + [model.t])
+    assert engine.info()["device_kind"] == "gpu"
+    log_text = capfd.readouterr()
+    placed = [m.groups() for line in (log_text.out + log_text.err).splitlines() if (m := _PLACEMENT.search(line))]
+    hot = [(op, dev) for op, _full, dev in placed if op in HOT_OPS]
+    if not params.get("xla"):
+        # (An XLA-compiled step runs as one cluster: its ops are not placed one by one.)
+        assert hot, "the device placement log named no step op; its format may have changed"
+    on_cpu = sorted({op for op, dev in hot if dev != "GPU"})
+    assert not on_cpu, f"step ops placed on the CPU in a GPU run: {on_cpu}"
+
+
+@pytest.mark.gpu
+def test_gpu_and_cpu_train_the_same_model():
+    _require_gpu()
+    meta = small_meta(hidden=(16,), features=300, labels=500)
+    gpu = make(TFDenseEngine, meta, device="gpu")
+    cpu = make(TFDenseEngine, meta, device="cpu")
+    start = cpu.get_weights()
+    gpu.set_weights(start)
+    for seed in (1, 2, 3):
+        batch = small_batch(meta, seed=seed)
+        assert gpu.fit_step(batch).loss == pytest.approx(cpu.fit_step(batch).loss, rel=1e-4, abs=1e-6)
+    for g, c in zip(gpu.get_weights(), cpu.get_weights()):
+        np.testing.assert_allclose(g, c, rtol=1e-4, atol=2e-5)
+    feats = small_batch(meta, seed=9).features
+    np.testing.assert_array_equal(gpu.predict_topk(feats, 5)[:, 0], cpu.predict_topk(feats, 5)[:, 0])
+
+
+@pytest.mark.gpu
+def test_gpu_info_names_the_gpu_and_the_cuda_build():
+    _require_gpu()
+    engine = make(TFDenseEngine, small_meta(), device="gpu")
+    engine.fit_step(small_batch(small_meta()))
+    info = engine.info()
+    assert info["device_kind"] == "gpu" and "GPU" in info["device"]
+    assert info["tf_build"]["is_cuda_build"] is True
+    assert info["tf_build"]["cuda_version"] and info["tf_build"]["cudnn_version"]
+    assert info["gpu"]["name"] and info["gpu"]["memory_peak_mb"] > 0, info["gpu"]

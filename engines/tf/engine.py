@@ -35,6 +35,10 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "init": "normal",  # "normal" (N(0, init_std^2), SLIDE's scheme) or "glorot" (uniform)
     "init_std": 0.01,
     "device": "auto",  # "auto" (GPU when TF sees one), "cpu" or "gpu"
+    # TensorFloat-32 matmuls on GPUs that have them (Ampere and later; TF's default is on). Off:
+    # every engine computes in float32, as the SLIDE paper's V100 (no TF32) did; on: faster
+    # matmuls with 10-bit mantissa inputs. No effect on the CPU.
+    "tf32": False,
     "inter_op_threads": 1,  # TF's inter-op pool schedules ops; compute runs on the intra-op pool
     # TF's pooling BFC allocator for host memory (TF_CPU_ALLOCATOR_USE_BFC). Without it every step's
     # 343 MB logits are fresh mmap'd pages: at the Amazon-670K shape, page faults cost ~1.1 s of
@@ -54,7 +58,10 @@ _SAMPLED_DEFAULTS: dict[str, Any] = {
     # loss with candidate logits computed once per sample, |y| times fewer FLOPs (graph.py).
     "sampled_loss": "tf_nn",
 }
-_EVAL_CHUNK_BYTES = 64 << 20
+# Logits held per predict chunk (exact scoring of every label). On the CPU the chunk is kept small
+# so a memory-bound matmul + top-k stays cheap to allocate; a GPU has the memory and wants wide
+# kernels: at 670,091 labels 64 MiB is 25 rows, 1 GiB 400 rows.
+_EVAL_CHUNK_BYTES = {"cpu": 64 << 20, "gpu": 1 << 30}
 
 # TF's thread pools and host allocator are process-wide and frozen once TF starts.
 _threads_in_effect: int | None = None
@@ -98,6 +105,78 @@ def _validate_common(p: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: parameter 'seed_offset' must be >= 0, got {p['seed_offset']}")
 
 
+def _logical_devices(tf, kind: str) -> list[str]:
+    """Names of the logical devices of `kind` ("GPU" or "CPU") TensorFlow sees, e.g.
+    '/job:localhost/replica:0/task:0/device:GPU:0'. A function of its own so that tests can fake
+    a GPU list on machines without one."""
+    return [d.name for d in tf.config.list_logical_devices(kind)]
+
+
+def _tf_build_name() -> str:
+    """Which TensorFlow distribution is installed, for error messages (no TF import)."""
+    import importlib.metadata
+
+    for dist in ("tensorflow-cpu", "tensorflow"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "an unknown TensorFlow build"
+
+
+def _build_info(tf) -> dict[str, Any]:
+    """CUDA and cuDNN versions TensorFlow was built with (tf.sysconfig.get_build_info())."""
+    try:
+        build = dict(tf.sysconfig.get_build_info())
+    except Exception as exc:  # noqa: BLE001 - a missing field must not cost the run its record
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "is_cuda_build": bool(build.get("is_cuda_build", False)),
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+    }
+
+
+def _gpu_details(tf, device: str) -> dict[str, Any]:
+    """Model, compute capability and TF's peak allocation on the GPU the run used."""
+    out: dict[str, Any] = {}
+    try:
+        index = int(device.rsplit(":", 1)[-1])
+        physical = tf.config.list_physical_devices("GPU")[index]
+        details = tf.config.experimental.get_device_details(physical)
+        out["name"] = details.get("device_name")
+        cc = details.get("compute_capability")
+        out["compute_capability"] = ".".join(map(str, cc)) if cc else None
+        # Peak bytes TF's GPU allocator held: the device-side counterpart of peak RSS.
+        peak = tf.config.experimental.get_memory_info(f"GPU:{index}")["peak"]
+        out["memory_peak_mb"] = peak / (1 << 20)
+    except Exception as exc:  # noqa: BLE001 - the run's numbers matter more than these details
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def choose_device(want: str, gpus: list[str], cpus: list[str]) -> str:
+    """The TF device name a run uses: `want` is "auto" (first GPU if any, else CPU), "cpu" or "gpu"."""
+    if want not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {want!r}")
+    if want == "gpu" and not gpus:
+        raise RuntimeError(
+            f"device = 'gpu' requested but TensorFlow sees no GPU (installed: {_tf_build_name()}). "
+            "On a machine with an NVIDIA GPU, `make install` installs the CUDA build (TF_VARIANT=cuda "
+            "forces it); check `nvidia-smi -L` lists the GPU."
+        )
+    if want != "cpu" and gpus:
+        return gpus[0]
+    if not cpus:
+        raise RuntimeError("TensorFlow lists no CPU device")
+    return cpus[0]
+
+
+def device_kind(device: str) -> str:
+    """'gpu' or 'cpu' for a TF device name ('/job:localhost/replica:0/task:0/device:GPU:0' -> 'gpu')."""
+    return "gpu" if ":GPU:" in device.upper() or device.upper().startswith("GPU") else "cpu"
+
+
 class _TFEngine(Engine):
     """What both TF engines share: threads, device, weights, feeding, chunked exact top-k."""
 
@@ -135,13 +214,9 @@ class _TFEngine(Engine):
         return self._threads
 
     def _pick_device(self, tf) -> str:
-        want = self.params["device"]
-        gpus = tf.config.list_logical_devices("GPU")
-        if want == "gpu" and not gpus:
-            raise RuntimeError("device = 'gpu' requested but TensorFlow sees no GPU")
-        if want != "cpu" and gpus:
-            return gpus[0].name
-        return tf.config.list_logical_devices("CPU")[0].name
+        return choose_device(
+            self.params["device"], _logical_devices(tf, "GPU"), _logical_devices(tf, "CPU")
+        )
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def prepare(self, meta: TrainMeta) -> None:
@@ -168,6 +243,7 @@ class _TFEngine(Engine):
 
         self._meta = meta
         self._device = self._pick_device(tf)
+        tf.config.experimental.enable_tensor_float_32_execution(bool(self.params["tf32"]))
         cfg = graph.config_from_meta(meta, self.params, self.sampled)
         seed = meta.seed + self.params["seed_offset"]
         weights = graph.initial_weights(
@@ -200,7 +276,8 @@ class _TFEngine(Engine):
         if not 1 <= k <= meta.num_labels:
             raise ValueError(f"k must be in [1, {meta.num_labels}], got {k}")
         n = features.n_rows
-        chunk = self.params["eval_chunk"] or max(1, _EVAL_CHUNK_BYTES // (4 * meta.num_labels))
+        budget = _EVAL_CHUNK_BYTES[device_kind(self._device)]
+        chunk = self.params["eval_chunk"] or max(1, budget // (4 * meta.num_labels))
         out = np.empty((n, k), dtype=np.int32)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
@@ -239,11 +316,15 @@ class _TFEngine(Engine):
             "engine": self.name,
             "tensorflow": tf.__version__,
             "device": self._device or None,
+            "device_kind": device_kind(self._device) if self._device else None,
             "gpus_visible": [d.name for d in tf.config.list_physical_devices("GPU")],
+            # What this TF was built against (tensorflow-cpu: no CUDA); the driver is in environment.gpus.
+            "tf_build": _build_info(tf),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "threads": self._threads,
             "xla": bool(self.params["xla"]),
+            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tf default"),
             "cpu_allocator": "bfc"
             if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
@@ -254,6 +335,8 @@ class _TFEngine(Engine):
         }
         if self.sampled and self._model is not None:
             info["num_sampled_effective"] = self._cfg.num_sampled
+        if self._device and device_kind(self._device) == "gpu":
+            info["gpu"] = _gpu_details(tf, self._device)
         return info
 
 

@@ -280,10 +280,14 @@ class TFModel:
                 self._dense_adam(i, g, c1, c2)
 
     # ---- compiled steps ------------------------------------------------------------------------
+    # Every compiled function opens the engine's device scope itself: the variables live there,
+    # but without the scope ops built from the step's (host) inputs could be placed elsewhere, and
+    # device = "cpu" on a machine with a GPU would still run on the GPU, TF's default choice.
     def _train_step_dense(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows):
-        with tf.GradientTape() as tape:
-            loss = self._dense_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows)
-        self._apply(tape.gradient(loss, self.vars))
+        with tf.device(self.device):
+            with tf.GradientTape() as tape:
+                loss = self._dense_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows)
+            self._apply(tape.gradient(loss, self.vars))
         return loss
 
     def _draw_candidates(self, l_idx):
@@ -294,32 +298,42 @@ class TFModel:
             if cfg.sampler == "uniform"
             else tf.random.log_uniform_candidate_sampler
         )
-        return sampler(
-            true_classes=true,
-            num_true=1,
-            num_sampled=cfg.num_sampled,
-            unique=True,
-            range_max=cfg.num_labels,
-            seed=cfg.sampler_seed,
-        )
+        # TF's candidate samplers have CPU kernels only: placed there on purpose rather than left to
+        # soft placement. They draw num_sampled ids per batch; the ids then go to the step's device.
+        with tf.device("/device:CPU:0"):
+            return sampler(
+                true_classes=true,
+                num_true=1,
+                num_sampled=cfg.num_sampled,
+                unique=True,
+                range_max=cfg.num_labels,
+                seed=cfg.sampler_seed,
+            )
 
     def _loss_and_grads_sampled(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, s_ids, s_true, s_exp):
-        with tf.GradientTape() as tape:
-            loss = self._sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, (s_ids, s_true, s_exp))
-        return loss, tape.gradient(loss, self.vars)
+        # A function of its own (compiled alone with XLA), so it needs its own device scope.
+        with tf.device(self.device):
+            with tf.GradientTape() as tape:
+                loss = self._sampled_loss(
+                    f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, (s_ids, s_true, s_exp)
+                )
+            return loss, tape.gradient(loss, self.vars)
 
     def _train_step_sampled(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows):
         s_ids, s_true, s_exp = self._draw_candidates(l_idx)
-        loss, grads = self._grads_sampled(
-            f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, s_ids, s_true, s_exp
-        )
-        self._apply(grads)
+        with tf.device(self.device):
+            loss, grads = self._grads_sampled(
+                f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, s_ids, s_true, s_exp
+            )
+            self._apply(grads)
         return loss
 
     def _topk(self, f_idx, f_val, f_row, n_rows, k):
-        h = self._hidden(f_idx, f_val, f_row, n_rows)
-        logits = tf.matmul(h, self.vars[-2], transpose_b=True) + self.vars[-1]
-        return tf.math.top_k(logits, k=k, sorted=True).indices
+        # Exact: every label scored and the top k taken on the device; only [n, k] ids come back.
+        with tf.device(self.device):
+            h = self._hidden(f_idx, f_val, f_row, n_rows)
+            logits = tf.matmul(h, self.vars[-2], transpose_b=True) + self.vars[-1]
+            return tf.math.top_k(logits, k=k, sorted=True).indices
 
 
 def config_from_meta(meta: TrainMeta, params: dict, sampled: bool) -> ModelConfig:

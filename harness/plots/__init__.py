@@ -26,15 +26,20 @@ def group(runs: Sequence[Run], split_threads: bool = True) -> dict[str, dict[str
 
     The label is the engine name; where one workload ran an engine at several thread counts (and
     `split_threads`), each count is its own series labelled 'engine@threads', so that medians never
-    mix thread counts.
+    mix thread counts. In a workload with GPU records every label names its device,
+    'engine[gpu]' / 'engine[cpu]@threads', so that devices are never mixed and every legend says
+    where each engine ran.
     """
-    threads_seen: dict[tuple[str, str], set[int]] = {}
+    threads_seen: dict[tuple[str, str, str], set[int]] = {}
+    gpu_workloads = {r.workload for r in runs if r.device == "gpu"}
     for run in runs:
-        threads_seen.setdefault((run.workload, run.engine), set()).add(run.threads)
+        threads_seen.setdefault((run.workload, run.engine, run.device), set()).add(run.threads)
     out: dict[str, dict[str, list[Run]]] = {}
-    for run in sorted(runs, key=lambda r: (r.workload, r.engine, r.seed, r.threads, r.run_id)):
-        several = split_threads and len(threads_seen[(run.workload, run.engine)]) > 1
-        label = f"{run.engine}@{run.threads}" if several else run.engine
+    for run in sorted(runs, key=lambda r: (r.workload, r.engine, r.device, r.seed, r.threads, r.run_id)):
+        several = split_threads and len(threads_seen[(run.workload, run.engine, run.device)]) > 1
+        label = style.series_label(
+            run.engine, run.device if run.workload in gpu_workloads else None, run.threads if several else None
+        )
         out.setdefault(run.workload, {}).setdefault(label, []).append(run)
     return out
 
@@ -54,6 +59,11 @@ def render_all(runs: Sequence[Run], out_dir: Path) -> dict[str, PlotPaths]:
         machine = style.machine_label(r.environment for r in flat)
         target = target_of(flat)
         p = plots.setdefault(workload, {})
+        if any(r.device == "gpu" for r in flat):
+            # First: the report lists a workload's plots in this order, and this is its headline.
+            p["seed_comparison"] = accuracy.seed_comparison(
+                workload, by_engine, target, machine, colours, out_dir
+            )
         p["time_to_accuracy"] = accuracy.time_to_accuracy(
             workload, by_engine, target, machine, colours, out_dir
         )

@@ -1,4 +1,6 @@
-"""Accuracy plots of one workload: P@1 against the train clock (log axis) and against epochs."""
+"""Accuracy plots of one workload: P@1 against the train clock (log axis) and against epochs, and,
+where the workload has GPU records, the seed claim's comparison (slide on the CPU against tf_dense
+on the GPU)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ from pathlib import Path
 
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.plots import style
+from harness.plots import resources, style
 from harness.plots.output import save_figure
 from harness.plots.records import Run
-from harness.plots.stats import band
+from harness.plots.stats import band, spread
 
 
 def _label(engine: str, runs: Sequence[Run], used: int) -> str:
@@ -19,7 +21,11 @@ def _label(engine: str, runs: Sequence[Run], used: int) -> str:
     return f"{engine} ({used} seed{'s' if used != 1 else ''}{extra})"
 
 
-def _draw(ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colours) -> int:
+def _draw(
+    ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colours, names=None
+) -> int:
+    """Median P@1 curve per label; `names` (label -> legend text) replaces the label in the legend."""
+    names = names or {}
     drawn = 0
     for engine in style.engine_order(by_engine):
         runs = by_engine[engine]
@@ -34,7 +40,7 @@ def _draw(ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colo
                 color=colours(engine),
                 lw=2,
                 ls=":",
-                label=f"{engine}: no usable run ({len(runs)} failed)",
+                label=f"{names.get(engine, engine)}: no usable run ({len(runs)} failed)",
             )
             continue
         colour = colours(engine)
@@ -46,7 +52,7 @@ def _draw(ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colo
             ls=ls,
             lw=2,
             drawstyle="steps-post",
-            label=_label(engine, runs, b.seeds),
+            label=_label(names.get(engine, engine), runs, b.seeds),
         )
         # A dot at each line's last evaluation: where the runs stopped, and the only visible mark of
         # a run that met its target at its first evaluation (a one-point step line draws nothing).
@@ -125,3 +131,77 @@ def p1_vs_epochs(
     _finish(ax, drawn, "epochs")
     style.title(fig, "P@1 against epochs (median over seeds, band = min-max)", workload, machine)
     return save_figure(fig, out_dir, f"{workload}-p1-vs-epochs")
+
+
+# The seed claim: SLIDE on a CPU against TensorFlow's full softmax on a GPU.
+SEED_SERIES = (("slide", "cpu"), ("tf_dense", "gpu"))
+
+
+def device_name(runs: Sequence[Run], device: str) -> str:
+    """The hardware a series ran on: the GPU's model, or the CPU's, from its records."""
+    for run in runs:
+        if device == "gpu":
+            gpu = run.engine_info.get("gpu")
+            if isinstance(gpu, Mapping) and gpu.get("name"):
+                return str(gpu["name"])
+            listed = run.environment.get("gpus")
+            if isinstance(listed, list) and listed and isinstance(listed[0], Mapping):
+                return str(listed[0].get("name") or "GPU")
+        elif run.environment.get("cpu_model"):
+            return str(run.environment["cpu_model"])
+    return device.upper()
+
+
+def legend_name(label: str, runs: Sequence[Run]) -> str:
+    """'slide on CPU (Xeon ..., 16 threads)', 'tf_dense on GPU (NVIDIA H200)'."""
+    engine, device, _ = style.parse_label(label)
+    device = device or (runs[0].device if runs else "cpu")
+    threads = sorted({r.threads for r in runs})
+    on_cpu = f", {'/'.join(map(str, threads))} thread(s)" if device == "cpu" and threads else ""
+    return f"{engine} on {device.upper()} ({device_name(runs, device)}{on_cpu})"
+
+
+def seed_comparison(
+    workload: str,
+    by_engine: Mapping[str, Sequence[Run]],
+    target: float | None,
+    machine: str,
+    colours,
+    out_dir: Path,
+) -> dict[str, Path]:
+    """Left: P@1 against the train clock, slide on the CPU and tf_dense on the GPU only.
+    Right: samples/s of every engine on every device of the workload."""
+    fig, (ax, ax_tp) = style.new_figure(style.FIGSIZE_WIDE, ncols=2)
+    pair = {
+        label: runs
+        for label, runs in by_engine.items()
+        if (style.base_engine(label), runs[0].device if runs else None) in SEED_SERIES
+    }
+    names = {label: legend_name(label, runs) for label, runs in pair.items()}
+    drawn = _draw(ax, pair, "train_s", True, colours, names)
+    _target(ax, target)
+    if drawn:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax)
+    missing = [f"{e} on {d.upper()}" for e, d in SEED_SERIES if not any(
+        style.base_engine(lb) == e and rs and rs[0].device == d for lb, rs in pair.items())]  # fmt: skip
+    _finish(ax, drawn, "train clock (s, fit_step only; log scale)")
+    ax.set_title(
+        "time to accuracy" + (f" (no records of {', '.join(missing)})" if missing else ""), fontsize=10
+    )
+    labels, spreads = [], []
+    for label in style.engine_order(by_engine):
+        sp = spread([r.samples_per_s for r in by_engine[label] if r.ok])
+        if sp is not None:
+            labels.append(label)
+            spreads.append(sp)
+    if labels:
+        resources._bars(ax_tp, labels, spreads, colours, "{:,.0f}")
+        ax_tp.set_yscale("log")  # a GPU and a CPU can be orders of magnitude apart
+        ax_tp.tick_params(axis="x", labelsize=8, labelrotation=20)
+    else:
+        ax_tp.text(0.5, 0.5, "no throughput recorded", ha="center", va="center", transform=ax_tp.transAxes)
+    ax_tp.set_ylabel("samples / s (train clock, log scale)")
+    ax_tp.set_title("throughput per engine and device", fontsize=10)
+    style.title(fig, "slide on the CPU against tf_dense on the GPU (median over seeds)", workload, machine)
+    return save_figure(fig, out_dir, f"{workload}-seed-comparison")

@@ -69,6 +69,7 @@ class Run:
     spec: Mapping[str, Any]
     scaling: Mapping[str, Any] | None
     raw: Mapping[str, Any] = field(repr=False)
+    device: str = "cpu"  # "cpu" or "gpu": where the engine trained (see run_device)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +126,24 @@ def _curve(raw: Any, path: Path) -> tuple[CurvePoint, ...]:
         )
     points.sort(key=lambda p: p.train_s)
     return tuple(points)
+
+
+def run_device(engine_info: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """"gpu" or "cpu": where a run's engine trained.
+
+    The engine's own report wins (the TF engines' `device_kind`, or their TF device name); else
+    the device the spec asked for, when it named one; else "cpu", which every engine without a
+    device (slide, numpy_dense) is.
+    """
+    kind = engine_info.get("device_kind")
+    if kind in ("cpu", "gpu"):
+        return kind
+    name = engine_info.get("device")
+    if isinstance(name, str) and name:
+        return "gpu" if ":GPU:" in name.upper() else "cpu"
+    params = spec.get("engine_params")
+    asked = params.get("device") if isinstance(params, Mapping) else None
+    return asked if asked in ("cpu", "gpu") else "cpu"
 
 
 def _workload_name(spec: Mapping[str, Any], path: Path) -> str:
@@ -206,6 +225,7 @@ def parse_record(record: Any, path: Path) -> Run:
         spec=spec,
         scaling=scaling,
         raw=record,
+        device=run_device(_section(record, "engine_info"), spec),
     )
 
 
@@ -272,12 +292,12 @@ def load_runs(results_dir: Path) -> list[Run]:
 def _warn_duplicates(runs: Iterable[Run]) -> None:
     # Two records for one (workload, engine, threads, seed) means the campaign ran twice (e.g. after
     # an engine rebuild); both are kept, but the medians then mix builds, which the reader should know.
-    seen: dict[tuple[str, str, str, int, int], Path] = {}
+    seen: dict[tuple[str, str, str, str, int, int], Path] = {}
     for run in runs:
-        key = (run.kind, run.workload, run.engine, run.threads, run.seed)
+        key = (run.kind, run.workload, run.engine, run.device, run.threads, run.seed)
         if key in seen:
             log.warning(
-                "%s and %s are the same (workload, engine, threads, seed); both are counted",
+                "%s and %s are the same (workload, engine, device, threads, seed); both are counted",
                 seen[key],
                 run.path,
             )

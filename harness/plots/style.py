@@ -28,18 +28,32 @@ FIGSIZE_WIDE = (11.0, 4.6)
 FIGSIZE_SINGLE = (7.5, 4.8)
 
 
+def series_label(engine: str, device: str | None = None, threads: int | None = None) -> str:
+    """A plot/table label: 'slide', 'slide@4' (one of several thread counts), 'tf_dense[gpu]'
+    (in a workload with GPU records), 'tf_dense[cpu]@4'."""
+    return engine + (f"[{device}]" if device else "") + (f"@{threads}" if threads is not None else "")
+
+
+def parse_label(label: str) -> tuple[str, str | None, int | None]:
+    """(engine, device or None, threads or None) of a `series_label`."""
+    rest, _, threads = label.partition("@")
+    engine, _, device = rest.partition("[")
+    return engine, device.rstrip("]") or None, int(threads) if threads.isdigit() else None
+
+
 def base_engine(label: str) -> str:
     """The engine of a plot label: 'slide@4' (slide at 4 threads, when a workload ran several) -> 'slide'."""
-    return label.split("@", 1)[0]
+    return parse_label(label)[0]
 
 
 def engine_order(labels: Iterable[str]) -> list[str]:
-    """Known engines first in their fixed order, then the rest alphabetically; thread counts ascending."""
+    """Known engines first in their fixed order, then the rest alphabetically; GPU before CPU;
+    thread counts ascending."""
 
-    def key(label: str) -> tuple[int, str, int]:
-        engine, _, threads = label.partition("@")
+    def key(label: str) -> tuple[int, str, int, int]:
+        engine, device, threads = parse_label(label)
         rank = ENGINE_ORDER.index(engine) if engine in ENGINE_ORDER else len(ENGINE_ORDER)
-        return (rank, engine, int(threads) if threads.isdigit() else 0)
+        return (rank, engine, 0 if device == "gpu" else 1, threads or 0)
 
     return sorted(set(labels), key=key)
 

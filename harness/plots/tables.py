@@ -56,8 +56,10 @@ def _threads(runs: Sequence[Run]) -> str:
 
 
 def _reference(by_engine: ByEngine, threads: str) -> Sequence[Run] | None:
-    """tf_dense runs at the same thread count(s) as the row being compared."""
-    for label, runs in by_engine.items():
+    """tf_dense runs at the same thread count(s) as the row being compared (on the GPU, where the
+    workload ran it on both devices: the seed claim's baseline)."""
+    for label in style.engine_order(by_engine):
+        runs = by_engine[label]
         if style.base_engine(label) == REFERENCE_ENGINE and _threads(runs) == threads:
             return runs
     return None
