@@ -871,14 +871,14 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
                     raise _fail(where, f"[engines.{engine}]", str(exc)) from None
         if engine in tables:
             engine_params[engine] = params
-    for name, variant in variants.items():
+    for variant_name, variant in variants.items():
         if variant.engine in unavailable:
             continue
         try:
             merged = {**engine_params.get(variant.engine, {}), **variant.params}
             registry.engine_class(variant.engine).check_params(merged)
         except ValueError as exc:
-            raise _fail(where, f"[variants.{name}]", str(exc)) from None
+            raise _fail(where, f"[variants.{variant_name}]", str(exc)) from None
 
     return Workload(
         name=name,

@@ -420,7 +420,9 @@ def _with_variant(**variant: Any) -> dict[str, Any]:
 
 def test_variant_runs_under_its_own_name_with_its_engine_params_over_the_engine_table() -> None:
     w = parse(_with_variant(init_scale=2.0))
+    assert w.name == "w"
     specs = {s.engine: s for s in w.expand(threads=[1], seeds=[0])}
+    assert {s.workload for s in specs.values()} == {"w"}
     plain, variant = specs["numpy_dense"], specs["dense-wide"]
     assert variant.base_engine == "numpy_dense" and variant.engine_class_name == "numpy_dense"
     assert plain.base_engine is None and plain.engine_class_name == "numpy_dense"
