@@ -27,7 +27,7 @@ __all__ = ["DEFAULTS", "SlideEngine"]
 # Engine parameters (workload `[engines.slide]`). 0 for the "auto" ones means: derived from the
 # label count in `prepare` (see `_resolve`).
 DEFAULTS: dict[str, Any] = {
-    "hash": "dwta",  # simhash | wta | dwta | doph
+    "hash": "dwta",  # simhash | wta | dwta | doph | simhash_mips (SimHash on the bias-aware inner-product transform)
     "K": 6,  # codes per table
     "L": 50,  # tables
     "bucket_bits": 0,  # 0: auto = clamp(ceil(log2(num_labels)), 6, 18)
@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _CHOICES = {
-    "hash": ("simhash", "wta", "dwta", "doph"),
+    "hash": ("simhash", "wta", "dwta", "doph", "simhash_mips"),
     "insertion": ("fifo", "reservoir"),
     "selection": ("vanilla", "threshold", "topk", "random"),
     "padding": ("sample", "batch"),

@@ -696,6 +696,75 @@ class DOPH final : public HashFamily {
   Densifier dens_;
 };
 
+// SimHash on the asymmetric transform (see HashKind::SimHashMips). The projections are +-1 signs,
+// whose sums behave like Gaussian projections (the angle law 1 - theta/pi) only when no single
+// coordinate dominates a vector; the bias and the completion coordinate can be the largest of a
+// key, so each is spread over kSpread coordinates of value v / sqrt(kSpread): inner products and
+// norms are unchanged, and every projection sums many small terms again.
+constexpr int kSpread = 16;
+constexpr float kSpreadScale = 0.25f;  // 1 / sqrt(kSpread)
+thread_local std::vector<float> tl_mips_x;
+thread_local std::vector<int32_t> tl_mips_idx;
+thread_local std::vector<float> tl_mips_keys;
+
+HashConfig widened(HashConfig c) {
+  c.kind = HashKind::SimHash;
+  c.dim += 2 * kSpread;
+  return c;
+}
+
+class MipsSimHash final : public HashFamily {
+ public:
+  explicit MipsSimHash(const HashConfig& c) : HashFamily(c), inner_(widened(c)) { set_code_bits(1); }
+  bool asymmetric() const override { return true; }
+  void codes_dense(const float* x, uint32_t* out) const override {
+    const int d = cfg_.dim;
+    float* q = scratch(tl_mips_x, static_cast<size_t>(d) + 2 * kSpread);
+    std::copy(x, x + d, q);
+    std::fill(q + d, q + d + kSpread, kSpreadScale);           // the bias coordinate, 1
+    std::fill(q + d + kSpread, q + d + 2 * kSpread, 0.0f);     // the completion coordinate, 0
+    inner_.codes_dense(q, out);
+  }
+  void codes_sparse(const int32_t* idx, const float* val, int nnz, uint32_t* out) const override {
+    int32_t* qi = scratch(tl_mips_idx, static_cast<size_t>(nnz) + kSpread);
+    float* qv = scratch(tl_mips_x, static_cast<size_t>(nnz) + kSpread);
+    std::copy(idx, idx + nnz, qi);
+    std::copy(val, val + nnz, qv);
+    for (int j = 0; j < kSpread; ++j) {
+      qi[nnz + j] = cfg_.dim + j;
+      qv[nnz + j] = kSpreadScale;
+    }
+    inner_.codes_sparse(qi, qv, nnz + kSpread, out);
+  }
+  void hash_keys_batch(const float* rows, const float* bias, float norm_bound, int n, size_t row_stride,
+                       uint32_t* out_nL) const override {
+    const int d = cfg_.dim;
+    const size_t w = static_cast<size_t>(d) + 2 * kSpread;
+    float* keys = scratch(tl_mips_keys, w * static_cast<size_t>(n));
+    const double m2 = static_cast<double>(norm_bound) * norm_bound;
+    for (int i = 0; i < n; ++i) {
+      const float* r = rows + static_cast<size_t>(i) * row_stride;
+      float* k = keys + w * static_cast<size_t>(i);
+      double sq = 0.0;
+      for (int j = 0; j < d; ++j) {
+        k[j] = r[j];
+        sq += static_cast<double>(r[j]) * r[j];
+      }
+      const float b = bias != nullptr ? bias[i] : 0.0f;
+      sq += static_cast<double>(b) * b;
+      // A bound a little low (rounding) must not make the root imaginary.
+      const float c = static_cast<float>(std::sqrt(std::max(0.0, m2 - sq)));
+      std::fill(k + d, k + d + kSpread, b * kSpreadScale);
+      std::fill(k + d + kSpread, k + d + 2 * kSpread, c * kSpreadScale);
+    }
+    inner_.hash_dense_batch(keys, n, w, out_nL);
+  }
+  size_t memory_bytes() const override { return inner_.memory_bytes(); }
+
+ private:
+  SimHash inner_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -705,7 +774,8 @@ HashKind parse_hash_kind(const std::string& name) {
   if (n == "wta") return HashKind::WTA;
   if (n == "dwta") return HashKind::DWTA;
   if (n == "doph") return HashKind::DOPH;
-  throw std::invalid_argument("unknown hash kind '" + name + "' (expected simhash, wta, dwta or doph)");
+  if (n == "simhash_mips") return HashKind::SimHashMips;
+  throw std::invalid_argument("unknown hash kind '" + name + "' (expected simhash, wta, dwta, doph or simhash_mips)");
 }
 
 const char* hash_kind_name(HashKind kind) {
@@ -714,6 +784,7 @@ const char* hash_kind_name(HashKind kind) {
     case HashKind::WTA: return "wta";
     case HashKind::DWTA: return "dwta";
     case HashKind::DOPH: return "doph";
+    case HashKind::SimHashMips: return "simhash_mips";
   }
   return "?";
 }
@@ -731,7 +802,8 @@ void validate(const HashConfig& c) {
   if (static_cast<int64_t>(c.K) * c.L > (1 << 20))
     bad("K", "K*L = " + num(static_cast<int64_t>(c.K) * c.L) + " exceeds 2^20 codes");
   switch (c.kind) {
-    case HashKind::SimHash: {
+    case HashKind::SimHash:
+    case HashKind::SimHashMips: {
       if (!(c.simhash_density > 0.f && c.simhash_density <= 1.f))
         bad("simhash_density", "must be in (0, 1], got " + num(c.simhash_density));
       const double bytes = 4.0 * c.dim * c.K * c.L;
@@ -774,6 +846,7 @@ std::unique_ptr<HashFamily> HashFamily::create(const HashConfig& cfg) {
     case HashKind::WTA: return std::unique_ptr<HashFamily>(new WTA(cfg));
     case HashKind::DWTA: return std::unique_ptr<HashFamily>(new DWTA(cfg));
     case HashKind::DOPH: return std::unique_ptr<HashFamily>(new DOPH(cfg));
+    case HashKind::SimHashMips: return std::unique_ptr<HashFamily>(new MipsSimHash(cfg));
   }
   throw std::invalid_argument("HashConfig.kind: unknown value");
 }

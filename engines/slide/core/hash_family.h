@@ -20,9 +20,14 @@
 
 namespace slide {
 
-enum class HashKind { SimHash, WTA, DWTA, DOPH };
+// SimHashMips: SimHash after an asymmetric transform for maximum inner product search: keys (a
+// layer's rows w with bias b) are hashed as [w, b, sqrt(M^2 - |w|^2 - b^2)] for a bound M on
+// |[w, b]|, queries x as [x, 1, 0]. Every key then has norm M, and the angle between a query and a
+// key falls as the logit w.x + b rises, so the neurons a softmax weighs most collide most often.
+enum class HashKind { SimHash, WTA, DWTA, DOPH, SimHashMips };
 
-// Parse "simhash" | "wta" | "dwta" | "doph" (case-insensitive); throws std::invalid_argument.
+// Parse "simhash" | "wta" | "dwta" | "doph" | "simhash_mips" (case-insensitive); throws
+// std::invalid_argument.
 HashKind parse_hash_kind(const std::string& name);
 const char* hash_kind_name(HashKind kind);
 
@@ -69,6 +74,18 @@ class HashFamily {
   // Same result as n calls of hash_dense; families override it to share work across rows
   // (HashTables::build uses it). Thread-safe like hash_dense.
   virtual void hash_dense_batch(const float* rows, int n, size_t row_stride, uint32_t* out_nL) const;
+
+  // Whether keys (the rows put in the tables) and queries are hashed differently (SimHashMips).
+  virtual bool asymmetric() const { return false; }
+  // Bucket ids of n keys: rows as in hash_dense_batch, with their biases (n entries, or nullptr)
+  // and a bound on every |[row, bias]| (asymmetric families need both). Symmetric families hash
+  // the rows alone, as hash_dense_batch does.
+  virtual void hash_keys_batch(const float* rows, const float* bias, float norm_bound, int n, size_t row_stride,
+                               uint32_t* out_nL) const {
+    (void)bias;
+    (void)norm_bound;
+    hash_dense_batch(rows, n, row_stride, out_nL);
+  }
 
   // The K raw codes of every table before combination, table-major: out_KL[t*K + k].
   virtual void codes_dense(const float* x, uint32_t* out_KL) const = 0;

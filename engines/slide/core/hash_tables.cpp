@@ -71,7 +71,8 @@ void HashTables::insert(uint32_t id, const uint32_t* buckets_L) {
   }
 }
 
-void HashTables::build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads) {
+void HashTables::build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads,
+                       const float* bias, float norm_bound) {
   if (family.L() != L_ || family.bucket_bits() != bucket_bits_)
     throw std::invalid_argument("HashTables::build: family has L=" + std::to_string(family.L()) +
                                 ", bucket_bits=" + std::to_string(family.bucket_bits()) + " but tables have L=" +
@@ -105,7 +106,8 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
       errors.run([&] {
         if (out.empty()) out.resize(static_cast<size_t>(kBlock) * L);
         const int i0 = blk * kBlock, m = std::min(kBlock, n - i0);
-        family.hash_dense_batch(rows + static_cast<size_t>(i0) * row_stride, m, row_stride, out.data());
+        family.hash_keys_batch(rows + static_cast<size_t>(i0) * row_stride, bias != nullptr ? bias + i0 : nullptr,
+                               norm_bound, m, row_stride, out.data());
         for (int t = 0; t < L; ++t)
           for (int r = 0; r < m; ++r) ids[static_cast<size_t>(t) * n + i0 + r] = out[static_cast<size_t>(r) * L + t];
       });

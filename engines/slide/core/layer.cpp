@@ -1,5 +1,6 @@
 #include "layer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "omp_errors.h"
@@ -63,7 +64,22 @@ void Layer::rehash(uint64_t seed) {
 
 void Layer::rebuild_tables(int threads) {
   if (!hashed()) return;
-  tables_->build(*family_, row(0), n_out_, row_pitch(), threads);
+  if (!family_->asymmetric()) {
+    tables_->build(*family_, row(0), n_out_, row_pitch(), threads);
+    return;
+  }
+  // The transform needs a bound on every |[w, b]|: the largest one now, so the keys' completion
+  // coordinates are as small as they can be (the closer M is to the norms, the sharper the hash).
+  double m2 = 0.0;
+  const int len = row_len();
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : m2)
+  for (int r = 0; r < n_out_; ++r) {
+    const float* w = row(r);
+    double sq = static_cast<double>(b_[r]) * b_[r];
+    for (int c = 0; c < len; ++c) sq += static_cast<double>(w[c]) * w[c];
+    m2 = std::max(m2, sq);
+  }
+  tables_->build(*family_, row(0), n_out_, row_pitch(), threads, b_.data(), static_cast<float>(std::sqrt(m2)));
 }
 
 void Layer::ensure_selectors(int threads) {

@@ -100,7 +100,7 @@ NetworkConfig get_config(Reader& r) {
     l.sampled = r.get<int32_t>("layer kind") != 0;
     LshSettings& s = l.lsh;
     const int32_t hash = r.get<int32_t>("hash kind");
-    if (hash < 0 || hash > static_cast<int32_t>(HashKind::DOPH))
+    if (hash < 0 || hash > static_cast<int32_t>(HashKind::SimHashMips))
       throw std::runtime_error("model file '" + r.path() + "' has an unknown hash kind " + std::to_string(hash));
     s.hash = static_cast<HashKind>(hash);
     s.K = r.get<int32_t>("K");

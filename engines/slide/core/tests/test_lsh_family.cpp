@@ -282,6 +282,86 @@ void test_doph_jaccard() {
   LSH_CHECK(a == b, "doph_top_k: a change outside the top-k altered the buckets");
 }
 
+
+// SimHashMips: a key's collision rate with a query is 1 - theta/pi of the angle between the
+// transformed vectors [x, 1, 0] and [w, b, sqrt(M^2 - |w|^2 - b^2)], so it rises with the logit
+// w.x + b; queries hash alike from dense and sparse input.
+void test_simhash_mips_inner_product() {
+  const int dim = 32, n = 300, L = 4096;
+  HashConfig c = cfg(HashKind::SimHashMips, 1, L, dim, 1, 17);  // one sign bit per table
+  c.simhash_density = 1.0f;
+  auto f = HashFamily::create(c);
+  LSH_CHECK(f->asymmetric(), "simhash_mips must hash keys and queries differently");
+  Rng rng(5);
+  std::vector<float> q(dim), w(static_cast<size_t>(n) * dim), b(n);
+  for (float& v : q) v = static_cast<float>(rng.normal());
+  double m2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const double scale = 0.2 + 1.8 * rng.uniform();  // keys of different norms
+    double sq = 0;
+    for (int d = 0; d < dim; ++d) {
+      w[static_cast<size_t>(i) * dim + d] = static_cast<float>(scale * rng.normal() / std::sqrt(dim));
+      sq += double(w[static_cast<size_t>(i) * dim + d]) * w[static_cast<size_t>(i) * dim + d];
+    }
+    b[i] = static_cast<float>(2.0 * rng.normal());
+    m2 = std::max(m2, sq + double(b[i]) * b[i]);
+  }
+  const float M = static_cast<float>(std::sqrt(m2));
+  std::vector<uint32_t> qb(L), kb(static_cast<size_t>(n) * L);
+  f->hash_dense(q.data(), qb.data());
+  {
+    // A key that is the query itself ([q, 1] at the bound: completion 0) collides everywhere.
+    double qq = 1.0;
+    for (float v : q) qq += double(v) * v;
+    const float one = 1.0f;
+    std::vector<uint32_t> self(L);
+    f->hash_keys_batch(q.data(), &one, static_cast<float>(std::sqrt(qq)), 1, dim, self.data());
+    int same = 0;
+    for (int t = 0; t < L; ++t) same += self[t] == qb[t];
+    LSH_CHECK(same >= L - 2, "a key equal to the query's transform collides in %d of %d tables", same, L);
+  }
+  f->hash_keys_batch(w.data(), b.data(), M, n, dim, kb.data());
+  double q2 = 1.0;
+  for (float v : q) q2 += double(v) * v;
+  std::vector<std::pair<double, double>> logit_rate;
+  for (int i = 0; i < n; ++i) {
+    double dot = b[i];
+    for (int d = 0; d < dim; ++d) dot += double(q[d]) * w[static_cast<size_t>(i) * dim + d];
+    int same = 0;
+    for (int t = 0; t < L; ++t) same += qb[t] == kb[static_cast<size_t>(i) * L + t];
+    const double rate = double(same) / L;
+    const double theta = std::acos(std::clamp(dot / (std::sqrt(q2) * M), -1.0, 1.0));
+    const double expect = 1 - theta / kPi;
+    const double se = std::sqrt(std::max(expect * (1 - expect), 1e-4) / L);
+    LSH_CHECK(std::fabs(rate - expect) <= 5 * se, "key %d (logit %.3f): collision %.4f, theory %.4f, 5 SE = %.4f", i,
+              dot, rate, expect, 5 * se);
+    logit_rate.emplace_back(dot, rate);
+  }
+  // Ranked by logit, the top tenth of the keys collides far more often than the bottom tenth.
+  std::sort(logit_rate.begin(), logit_rate.end());
+  double low = 0, high = 0;
+  for (int i = 0; i < n / 10; ++i) {
+    low += logit_rate[i].second;
+    high += logit_rate[n - 1 - i].second;
+  }
+  std::printf("simhash_mips: mean collision of the top-logit tenth %.3f, bottom tenth %.3f\n", high / (n / 10),
+              low / (n / 10));
+  // The spread of logits here moves the angle by ~16 degrees: theory puts the tenths ~0.08 apart.
+  LSH_CHECK(high > low + 0.05 * (n / 10), "top tenth %.3f vs bottom tenth %.3f", high / (n / 10), low / (n / 10));
+  // Sparse queries (ascending indices) hash as dense ones.
+  std::vector<int32_t> idx(dim);
+  for (int d = 0; d < dim; ++d) idx[d] = d;
+  std::vector<uint32_t> sb(L);
+  f->hash_sparse(idx.data(), q.data(), dim, sb.data());
+  LSH_CHECK(sb == qb, "simhash_mips: sparse and dense queries hash differently");
+  // A symmetric family hashes keys as plain rows, whatever the biases.
+  auto g = HashFamily::create(cfg(HashKind::SimHash, 4, 8, dim, 16, 3));
+  std::vector<uint32_t> a(8 * 2), k(8 * 2);
+  g->hash_dense_batch(w.data(), 2, dim, a.data());
+  g->hash_keys_batch(w.data(), b.data(), M, 2, dim, k.data());
+  LSH_CHECK(a == k, "a symmetric family's keys must not depend on the biases");
+}
+
 }  // namespace
 
 int main() {
@@ -293,5 +373,6 @@ int main() {
   test_wta_monotone();
   test_dwta_sparse_monotone();
   test_doph_jaccard();
+  test_simhash_mips_inner_product();
   return lsh_test::finish("test_lsh_family");
 }
