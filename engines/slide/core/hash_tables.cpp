@@ -72,7 +72,7 @@ void HashTables::insert(uint32_t id, const uint32_t* buckets_L) {
 }
 
 void HashTables::build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads,
-                       const float* bias, float norm_bound) {
+                       const float* bias, const float* bound) {
   if (family.L() != L_ || family.bucket_bits() != bucket_bits_)
     throw std::invalid_argument("HashTables::build: family has L=" + std::to_string(family.L()) +
                                 ", bucket_bits=" + std::to_string(family.bucket_bits()) + " but tables have L=" +
@@ -107,7 +107,7 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
         if (out.empty()) out.resize(static_cast<size_t>(kBlock) * L);
         const int i0 = blk * kBlock, m = std::min(kBlock, n - i0);
         family.hash_keys_batch(rows + static_cast<size_t>(i0) * row_stride, bias != nullptr ? bias + i0 : nullptr,
-                               norm_bound, m, row_stride, out.data());
+                               bound != nullptr ? bound + i0 : nullptr, m, row_stride, out.data());
         for (int t = 0; t < L; ++t)
           for (int r = 0; r < m; ++r) ids[static_cast<size_t>(t) * n + i0 + r] = out[static_cast<size_t>(r) * L + t];
       });
@@ -134,11 +134,16 @@ void HashTables::build(const HashFamily& family, const float* rows, int n, size_
 #endif
     std::vector<uint64_t>& pairs = part_[tid];
     std::vector<uint32_t> start;
+    // Every thread sizes its buffers before taking tables, whether or not the dynamic schedule
+    // then gives it any: the memory held does not depend on scheduling. (After a failed
+    // allocation, errors.run skips the tables, and the error is rethrown below.)
+    errors.run([&] {
+      if (pairs.size() < static_cast<size_t>(n)) pairs.resize(n);  // grows once, reused by later builds
+      start.resize(n_chunks + 1);
+    });
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < L; ++t) {
       errors.run([&] {
-        if (pairs.size() < static_cast<size_t>(n)) pairs.resize(n);  // grows once, reused by later builds
-        if (start.empty()) start.resize(n_chunks + 1);
         const size_t base = static_cast<size_t>(t) * nb;
         std::fill(offered_.data() + base, offered_.data() + base + nb, 0u);
         Rng rng(derive_seed(seed_, builds_, static_cast<uint64_t>(t)));
