@@ -736,13 +736,14 @@ class MipsSimHash final : public HashFamily {
     }
     inner_.codes_sparse(qi, qv, nnz + kSpread, out);
   }
-  void hash_keys_batch(const float* rows, const float* bias, float norm_bound, int n, size_t row_stride,
+  void hash_keys_batch(const float* rows, const float* bias, const float* bound, int n, size_t row_stride,
                        uint32_t* out_nL) const override {
+    if (bound == nullptr) throw std::invalid_argument("simhash_mips: keys need their norm bounds");
     const int d = cfg_.dim;
     const size_t w = static_cast<size_t>(d) + 2 * kSpread;
     float* keys = scratch(tl_mips_keys, w * static_cast<size_t>(n));
-    const double m2 = static_cast<double>(norm_bound) * norm_bound;
     for (int i = 0; i < n; ++i) {
+      const double m2 = static_cast<double>(bound[i]) * bound[i];
       const float* r = rows + static_cast<size_t>(i) * row_stride;
       float* k = keys + w * static_cast<size_t>(i);
       double sq = 0.0;

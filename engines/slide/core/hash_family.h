@@ -77,13 +77,13 @@ class HashFamily {
 
   // Whether keys (the rows put in the tables) and queries are hashed differently (SimHashMips).
   virtual bool asymmetric() const { return false; }
-  // Bucket ids of n keys: rows as in hash_dense_batch, with their biases (n entries, or nullptr)
-  // and a bound on every |[row, bias]| (asymmetric families need both). Symmetric families hash
-  // the rows alone, as hash_dense_batch does.
-  virtual void hash_keys_batch(const float* rows, const float* bias, float norm_bound, int n, size_t row_stride,
+  // Bucket ids of n keys: rows as in hash_dense_batch, with their biases and, per key, a bound on
+  // its |[row, bias]| (n entries each, or nullptr; asymmetric families need both). Symmetric
+  // families hash the rows alone, as hash_dense_batch does.
+  virtual void hash_keys_batch(const float* rows, const float* bias, const float* bound, int n, size_t row_stride,
                                uint32_t* out_nL) const {
     (void)bias;
-    (void)norm_bound;
+    (void)bound;
     hash_dense_batch(rows, n, row_stride, out_nL);
   }
 

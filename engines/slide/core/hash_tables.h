@@ -51,10 +51,10 @@ class HashTables {
   // id i into every table, in increasing id order. Hashing and insertion run on n_threads OpenMP
   // threads; the result does not depend on n_threads. The family must have the same L and
   // bucket_bits as the tables (else std::invalid_argument). Scratch memory is kept for reuse.
-  // bias / norm_bound: the rows' biases and a bound on |[row, bias]|, for asymmetric families
+  // bias / bound: per row, its bias and a bound on its |[row, bias]|, for asymmetric families
   // (HashFamily::hash_keys_batch); ignored by the others.
   void build(const HashFamily& family, const float* rows, int n, size_t row_stride, int n_threads,
-             const float* bias = nullptr, float norm_bound = 0.0f);
+             const float* bias = nullptr, const float* bound = nullptr);
 
   // Items currently held by bucket b of table t: pointer and count (<= capacity). Reads may run
   // on many threads at once, but not concurrently with clear(), insert() or build().

@@ -6,6 +6,10 @@
 #include "omp_errors.h"
 
 namespace slide {
+namespace {
+// Norm bands of the inner-product transform's keys (Layer::rebuild_tables).
+constexpr int kMipsBands = 8;
+}  // namespace
 
 Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_t seed)
     : n_in_(n_in),
@@ -68,18 +72,39 @@ void Layer::rebuild_tables(int threads) {
     tables_->build(*family_, row(0), n_out_, row_pitch(), threads);
     return;
   }
-  // The transform needs a bound on every |[w, b]|: the largest one now, so the keys' completion
-  // coordinates are as small as they can be (the closer M is to the norms, the sharper the hash).
-  double m2 = 0.0;
+  // Each key's bound is the largest |[w, b]| of its norm band (rows split into kMipsBands bands by
+  // norm quantile). One global bound would make the completion coordinate dominate every key but
+  // the few largest (popular labels' rows grow): those keys would pile into a few buckets and the
+  // query's buckets would hold almost nothing. Within a band the keys' norms are close, so their
+  // angles to a query still order them by logit.
   const int len = row_len();
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : m2)
+  std::vector<float> norm(n_out_), bound(n_out_);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int r = 0; r < n_out_; ++r) {
     const float* w = row(r);
     double sq = static_cast<double>(b_[r]) * b_[r];
     for (int c = 0; c < len; ++c) sq += static_cast<double>(w[c]) * w[c];
-    m2 = std::max(m2, sq);
+    norm[r] = static_cast<float>(std::sqrt(sq));
   }
-  tables_->build(*family_, row(0), n_out_, row_pitch(), threads, b_.data(), static_cast<float>(std::sqrt(m2)));
+  const int bands = std::min(kMipsBands, n_out_);
+  std::vector<float> edge(bands - 1);
+  {
+    std::vector<float> sorted(norm);
+    for (int k = 1; k < bands; ++k) {
+      auto nth = sorted.begin() + static_cast<size_t>(n_out_) * k / bands;
+      std::nth_element(sorted.begin(), nth, sorted.end());
+      edge[k - 1] = *nth;
+    }
+    std::sort(edge.begin(), edge.end());
+  }
+  std::vector<float> band_max(bands, 0.0f);
+  std::vector<int> band(n_out_);
+  for (int r = 0; r < n_out_; ++r) {
+    band[r] = static_cast<int>(std::upper_bound(edge.begin(), edge.end(), norm[r]) - edge.begin());
+    band_max[band[r]] = std::max(band_max[band[r]], norm[r]);
+  }
+  for (int r = 0; r < n_out_; ++r) bound[r] = band_max[band[r]];
+  tables_->build(*family_, row(0), n_out_, row_pitch(), threads, b_.data(), bound.data());
 }
 
 void Layer::ensure_selectors(int threads) {

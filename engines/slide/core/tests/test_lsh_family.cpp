@@ -315,12 +315,14 @@ void test_simhash_mips_inner_product() {
     for (float v : q) qq += double(v) * v;
     const float one = 1.0f;
     std::vector<uint32_t> self(L);
-    f->hash_keys_batch(q.data(), &one, static_cast<float>(std::sqrt(qq)), 1, dim, self.data());
+    const float qb_norm = static_cast<float>(std::sqrt(qq));
+    f->hash_keys_batch(q.data(), &one, &qb_norm, 1, dim, self.data());
     int same = 0;
     for (int t = 0; t < L; ++t) same += self[t] == qb[t];
     LSH_CHECK(same >= L - 2, "a key equal to the query's transform collides in %d of %d tables", same, L);
   }
-  f->hash_keys_batch(w.data(), b.data(), M, n, dim, kb.data());
+  const std::vector<float> bounds(n, M);
+  f->hash_keys_batch(w.data(), b.data(), bounds.data(), n, dim, kb.data());
   double q2 = 1.0;
   for (float v : q) q2 += double(v) * v;
   std::vector<std::pair<double, double>> logit_rate;
@@ -358,7 +360,7 @@ void test_simhash_mips_inner_product() {
   auto g = HashFamily::create(cfg(HashKind::SimHash, 4, 8, dim, 16, 3));
   std::vector<uint32_t> a(8 * 2), k(8 * 2);
   g->hash_dense_batch(w.data(), 2, dim, a.data());
-  g->hash_keys_batch(w.data(), b.data(), M, 2, dim, k.data());
+  g->hash_keys_batch(w.data(), b.data(), bounds.data(), 2, dim, k.data());
   LSH_CHECK(a == k, "a symmetric family's keys must not depend on the biases");
 }
 
