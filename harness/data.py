@@ -24,8 +24,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from harness.results import open_atomic
 from harness.sparse import Csr
-from harness.xmc_text import DataError, open_atomic, parse_xmc, read_header
+from harness.xmc_text import DataError, parse_xmc, read_header
 
 __all__ = [
     "DataError",

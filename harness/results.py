@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self, TextIO
+from typing import Any, BinaryIO, Self, TextIO
 
 SCHEMA_VERSION = 1
 RECORD_SUFFIX = ".json"
@@ -127,19 +127,18 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write `data` to `path` so that `path` is either absent, the old file, or the complete new one.
-
-    The one atomic writer of the project: records, plots and reports all go through it.
-    """
+@contextmanager
+def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents appear at `path` only once the block ends without error:
+    `path` is then the old file or the complete new one, never a prefix (for outputs streamed in
+    pieces, such as data files of hundreds of MB)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -152,7 +151,17 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` so that `path` is either absent, the old file, or the complete new one.
+
+    With `open_atomic`, the one atomic writer of the project: records, plots, reports and data files
+    all go through it.
+    """
+    with open_atomic(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_record(path: Path, record: Mapping[str, Any]) -> None:

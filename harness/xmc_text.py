@@ -18,18 +18,16 @@ message (file and line). So the messages are precise and the common case stays f
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from harness.results import open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -489,46 +487,6 @@ def parse_xmc(
     if num_labels is None:
         num_labels = int(l_ids.max()) + 1 if len(l_ids) else 1
     return ParsedXmc(f_indptr, f_ids, f_vals, l_indptr, l_ids, num_features, num_labels, has_header)
-
-
-# --------------------------------------------------------------------------------------------------
-# Atomic streamed output
-
-
-def _new_file_mode() -> int:
-    """The mode an ordinary new file gets under the current umask (mkstemp would give 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file handle whose content replaces `path` only when the block completes.
-
-    The streaming counterpart of `harness.results.write_atomic` (same steps: temporary file in the
-    same folder, fsync, rename, fsync of the folder), for outputs of hundreds of MB that should not
-    be built in memory first. On any error the temporary file is removed and `path` is untouched,
-    so a reader (or the next run) never sees a half-written data file or cache entry.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _new_file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------------------------------

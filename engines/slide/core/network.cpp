@@ -70,6 +70,15 @@ InView view_of(const LayerState& s) {
   return {s.ids.data(), s.val.data(), static_cast<int>(s.ids.size())};
 }
 
+// A query's bucket in every table of a layer's family.
+void hash_query(const HashFamily& fam, const InView& in, std::vector<uint32_t>& buckets) {
+  buckets.resize(fam.L());
+  if (in.dense())
+    fam.hash_dense(in.val, buckets.data());
+  else
+    fam.hash_sparse(in.idx, in.val, in.n, buckets.data());
+}
+
 InView feature_row(const CsrView& x, int64_t row) {
   const int64_t b = x.indptr[row];
   return {x.indices + b, x.values + b, static_cast<int>(x.indptr[row + 1] - b)};
@@ -236,12 +245,7 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       sel.reseed(derive_seed(stream, static_cast<uint64_t>(l)));
       const bool force = force_labels && l + 1 == nl;
       if (L.hashed()) {
-        const HashFamily& fam = *L.family();
-        ts.buckets.resize(fam.L());
-        if (in.dense())
-          fam.hash_dense(in.val, ts.buckets.data());
-        else
-          fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
+        hash_query(*L.family(), in, ts.buckets);
         sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
       } else {
         sel.select_random(force ? labels : nullptr, force ? n_labels : 0, o.ids);
@@ -571,12 +575,7 @@ void Network::lsh_candidates(const CsrView& x, std::vector<std::vector<int32_t>>
     SampleState& st = samples_[s];
     forward(x, s, nullptr, 0, false, false, 0, st, ts, nl - 1);  // hidden layers, exact
     const InView in = nl > 1 ? view_of(st.layer[nl - 2]) : feature_row(x, s);
-    const HashFamily& fam = *Lo.family();
-    ts.buckets.resize(fam.L());
-    if (in.dense())
-      fam.hash_dense(in.val, ts.buckets.data());
-    else
-      fam.hash_sparse(in.idx, in.val, in.n, ts.buckets.data());
+    hash_query(*Lo.family(), in, ts.buckets);
     ActiveSetSelector& sel = Lo.selector(ts.tid);
     sel.reseed(derive_seed(cfg_.seed, 0xCA9D, static_cast<uint64_t>(s)));
     sel.select(*Lo.tables(), ts.buckets.data(), nullptr, 0, (*out)[s], /*pad=*/false);
