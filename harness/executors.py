@@ -144,6 +144,7 @@ def run_on_node(spec: RunSpec, data_dir: Path | None, timeout_s: float | None, t
     from distributed import get_worker
 
     worker = get_worker()
+    _drop_nanny_environment(worker)
     base = Path(worker.local_directory) / f"slidebench-{token}"
     base.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="results-", dir=base))
@@ -176,6 +177,30 @@ def run_on_node(spec: RunSpec, data_dir: Path | None, timeout_s: float | None, t
         "started": started,
         "stopped": time.time(),
     }
+
+
+# The hash seed distributed's Nanny gives its worker processes when none is set (nanny.py).
+_NANNY_HASH_SEED = "6640"
+
+
+def _drop_nanny_environment(worker: Any) -> None:
+    """Remove from this Dask worker's environment what its Nanny added for it, so that a run's worker
+    process (which inherits this environment) starts as it would in a local campaign.
+
+    The Nanny sets `distributed.nanny.pre-spawn-environ` (MALLOC_TRIM_THRESHOLD_, which changes
+    glibc's allocator behaviour and so an engine's timings, and one-thread BLAS settings) and a
+    fixed PYTHONHASHSEED. Thread variables are set from the spec by run_one anyway. A variable the
+    node's own environment set to the very same value is dropped too; that cannot be told apart.
+    """
+    import dask
+
+    if getattr(worker, "nanny", None) is None:
+        return  # started without a nanny: nothing was added
+    added = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    added.setdefault("PYTHONHASHSEED", _NANNY_HASH_SEED)
+    for key, value in added.items():
+        if value is not None and os.environ.get(key) == str(value):
+            del os.environ[key]
 
 
 def node_facts(engines: Sequence[str]) -> dict[str, Any]:
@@ -315,6 +340,10 @@ class DaskExecutor:
             return
         self._check_cluster(todo)
         token = uuid.uuid4().hex[:12]
+        log.info(
+            "%d run(s) for the Dask scheduler at %s, one per node (%d node(s) now)",
+            len(todo), self.address, self._node_count(),
+        )  # fmt: skip
         # Runs are handed out no faster than nodes free up. The scheduler assigns a task with a
         # resource restriction to a worker at once, where it waits for the resource; if that node
         # then died, every run waiting there would fail with it (KilledWorker) without having started.

@@ -126,6 +126,9 @@ def test_dask_records_equal_local_ones_and_runs_never_share_a_node(
     # Nothing left in the workers' scratch space either.
     local_dirs = executor.client.run(lambda dask_worker: dask_worker.local_directory)
     assert not [p for d in local_dirs.values() for p in Path(d).glob("slidebench-*")]
+    # The runs did not inherit what the Nanny adds to its workers' environment (malloc trimming).
+    leftover = executor.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"), workers=list(workers))
+    assert set(leftover.values()) == {None}
     # A second invocation skips what is recorded, as a local one does.
     again = runner.run_campaign(w, tmp_path / "dask", executor=executor)
     assert [o.state for o in again] == ["skipped"] * 3
@@ -149,6 +152,59 @@ def _procs_naming(text: str) -> list[Any]:
         for p in psutil.process_iter(["cmdline", "status"])
         if any(text in arg for arg in (p.info.get("cmdline") or ())) and p.info.get("status") != "zombie"
     ]
+
+
+@pytest.mark.slow
+def test_interrupted_campaign_stops_its_runs_on_the_nodes(
+    tmp_path: Path, executor: executors.DaskExecutor
+) -> None:
+    w = workload.load(write_workload(tmp_path, seeds="[0, 1]", max_steps=200, engine_params=SLOW))
+    res = tmp_path / "res"
+
+    def interrupt_once_training() -> None:
+        t0 = time.monotonic()
+        while _training_run_on(executor.client) is None and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C reaching the client
+
+    t = threading.Thread(target=interrupt_once_training)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_campaign(w, res, executor=executor)
+    finally:
+        t.join(timeout=90)
+    assert records(res) == [], "no record for an interrupted run"
+    # The runs' worker processes on the nodes were ended, not left training for nobody.
+    local_dirs = list(executor.client.run(lambda dask_worker: dask_worker.local_directory).values())
+    t0 = time.monotonic()
+    while any(_procs_naming(d) for d in local_dirs) and time.monotonic() - t0 < 15:
+        time.sleep(0.2)
+    assert not any(_procs_naming(d) for d in local_dirs), "a run went on training on its node"
+
+
+def test_workers_with_other_engine_sources_are_refused(
+    tmp_path: Path, executor: executors.DaskExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = workload.load(write_workload(tmp_path, max_steps=2))
+    # As if this checkout's numpy_dense sources differed from the nodes'.
+    monkeypatch.setattr(executors, "build_id", lambda engine: f"{engine}-edited-here")
+    with pytest.raises(executors.ExecutorUnavailable, match="other sources for numpy_dense"):
+        runner.run_campaign(w, tmp_path / "res", executor=executor)
+    assert records(tmp_path / "res") == []
+
+
+@pytest.mark.slow
+def test_cli_campaign_through_a_scheduler_address(tmp_path: Path, cluster: Any) -> None:
+    path = write_workload(tmp_path, seeds="[0, 1]", max_steps=4)
+    args = ["run", str(path), "--results-dir", str(tmp_path / "res"), "--executor", "dask"]
+    proc = _cli([*args, "--scheduler", cluster.scheduler_address])
+    assert proc.returncode == 0, proc.stderr
+    assert "tw: 2 budget_spent" in proc.stdout
+    assert "one per node (2 node(s) now)" in proc.stderr
+    assert [r["status"]["state"] for r in records(tmp_path / "res")] == ["budget_spent"] * 2
+    again = _cli(args, env={executors.SCHEDULER_ENV: cluster.scheduler_address})
+    assert again.returncode == 0 and "tw: 2 skipped" in again.stdout, again.stderr
 
 
 @pytest.mark.slow
@@ -204,7 +260,7 @@ def test_node_lost_mid_run_is_an_error_record_and_the_campaign_goes_on(
     assert [o.state for o in again] == ["skipped", "skipped"]
 
 
-# -- command line: errors, and the local path without distributed --------------------------
+# -- command line: errors, and the local path without distributed (no cluster needed) ---------
 
 
 def _cli(
