@@ -170,8 +170,9 @@ def _train_section(
         blocks.append(Para(f"Description (from {text.origin}): {text.description}"))
     blocks += [
         Para(_protocol(runs, text)),
+        *tables.machine_types_note(by_engine),
         Heading(3, "Time to target (train clock)"),
-        tables.time_to_target_table(by_engine),
+        *tables.per_machine_type(by_engine, tables.time_to_target_table),
         Para(
             "Medians over seeds of runs that did not fail; a run that missed the target (budget spent or "
             "diverged) counts as infinitely slow, so the median is 'not reached' when fewer than half the "
@@ -185,12 +186,12 @@ def _train_section(
             )
         ),
         Heading(3, "Final accuracy, throughput, memory"),
-        tables.results_table(by_engine),
+        *tables.per_machine_type(by_engine, tables.results_table),
         Para(
             "Medians [min–max] over runs that neither failed nor diverged; final P@k is the last evaluation."
         ),
         Heading(3, "Counters per training sample (cache misses and more)"),
-        tables.counters_table(by_engine),
+        *tables.per_machine_type(by_engine, tables.counters_table),
     ]
     notes = tables.counters_notes(by_engine)
     if notes:

@@ -45,12 +45,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import results
 from harness.results import inside, safe_name
 from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
+
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
 log = logging.getLogger("slidebench.runner")
 
@@ -592,11 +595,13 @@ def run_campaign(
     data_dir: Path | None = None,
     timeout_s: float | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[Outcome]:
     """Run every not-yet-recorded run of `workload`; KeyboardInterrupt propagates after cleanup.
 
     `results_dir` defaults to results.default_results_dir(). The folder is locked for the whole
-    campaign (results.locked): a second campaign on it is refused with ResultsBusy.
+    campaign (results.locked): a second campaign on it is refused with ResultsBusy. `executor`
+    (harness.executors) decides where the runs execute; None: here, one after another.
     """
     results_dir = results.check_results_dir(
         Path(results_dir) if results_dir is not None else results.default_results_dir()
@@ -613,6 +618,7 @@ def run_campaign(
             data_dir,
             timeout_s,
             on_outcome,
+            executor,
         )
 
 
@@ -627,11 +633,14 @@ def _campaign(
     data_dir: Path | None,
     timeout_s: float | None,
     on_outcome: Callable[[Outcome], None] | None,
+    executor: Executor | None = None,
 ) -> list[Outcome]:
     # Planned under the lock: what is recorded cannot change until the campaign ends.
     todo, skipped = plan(workload, results_dir, engines, threads, seeds, force, retry_errors)
     cores = os.cpu_count() or 1
-    for t in sorted({s.threads for s in todo}):
+    # This machine's cores say nothing about the nodes of a cluster executor.
+    local = executor is None or executor.name == "local"
+    for t in sorted({s.threads for s in todo} if local else ()):
         if t > cores:
             log.warning(
                 "%s: %d threads on a machine with %d cores: oversubscribed, timings will suffer",
@@ -647,10 +656,11 @@ def _campaign(
     )  # fmt: skip
     outcomes = list(skipped)
     progress = Progress(len(todo), specs=todo)
-    for i, spec in enumerate(todo, 1):
-        progress.run_started(i, spec)
-        outcome = run_one(spec, results_dir, data_dir, progress, timeout_s)
-        progress.run_finished(outcome)
+    if executor is None:
+        from harness.executors import LocalExecutor  # imported here: that module imports this one
+
+        executor = LocalExecutor()
+    for outcome in executor.run(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress):
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import results, runner, workload
+from harness import executors, results, runner, workload
 from harness.commands import common
 
 log = logging.getLogger("slidebench.run")
@@ -155,15 +155,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = realdata_available(w, Path(args.data_dir) if args.data_dir else None)
     if getattr(args, "dry_run", False):
         return dry_run(w, args, results_dir, missing)
-    if missing:
+    executor_name = getattr(args, "executor", "local")
+    if missing and executor_name == "local":
         # Refused here rather than recorded as one error per run.
         raise FileNotFoundError(f"{w.name}: real data not available: {missing}")
+    if missing:
+        # Cluster nodes read their own data directory; a node without it records the run as an error.
+        log.info("%s: real data not on this machine (%s); the nodes read their own", w.name, missing)
     _sigterm_as_interrupt()
     try:
-        outcomes = runner.run_campaign(
-            w, results_dir, args.engines, args.threads, args.seeds,
-            force=args.force, retry_errors=args.retry_errors, data_dir=args.data_dir, timeout_s=args.timeout,
-        )  # fmt: skip
+        with executors.open_executor(executor_name, getattr(args, "scheduler", None)) as executor:
+            outcomes = runner.run_campaign(
+                w, results_dir, args.engines, args.threads, args.seeds, force=args.force,
+                retry_errors=args.retry_errors, data_dir=args.data_dir, timeout_s=args.timeout,
+                executor=executor,
+            )  # fmt: skip
     except KeyboardInterrupt:
         log.warning("interrupted: finished runs are kept; rerun the same command to resume")
         return INTERRUPTED
@@ -187,14 +193,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             chosen.append(w)
     scaling_w = workload.load(suite.scaling, data_dir=data_dir) if suite.scaling else None
     log.info("suite %s: %s", suite.name, ", ".join(w.name for w in chosen))
+    executor_name = getattr(args, "executor", "local")
+    if scaling_w is not None and not args.no_scaling and executor_name != "local":
+        # The sweep measures how one machine scales with threads; from the client it would measure
+        # whatever machine the client is on (often a login node), so it is left to a node.
+        log.warning(
+            "suite %s: the thread-scaling sweep is skipped with --executor %s; run `slidebench scaling %s` "
+            "on a cluster node", suite.name, executor_name, scaling_w.name,
+        )  # fmt: skip
+        scaling_w = None
     _sigterm_as_interrupt()
     all_outcomes: list[runner.Outcome] = []
     # One lock for the whole suite, so no other campaign slips in between two of its campaigns or
     # writes beside the scaling sweep (the campaigns take it again, which nests).
     try:
-        with results.locked(results_dir, f"reproduce --suite {suite.name}: {' '.join(sys.argv)}"):
+        with (
+            executors.open_executor(executor_name, getattr(args, "scheduler", None)) as executor,
+            results.locked(results_dir, f"reproduce --suite {suite.name}: {' '.join(sys.argv)}"),
+        ):
             for w in chosen:
-                all_outcomes += runner.run_campaign(w, results_dir, data_dir=data_dir, timeout_s=args.timeout)
+                all_outcomes += runner.run_campaign(
+                    w, results_dir, data_dir=data_dir, timeout_s=args.timeout, executor=executor
+                )
             if scaling_w is not None and not args.no_scaling:
                 counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
                 _optional("harness.scaling", "run_sweep", "thread-scaling sweep")(
@@ -235,6 +255,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=common.positive_seconds,
         default=None,
         help="kill a run after this many wall seconds, a number above 0 (error record)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=executors.NAMES,
+        default="local",
+        help="where runs execute: local (here, one after another; the default) or dask (one run per node "
+        "of a Dask cluster, docs/distributed.md)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help=f"Dask scheduler address, e.g. tcp://HOST:8786 (default: ${executors.SCHEDULER_ENV}); "
+        "with --executor dask",
     )
 
 

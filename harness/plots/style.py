@@ -94,11 +94,14 @@ def _cores_text(cores: Any) -> str:
     return f"{cores} cores" if cores not in (None, "") else "? cores"
 
 
+def machine_type(env: Mapping[str, Any]) -> str:
+    """'CPU model, N cores' of one record's environment: runs of one type have comparable speeds."""
+    return f"{env.get('cpu_model') or 'unknown CPU'}, {_cores_text(env.get('cores'))}"
+
+
 def machine_label(environments: Iterable[Mapping[str, Any]]) -> str:
     """'CPU model, N cores' of the records; the most common one, flagged when records disagree."""
-    labels = Counter(
-        f"{env.get('cpu_model') or 'unknown CPU'}, {_cores_text(env.get('cores'))}" for env in environments
-    )
+    labels = Counter(machine_type(env) for env in environments)
     if not labels:
         return "unknown machine"
     (label, _), *others = labels.most_common()

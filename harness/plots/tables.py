@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.plots import style
 from harness.plots.counters import counter_table
-from harness.plots.markup import Table
+from harness.plots.markup import Block, Bullets, Para, Table
 from harness.plots.records import Run
 from harness.plots.stats import Spread, scaling_points, spread, time_to_target
 
@@ -75,6 +75,53 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
     if math.isinf(numerator):
         return f"{REFERENCE_ENGINE} not reached"
     return f"{numerator / denominator:.2f}×"
+
+
+def by_machine_type(by_engine: ByEngine) -> dict[str, dict[str, list[Run]]]:
+    """machine type (style.machine_type) -> engine label -> runs."""
+    groups: dict[str, dict[str, list[Run]]] = {}
+    for label, runs in by_engine.items():
+        for run in runs:
+            groups.setdefault(style.machine_type(run.environment), {}).setdefault(label, []).append(run)
+    return groups
+
+
+def machine_types_note(by_engine: ByEngine) -> list[Block]:
+    """Nothing when every record comes from one machine type; else a sentence and which runs ran where.
+
+    Runs spread over a cluster may land on different hardware, and a speed ratio between two
+    machines measures the machines as much as the engines.
+    """
+    groups = by_machine_type(by_engine)
+    if len(groups) <= 1:
+        return []
+    lines = []
+    for machine, sub in sorted(groups.items()):
+        runs = ", ".join(
+            f"{label} seed {'/'.join(str(r.seed) for r in rs)}" for label, rs in sorted(sub.items())
+        )
+        hosts = sorted({str(r.environment.get("hostname")) for rs in sub.values() for r in rs})
+        lines.append(f"{machine}: {runs} (host {', '.join(hosts)})")
+    return [
+        Para(
+            f"These records come from {len(groups)} machine types (CPU model and core count, from each "
+            "record's environment). Speed is compared only between records of the same machine type: the "
+            "time-to-target, results and counter tables below come once per machine type; the plots show all "
+            "runs together."
+        ),
+        Bullets(tuple(lines)),
+    ]
+
+
+def per_machine_type(by_engine: ByEngine, table: Callable[[ByEngine], Table]) -> list[Block]:
+    """`table` of the runs, or one per machine type (headed by it) when the records span several."""
+    groups = by_machine_type(by_engine)
+    if len(groups) <= 1:
+        return [table(by_engine)]
+    blocks: list[Block] = []
+    for machine, sub in sorted(groups.items()):
+        blocks += [Para(f"On {machine}:"), table(sub)]
+    return blocks
 
 
 def time_to_target_table(by_engine: ByEngine) -> Table:
