@@ -96,6 +96,22 @@ def test_verdict_states_the_measured_effect_with_seeds(
     sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
     assert "At step 200" in sentence and "over 3 and 3 seed(s)" in sentence
     assert effect in sentence, sentence
+    if "helps" in effect:
+        assert "ahead of the control with disjoint ranges at steps 100, 200 and behind at none" in sentence
+    if "no measurable" in effect:
+        assert "at steps none and behind at none" in sentence
+
+
+def test_verdict_sees_an_effect_that_is_gone_by_the_last_step(tmp_path: Path) -> None:
+    records = []
+    for seed in (0, 1, 2):
+        records.append(_record("slide", seed, [0.1, 0.5, 0.60 + 0.01 * seed], "vanilla", 0.4))
+        records.append(_record("slide-random", seed, [0.1, 0.1, 0.60 + 0.01 * seed], "random", None))
+    _write(tmp_path, records)
+    by_engine = _by_engine(tmp_path)
+    sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
+    assert "no measurable effect of hashing" in sentence
+    assert "ahead of the control with disjoint ranges at steps 100 and behind at none" in sentence
 
 
 def test_section_tables_diagnostics_and_is_absent_without_a_control(tmp_path: Path) -> None:

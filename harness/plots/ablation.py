@@ -97,7 +97,26 @@ def verdict(treat: str, control: str, t_runs: Sequence[Run], c_runs: Sequence[Ru
     return (
         f"At step {step}, `{treat}` (LSH candidates) reaches P@1 {_fmt(t_p1)} and `{control}` (labels + "
         f"uniform random negatives, no tables) {_fmt(c_p1)}, medians [min–max] over {t_p1.n} and {c_p1.n} "
-        f"seed(s): {effect}."
+        f"seed(s): {effect}. {_along_the_way(t, c, step)}"
+    )
+
+
+def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
+    """How the two compare at every step both evaluated (a sampler can matter early and not at the end)."""
+    steps = sorted({p.step for r in t for p in r.curve if 0 < p.step <= last} & {p.step for r in c for p in r.curve})
+    ahead, behind = [], []
+    for step in steps:
+        ts, cs = spread([_p1_at_step(r, step) for r in t]), spread([_p1_at_step(r, step) for r in c])
+        if ts is None or cs is None:
+            continue
+        if ts.low > cs.high:
+            ahead.append(step)
+        elif ts.high < cs.low:
+            behind.append(step)
+    listed = lambda xs: ", ".join(str(x) for x in xs) or "none"  # noqa: E731
+    return (
+        f"Over the {len(steps)} evaluated steps, the treatment is ahead of the control with disjoint ranges at "
+        f"steps {listed(ahead)} and behind at {listed(behind)}."
     )
 
 
