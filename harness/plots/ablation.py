@@ -113,11 +113,14 @@ def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
             ahead.append(step)
         elif ts.high < cs.low:
             behind.append(step)
-    listed = lambda xs: ", ".join(str(x) for x in xs) or "none"  # noqa: E731
     return (
         f"Over the {len(steps)} evaluated steps, the treatment is ahead of the control with disjoint ranges at "
-        f"steps {listed(ahead)} and behind at {listed(behind)}."
+        f"steps {_listed(ahead)} and behind at {_listed(behind)}."
     )
+
+
+def _listed(steps: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in steps) or "none"
 
 
 def diagnostics_table(by_engine: Mapping[str, Sequence[Run]], engines: Sequence[str]) -> Table:
