@@ -344,7 +344,7 @@ def _calibrated_world(k: TwinKnobs, seed: int) -> _World:
     bucket = np.searchsorted(edges, rank_of, side="right") - 1
     n_sample = max(CALIBRATION_POINTS, min(40_000, 20 * L // max(1, int(np.mean(k.labels_quantiles)))))
     for step in range(3):
-        l_indptr, l_ids, _, _ = _labels(k, w, n_sample, _rng(seed, 3, step))
+        _, l_ids, _, _ = _labels(k, w, n_sample, _rng(seed, 3, step))
         got = np.bincount(l_ids, minlength=L).astype(np.float64)
         got_b = np.bincount(bucket, weights=got, minlength=len(edges) - 1)
         want_b = np.bincount(bucket, weights=target, minlength=len(edges) - 1)
