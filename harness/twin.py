@@ -128,13 +128,22 @@ class TwinKnobs:
             raise ValueError(f"{self.name}: signature_size and topic_vocab must be >= 1")
 
 
+_last_shown = [0.0]
+
+
 def progress(what: str, done: int, total: int, started: float) -> None:
-    """One overwritten status line on stderr (only when it is a terminal: logs stay clean)."""
-    if not sys.stderr.isatty():
+    """Progress on stderr: an overwritten line on a terminal; otherwise a line every 15 s (so logs of
+    long runs show life without filling up). Silent for work under a second."""
+    now = time.perf_counter()
+    elapsed = now - started
+    if elapsed < 1.0 and done < total:
         return
-    elapsed = time.perf_counter() - started
-    end = "\n" if done >= total else ""
-    sys.stderr.write(f"\r{what}: {done:,}/{total:,} points, {elapsed:.0f} s{end}")
+    if sys.stderr.isatty():
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{what}: {done:,}/{total:,} points, {elapsed:.0f} s{end}")
+    elif now - _last_shown[0] >= 15.0 or (done >= total and elapsed >= 1.0):
+        sys.stderr.write(f"{what}: {done:,}/{total:,} points, {elapsed:.0f} s\n")
+        _last_shown[0] = now
     sys.stderr.flush()
 
 
@@ -428,5 +437,75 @@ def load_knobs(path: Path) -> TwinKnobs:
     return TwinKnobs.from_json(Path(path).read_text(), str(path))
 
 
-__all__ = ["TWIN_GENERATOR_VERSION", "TwinKnobs", "frequency_profile", "generate", "load_knobs",
-           "lognormal_quantiles", "negbin_quantiles", "quantile_table", "save_knobs", "zipf_profile"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets of the paper-scale sets, which cannot be shipped or measured here. Shapes and means are the
+# published figures; distribution shapes and structural knobs are borrowed from the real set here
+# that is most alike, fitted by `slidebench data twin` (calibrate.fit_knobs) with the FREE_KNOBS of
+# harness.calibrate; see docs/twins.md.
+
+
+def _paper_presets() -> dict[str, TwinKnobs]:
+    amazon = TwinKnobs(
+        # Published figures (Extreme Classification Repository table): 490,449 train / 153,025 test
+        # points, 135,909 features, 670,091 labels, 5.45 labels per point, 3.99 points per label;
+        # about 75 features per point (SLIDE paper, table 1: sparsity 0.055 %).
+        name="amazon-670k", num_features=135_909, num_labels=670_091,
+        train_points=490_449, test_points=153_025,
+        # Spreads borrowed from Bibtex (text, few labels per point): labels per point 1 + NegBin with
+        # Bibtex's dispersion (r = 1.4); nnz log-normal with Bibtex's log-scale spread (0.79).
+        labels_quantiles=negbin_quantiles(5.45, 1.4),
+        nnz_quantiles=lognormal_quantiles(75.0, 0.79),
+        # Label frequencies: Zipf with the previous generator's exponent and offset (mean 3.99
+        # points per label follows from the shape); no measured profile exists here.
+        label_profile=zipf_profile(670_091, 1.0, 5.0),
+        binary=False,
+        cluster_size=round(2.0 * 5.45, 2),
+        # Structure fitted on Bibtex (seed 0): coherence, signal and label_share of its twin.
+        topics_per_point=1.1, coherence=0.918, signal=0.2617, label_share=0.1523,
+        signature_size=8, signature_sharing=0.3, topic_vocab=40,
+        fitted_from="published Amazon-670K figures; spreads and structure from the Bibtex fit",
+    )
+    delicious = TwinKnobs(
+        # Published figures (Extreme Classification Repository table): 196,606 train / 100,095 test
+        # points, 782,585 features, 205,443 labels, 75.54 labels per point, 72.29 points per label;
+        # about 300 features per point (SLIDE paper, table 1: sparsity 0.038 %).
+        name="delicious-200k", num_features=782_585, num_labels=205_443,
+        train_points=196_606, test_points=100_095,
+        # Spreads borrowed from Delicious (the same source, del.icio.us tags): its labels-per-point
+        # dispersion relative to the mean (r = 46 for 1 + NegBin) and its nnz log-scale spread (1.36).
+        labels_quantiles=negbin_quantiles(75.54, 46.0),
+        nnz_quantiles=lognormal_quantiles(300.0, 1.36),
+        # Zipf with the previous generator's flattened head (offset 60): with 75 labels per point a
+        # steeper head makes a few tags cover most points.
+        label_profile=zipf_profile(205_443, 1.0, 60.0),
+        binary=False,
+        cluster_size=round(2.0 * 75.54, 2),
+        # Structure fitted on Delicious (seed 0).
+        topics_per_point=1.1, coherence=0.957, signal=0.9023, label_share=1.0,
+        signature_size=8, signature_sharing=0.3, topic_vocab=40,
+        fitted_from="published Delicious-200K figures; spreads and structure from the Delicious fit",
+    )
+    return {k.name: k for k in (amazon, delicious)}
+
+
+_PRESETS: dict[str, TwinKnobs] | None = None
+
+
+def preset_knobs(name: str) -> TwinKnobs:
+    """Knobs of a paper-scale preset (built on first use: the quantile tables take a moment)."""
+    global _PRESETS
+    if _PRESETS is None:
+        _PRESETS = _paper_presets()
+    if name not in _PRESETS:
+        raise ValueError(f"no twin preset {name!r}; known: {', '.join(sorted(_PRESETS))}")
+    return _PRESETS[name]
+
+
+PRESET_NAMES = ("amazon-670k", "delicious-200k")
+
+
+__all__ = ["PRESET_NAMES", "TWIN_GENERATOR_VERSION", "TwinKnobs", "frequency_profile", "generate", "load_knobs",
+           "lognormal_quantiles", "negbin_quantiles", "preset_knobs", "quantile_table", "save_knobs",
+           "zipf_profile"]
