@@ -12,12 +12,14 @@ point's true labels, their co-occurrence count in the train split compared with 
 wrong labels (uniform, and drawn by train frequency, which removes the popularity effect).
 
 Fitting (`fit_knobs`): the shape, the three distributions and value style are measured directly.
-Three knobs are fitted per set to measured statistics by bisection on generated data of the real
+Four knobs are fitted per set to measured statistics by bisection on generated data of the real
 set's shape: `coherence` to the label-pair lift (how much more often a point's label pairs co-occur
-than independence predicts), then, alternately, `signal` to the kNN P@1 and `label_share` to the
+than independence predicts), then, alternately, `duplicate_rate` to the mean cosine similarity of
+a test point to its nearest train point, `signal` to the kNN P@1 and `label_share` to the
 label-centroid P@1. Every other structural knob (cluster size relative to labels per point, topics
-per point, signature size and sharing, topic vocabulary) is a free constant, FREE_KNOBS, calibrated
-once by hand on Delicious and held fixed for every set. The dense reference's P@1 and the
+per point, signature size and sharing, topic vocabulary, copies per prototype and the share of
+features a copy keeps) is a free constant, FREE_KNOBS, calibrated once by hand on Delicious and
+held fixed for every set. The dense reference's P@1 and the
 co-occurrence ratio of its mistakes are never fitted: they are the checks.
 """
 
@@ -46,6 +48,8 @@ DENSE_EPOCHS = (1, 5, 20)
 CLUSTER_RATIO = 2.0
 FREE_KNOBS: dict[str, Any] = {
     "topics_per_point": 1.1,
+    "duplicate_copies": 3.0,
+    "duplicate_keep": 0.8,
     "signature_size": 8,
     "signature_sharing": 0.3,
     "topic_vocab": 40,
@@ -112,6 +116,15 @@ def pair_lift(train: Dataset, seed: int = 0) -> float:
     both = np.asarray(yc[:, a].multiply(yc[:, b]).sum(axis=0)).ravel() - 1
     lift = both * (n - 1) / np.maximum((freq[a] - 1) * (freq[b] - 1), 1)
     return float(np.mean(np.log1p(lift)))
+
+
+def nn_similarity(train: Dataset, test: Dataset, rows: np.ndarray) -> float:
+    """Mean cosine similarity of a test point to its nearest train point (how much near-duplication
+    there is between the splits)."""
+    x = _normalise_rows(to_scipy(train.features)).T.tocsr()
+    xt = _normalise_rows(to_scipy(test.features.take(rows)))
+    best = [np.asarray((xt[a : a + 500] @ x).todense()).max(axis=1) for a in range(0, len(rows), 500)]
+    return float(np.mean(np.concatenate(best)))
 
 
 def popularity_top(train: Dataset, k: int) -> np.ndarray:
@@ -291,17 +304,23 @@ def fit_knobs(name: str, train: Dataset, test: Dataset, seed: int = 0, steps: in
     coherence = _bisect(lift_at, lift_real, 0.0, 1.0, steps)
     k = replace(k, coherence=round(coherence, 4))
 
-    # kNN P@1 rises with the informative share of the words; the centroid P@1 with how much of it is
-    # label-specific rather than shared by a cluster. Alternate the two one-dimensional fits.
+    # The nearest-neighbour similarity rises with the share of near-duplicates; kNN P@1 with the
+    # informative share of the words; the centroid P@1 with how much of it is label-specific rather
+    # than shared by a cluster. Each depends mostly on its own knob: alternate one-dimensional fits.
     knn_real = knn_p1(train, test, rows_real)
 
     def score(kk: twin.TwinKnobs, what: str) -> float:
         tr, te = twin.generate(kk, seed)
         rows = eval_rows(te)
+        if what == "nn":
+            return nn_similarity(tr, te, rows)
         return knn_p1(tr, te, rows) if what == "knn" else centroid_p1(tr, te, rows)
 
+    nn_real = nn_similarity(train, test, rows_real)
     for _ in range(2):
         base = k
+        rate = _bisect(lambda d, b=base: score(replace(b, duplicate_rate=d), "nn"), nn_real, 0.0, 0.9, steps)
+        base = replace(base, duplicate_rate=round(rate, 4))
         signal = _bisect(lambda s, b=base: score(replace(b, signal=s), "knn"), knn_real, 0.0, 1.0, steps)
         base = replace(base, signal=round(signal, 4))
         share = _bisect(lambda s, b=base: score(replace(b, label_share=s), "centroid"), cen_real, 0.0, 1.0, steps)
@@ -310,6 +329,7 @@ def fit_knobs(name: str, train: Dataset, test: Dataset, seed: int = 0, steps: in
         "coherence": f"fitted: label-pair lift {lift_real:.3f} (mean log(1 + lift))",
         "signal": f"fitted: cosine {KNN_K}-NN P@1 {knn_real:.3f}",
         "label_share": f"fitted: label-centroid P@1 {cen_real:.3f}",
+        "duplicate_rate": f"fitted: mean cosine to the nearest train point {nn_real:.3f}",
         "free knobs": ("calibrated on Delicious, fixed for every set: " + ", ".join(FREE_KNOBS)
                        + f", cluster_size = {CLUSTER_RATIO} x mean labels per point"),
     }

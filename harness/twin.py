@@ -22,6 +22,9 @@ any real set. This one is a topic model whose knobs are measurable statistics of
   p=0 to p=1), so whole distributions are reproduced, not only means. Repeated draws merge:
   each point keeps its first k distinct labels and first n distinct features, so the tables hold
   exactly (up to tiny clusters running out of labels).
+- Near-duplicates: a share `duplicate_rate` of the points are copies of prototypes shared by both
+  splits (same labels, each feature kept with probability `duplicate_keep`), as re-posted pages or
+  product variants are in real sets; kNN-like methods gain most from them.
 - Values are binary (when the real set is) or tf-idf-like: (1 + log count) * idf, rows L2-normalised.
 
 Scaling a twin by S multiplies points, features, labels and the number of clusters by S; the
@@ -78,6 +81,9 @@ class TwinKnobs:
     signature_sharing: float = 0.3  # share of a label's signature taken from its cluster's vocabulary
     topic_vocab: int = 40  # words per cluster
     feature_zipf: float = 1.0  # exponent of the background vocabulary's power law
+    duplicate_rate: float = 0.0  # share of points that are near-copies of a shared prototype
+    duplicate_copies: float = 3.0  # mean copies per prototype (over both splits)
+    duplicate_keep: float = 0.8  # share of a prototype's features a copy keeps
     fitted_from: str = ""  # provenance: the real set, or the published figures of a preset
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -119,7 +125,8 @@ class TwinKnobs:
             if len(table) != QUANTILE_POINTS or np.any(np.diff(table) < 0) or table[0] < 0:
                 raise ValueError(f"{self.name}: {what} must be {QUANTILE_POINTS} non-decreasing values >= 0")
         for what, x in (("coherence", self.coherence), ("signal", self.signal), ("label_share", self.label_share),
-                        ("signature_sharing", self.signature_sharing)):
+                        ("signature_sharing", self.signature_sharing), ("duplicate_rate", self.duplicate_rate),
+                        ("duplicate_keep", self.duplicate_keep)):
             if not 0 <= x <= 1:
                 raise ValueError(f"{self.name}: {what} must be in [0, 1], got {x}")
         if self.cluster_size < 1 or self.topics_per_point < 1:
@@ -136,12 +143,12 @@ def progress(what: str, done: int, total: int, started: float) -> None:
     long runs show life without filling up). Silent for work under a second."""
     now = time.perf_counter()
     elapsed = now - started
-    if elapsed < 1.0 and done < total:
+    if elapsed < 1.0:
         return
     if sys.stderr.isatty():
         end = "\n" if done >= total else ""
         sys.stderr.write(f"\r{what}: {done:,}/{total:,} points, {elapsed:.0f} s{end}")
-    elif now - _last_shown[0] >= 15.0 or (done >= total and elapsed >= 1.0):
+    elif now - _last_shown[0] >= 15.0 or done >= total:
         sys.stderr.write(f"{what}: {done:,}/{total:,} points, {elapsed:.0f} s\n")
         _last_shown[0] = now
     sys.stderr.flush()
@@ -369,11 +376,58 @@ def _calibrated_world(k: TwinKnobs, seed: int) -> _World:
     return w
 
 
-def _split(k: TwinKnobs, w: _World, n: int, seed: int, split_id: int, label: str, shown: str) -> Dataset:
+def _prototypes(k: TwinKnobs, w: _World, seed: int) -> tuple[Csr, Csr] | None:
+    """The pool that near-duplicate points copy: about `duplicate_copies` copies per prototype over
+    both splits, so that a test point's siblings usually sit in train (as re-posted pages, product
+    variants and re-tagged bookmarks do in real sets)."""
+    if k.duplicate_rate <= 0:
+        return None
+    size = max(1, round(k.duplicate_rate * (k.train_points + k.test_points) / k.duplicate_copies))
+    feats, labels = [], []
+    for b, start in enumerate(range(0, size, BLOCK_POINTS)):
+        f, lab = _block(k, w, min(BLOCK_POINTS, size - start), _rng(seed, 5, b))
+        feats.append(f)
+        labels.append(lab)
+    return _concat(feats, k.num_features, True), _concat(labels, k.num_labels, False)
+
+
+def _stack(a: Csr, b: Csr) -> Csr:
+    values = None if a.values is None else np.concatenate([a.values, b.values])
+    return Csr(np.concatenate([a.indptr, b.indptr[1:] + a.nnz]), np.concatenate([a.indices, b.indices]),
+               values, a.n_cols)
+
+
+def _duplicate(k: TwinKnobs, f: Csr, lab: Csr, protos: tuple[Csr, Csr], rng: np.random.Generator):
+    """Replace a `duplicate_rate` share of the rows by copies of random prototypes: same labels,
+    each feature kept with probability `duplicate_keep` (at least one), values renormalised."""
+    n = f.n_rows
+    dup = rng.random(n) < k.duplicate_rate
+    pick = rng.integers(0, protos[0].n_rows, size=int(dup.sum()))
+    src = np.arange(n, dtype=np.int64)
+    src[dup] = n + pick
+    f2, lab2 = _stack(f, protos[0]).take(src), _stack(lab, protos[1]).take(src)
+    rows = np.repeat(np.arange(n), np.diff(f2.indptr))
+    keep = (rng.random(f2.nnz) < k.duplicate_keep) | ~dup[rows]
+    first = f2.indptr[:-1][np.diff(f2.indptr) > 0]
+    keep[first] = True
+    rows, ids, values = rows[keep], f2.indices[keep], f2.values[keep].astype(np.float64)
+    if not k.binary:
+        norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=n))
+        values = values / norms[rows]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return Csr(indptr, ids, values.astype(np.float32), f.n_cols), lab2
+
+
+def _split(k: TwinKnobs, w: _World, n: int, seed: int, split_id: int, label: str, shown: str,
+           protos: tuple[Csr, Csr] | None = None) -> Dataset:
     feats, labels = [], []
     started = time.perf_counter()
     for b, start in enumerate(range(0, n, BLOCK_POINTS)):
-        f, lab = _block(k, w, min(BLOCK_POINTS, n - start), _rng(seed, 1, split_id, b))
+        rng = _rng(seed, 1, split_id, b)
+        f, lab = _block(k, w, min(BLOCK_POINTS, n - start), rng)
+        if protos is not None:
+            f, lab = _duplicate(k, f, lab, protos, rng)
         feats.append(f)
         labels.append(lab)
         progress(shown, start + f.n_rows, n, started)
@@ -396,8 +450,9 @@ def generate(k: TwinKnobs, seed: int = 0) -> tuple[Dataset, Dataset]:
     k.check()
     w = _calibrated_world(k, seed)
     label = f"twin:{k.name}/s{seed}"
-    train = _split(k, w, k.train_points, seed, 0, label, f"{k.name} train")
-    test = _split(k, w, k.test_points, seed, 1, label, f"{k.name} test")
+    protos = _prototypes(k, w, seed)
+    train = _split(k, w, k.train_points, seed, 0, label, f"{k.name} train", protos)
+    test = _split(k, w, k.test_points, seed, 1, label, f"{k.name} test", protos)
     return train, test
 
 
