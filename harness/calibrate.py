@@ -51,7 +51,8 @@ FREE_KNOBS: dict[str, Any] = {
     "duplicate_copies": 3.0,
     "duplicate_keep": 0.8,
     "signature_size": 8,
-    "signature_sharing": 0.3,
+    "signature_sharing": 0.1,
+    "signature_common": 0.0,
     "topic_vocab": 40,
 }
 
@@ -230,6 +231,7 @@ class Profile:
     dense_p1: dict[int, float]
     cooccurrence: dict[str, float]
     pair_lift: float
+    nn_similarity: float
 
 
 def profile(name: str, train: Dataset, test: Dataset, dense: bool = True) -> Profile:
@@ -247,7 +249,8 @@ def profile(name: str, train: Dataset, test: Dataset, dense: bool = True) -> Pro
         cooc = cooccurrence_ratios(train, test, rows, ranked)
     log.info("profiled %s in %.1f s", name, time.perf_counter() - started)
     return Profile(name, (train.num_points, test.num_points, train.num_features, train.num_labels),
-                   distributions(train), pop_p1, cen, knn, dense_p1, cooc, pair_lift(train))
+                   distributions(train), pop_p1, cen, knn, dense_p1, cooc, pair_lift(train),
+                   nn_similarity(train, test, rows))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class TwinKnobs:
     signature_size: int = 12  # words per label
     signature_sharing: float = 0.3  # share of a label's signature taken from its cluster's vocabulary
     topic_vocab: int = 40  # words per cluster
+    signature_common: float = 0.0  # share of a label's own words drawn by the background law
     feature_zipf: float = 1.0  # exponent of the background vocabulary's power law
     duplicate_rate: float = 0.0  # share of points that are near-copies of a shared prototype
     duplicate_copies: float = 3.0  # mean copies per prototype (over both splits)
@@ -125,7 +126,8 @@ class TwinKnobs:
             if len(table) != QUANTILE_POINTS or np.any(np.diff(table) < 0) or table[0] < 0:
                 raise ValueError(f"{self.name}: {what} must be {QUANTILE_POINTS} non-decreasing values >= 0")
         for what, x in (("coherence", self.coherence), ("signal", self.signal), ("label_share", self.label_share),
-                        ("signature_sharing", self.signature_sharing), ("duplicate_rate", self.duplicate_rate),
+                        ("signature_sharing", self.signature_sharing),
+                        ("signature_common", self.signature_common), ("duplicate_rate", self.duplicate_rate),
                         ("duplicate_keep", self.duplicate_keep)):
             if not 0 <= x <= 1:
                 raise ValueError(f"{self.name}: {what} must be in [0, 1], got {x}")
@@ -244,6 +246,11 @@ def _world(k: TwinKnobs, seed: int, label_weight: np.ndarray | None = None) -> _
     topic_words = rng.integers(0, D, size=(n_clusters, V), dtype=np.int32)
     shared = rng.random((L, S)) < k.signature_sharing
     own = rng.integers(0, D, size=(L, S), dtype=np.int32)
+    # A share of the own words are common ones (drawn by the background law): in real text the
+    # telling words of popular labels are often frequent words too.
+    common = rng.random((L, S)) < k.signature_common
+    bg_rank = np.clip(np.searchsorted(background_cdf, rng.random((L, S)), side="right") - 1, 0, D - 1)
+    own = np.where(common, background_order[bg_rank], own).astype(np.int32)
     from_topic = topic_words[label_cluster[:, None], rng.integers(0, V, size=(L, S))]
     signatures = np.where(shared, from_topic, own).astype(np.int32)
     return _World(label_order, label_cdf, cluster_start, cluster_cdf, label_cluster, signatures,

@@ -93,7 +93,7 @@ def _twin(args: argparse.Namespace) -> int:
         print(f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ...")
         knobs = calibrate.fit_knobs(name, train, test, seed=args.seed)
         print(f"fitted in {time.perf_counter() - started:.1f} s: coherence {knobs.coherence}, "
-              f"signal {knobs.signal}, label_share {knobs.label_share}")
+              f"duplicate_rate {knobs.duplicate_rate}, signal {knobs.signal}, label_share {knobs.label_share}")
     scaled = knobs.scaled(args.scale)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-twin" + ("" if args.scale == 1 else f"-x{args.scale:g}")
@@ -122,7 +122,7 @@ def _within(a: float, b: float, rel: float) -> bool:
 def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
     """Markdown table of two profiles, with whether each criterion holds (P@1 within 0.05, quartiles
     within 25 %)."""
-    lines = [f"| statistic | {real.name} | {other.name} | criterion | holds |", "|---|---|---|---|---|"]
+    lines = [f"| statistic | real: {real.name} | twin: {other.name} | criterion | holds |", "|---|---|---|---|---|"]
     lines.append(f"| shape (train/test/features/labels) | {'/'.join(f'{x:,}' for x in real.shape)} | "
                  f"{'/'.join(f'{x:,}' for x in other.shape)} | | |")
     for key, q in real.distributions.items():
@@ -137,6 +137,7 @@ def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
     for title, a, b in rows:
         lines.append(f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |")
     lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
+    lines.append(f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |")
     if real.cooccurrence and other.cooccurrence:
         for key, title in (("ratio_uniform", "top-10 wrong labels: co-occurrence / uniform random labels"),
                            ("ratio_frequency", "top-10 wrong labels: co-occurrence / frequency-drawn labels")):
