@@ -119,6 +119,13 @@ def pair_lift(train: Dataset, seed: int = 0) -> float:
     return float(np.mean(np.log1p(lift)))
 
 
+def feature_head_share(train: Dataset) -> float:
+    """Share of all feature occurrences taken by the 1 % most frequent features (at least one):
+    how much common words dominate the documents."""
+    df = np.sort(np.bincount(train.features.indices, minlength=train.num_features))[::-1]
+    return float(df[: max(1, len(df) // 100)].sum() / max(df.sum(), 1))
+
+
 def nn_similarity(train: Dataset, test: Dataset, rows: np.ndarray) -> float:
     """Mean cosine similarity of a test point to its nearest train point (how much near-duplication
     there is between the splits)."""

@@ -40,7 +40,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,14 +73,14 @@ class TwinKnobs:
     label_profile: tuple[tuple[float, float], ...]
     binary: bool = False  # values all 1 (as in the Mulan sets) instead of tf-idf-like
     cluster_size: float = 8.0  # mean labels per cluster (geometric sizes)
-    topics_per_point: float = 1.5  # mean clusters a point is about
+    topics_per_point: float = 1.1  # mean clusters a point is about
     coherence: float = 0.7  # share of label draws taken from the point's clusters
     signal: float = 0.6  # share of feature draws that carry information (signature or topic words)
     label_share: float = 0.5  # of the informative draws, the share from label signatures
-    signature_size: int = 12  # words per label
-    signature_sharing: float = 0.3  # share of a label's signature taken from its cluster's vocabulary
+    signature_size: int = 8  # words per label
+    signature_sharing: float = 0.1  # share of a label's signature taken from its cluster's vocabulary
     topic_vocab: int = 40  # words per cluster
-    signature_common: float = 0.0  # share of a label's own words drawn by the background law
+    signature_common: float = 0.0  # share of own and cluster words drawn by the background law
     feature_zipf: float = 1.0  # exponent of the background vocabulary's power law
     duplicate_rate: float = 0.0  # share of points that are near-copies of a shared prototype
     duplicate_copies: float = 3.0  # mean copies per prototype (over both splits)
@@ -103,7 +103,9 @@ class TwinKnobs:
     def to_json(self) -> str:
         doc = asdict(self)
         doc["generator_version"] = TWIN_GENERATOR_VERSION
-        return json.dumps(doc, indent=1)
+        # One knob per line, tables on one line each: readable and diffable.
+        body = ",\n".join(f" {json.dumps(key)}: {json.dumps(value)}" for key, value in doc.items())
+        return "{\n" + body + "\n}"
 
     @classmethod
     def from_json(cls, text: str, where: str = "knobs") -> TwinKnobs:
@@ -116,9 +118,17 @@ class TwinKnobs:
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ValueError(f"{where}: unknown knob(s) {', '.join(unknown)}")
-        doc["labels_quantiles"] = tuple(doc["labels_quantiles"])
-        doc["nnz_quantiles"] = tuple(doc["nnz_quantiles"])
-        doc["label_profile"] = tuple(tuple(p) for p in doc["label_profile"])
+        required = {n for n, f in cls.__dataclass_fields__.items()
+                    if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(doc))
+        if missing:
+            raise ValueError(f"{where}: missing knob(s) {', '.join(missing)}")
+        try:
+            doc["labels_quantiles"] = tuple(float(x) for x in doc["labels_quantiles"])
+            doc["nnz_quantiles"] = tuple(float(x) for x in doc["nnz_quantiles"])
+            doc["label_profile"] = tuple((float(a), float(b)) for a, b in doc["label_profile"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: malformed table ({exc})") from None
         return cls(**doc)
 
     def check(self) -> None:
@@ -244,6 +254,10 @@ def _world(k: TwinKnobs, seed: int, label_weight: np.ndarray | None = None) -> _
     background_cdf /= background_cdf[-1]
     V, S = min(k.topic_vocab, D), min(k.signature_size, D)
     topic_words = rng.integers(0, D, size=(n_clusters, V), dtype=np.int32)
+    # Cluster words too may be common words ("design", "python" in tags; "theory" in titles).
+    common_t = rng.random((n_clusters, V)) < k.signature_common
+    t_rank = np.clip(np.searchsorted(background_cdf, rng.random((n_clusters, V)), side="right") - 1, 0, D - 1)
+    topic_words = np.where(common_t, background_order[t_rank], topic_words).astype(np.int32)
     shared = rng.random((L, S)) < k.signature_sharing
     own = rng.integers(0, D, size=(L, S), dtype=np.int32)
     # A share of the own words are common ones (drawn by the background law): in real text the

@@ -101,6 +101,22 @@ def test_scaled_twin_keeps_per_point_distributions():
         k.scaled(0)
 
 
+def test_near_duplicates_raise_nearest_neighbour_similarity():
+    k = knobs(train_points=1_500, test_points=300)
+    plain_tr, plain_te = twin.generate(k, 0)
+    dup_tr, dup_te = twin.generate(replace(k, duplicate_rate=0.5), 0)
+    rows = calibrate.eval_rows(plain_te)
+    assert (calibrate.nn_similarity(dup_tr, dup_te, rows)
+            > calibrate.nn_similarity(plain_tr, plain_te, rows) + 0.1)
+    # Copies keep their prototype's labels: test label sets recur exactly in train more often.
+
+    def recurring(tr, te):
+        seen = {tuple(tr.labels.row(i)) for i in range(tr.num_points)}
+        return np.mean([tuple(te.labels.row(i)) in seen for i in range(te.num_points)])
+
+    assert recurring(dup_tr, dup_te) > recurring(plain_tr, plain_te) + 0.1
+
+
 def test_labels_of_a_cluster_cooccur_and_independent_labels_do_not():
     clustered, _ = twin.generate(knobs(coherence=0.9), 0)
     independent, _ = twin.generate(knobs(coherence=0.0), 0)
@@ -111,7 +127,7 @@ def test_labels_of_a_cluster_cooccur_and_independent_labels_do_not():
 
 
 def test_fit_recovers_known_knobs():
-    truth = knobs(coherence=0.6, signal=0.5, label_share=0.5, **calibrate.FREE_KNOBS,
+    truth = knobs(coherence=0.6, signal=0.5, label_share=0.5, duplicate_rate=0.2, **calibrate.FREE_KNOBS,
                   cluster_size=round(calibrate.CLUSTER_RATIO * 4.0, 2))
     train, test = twin.generate(truth, seed=11)
     measured = calibrate.measured_knobs("unit", train, test)
@@ -123,6 +139,7 @@ def test_fit_recovers_known_knobs():
     assert fitted.coherence == pytest.approx(truth.coherence, abs=0.12)
     assert fitted.signal == pytest.approx(truth.signal, abs=0.15)
     assert fitted.label_share == pytest.approx(truth.label_share, abs=0.25)
+    assert fitted.duplicate_rate == pytest.approx(truth.duplicate_rate, abs=0.1)
 
 
 def test_knobs_json_round_trip_and_errors(tmp_path):
@@ -134,6 +151,10 @@ def test_knobs_json_round_trip_and_errors(tmp_path):
     doc["colour"] = "blue"
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"k\.json: unknown knob\(s\) colour"):
+        twin.load_knobs(path)
+    del doc["colour"], doc["num_labels"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"k\.json: missing knob\(s\) num_labels"):
         twin.load_knobs(path)
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"k\.json: not JSON"):
