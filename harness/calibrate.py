@@ -239,6 +239,7 @@ class Profile:
     cooccurrence: dict[str, float]
     pair_lift: float
     nn_similarity: float
+    feature_head_share: float
 
 
 def profile(name: str, train: Dataset, test: Dataset, dense: bool = True) -> Profile:
@@ -257,7 +258,7 @@ def profile(name: str, train: Dataset, test: Dataset, dense: bool = True) -> Pro
     log.info("profiled %s in %.1f s", name, time.perf_counter() - started)
     return Profile(name, (train.num_points, test.num_points, train.num_features, train.num_labels),
                    distributions(train), pop_p1, cen, knn, dense_p1, cooc, pair_lift(train),
-                   nn_similarity(train, test, rows))
+                   nn_similarity(train, test, rows), feature_head_share(train))
 
 
 # --------------------------------------------------------------------------------------------------

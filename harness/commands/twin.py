@@ -138,6 +138,8 @@ def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
         lines.append(f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |")
     lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
     lines.append(f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |")
+    lines.append(f"| feature occurrences in the top 1 % of features | {real.feature_head_share:.3f} | "
+                 f"{other.feature_head_share:.3f} | | |")
     if real.cooccurrence and other.cooccurrence:
         for key, title in (("ratio_uniform", "top-10 wrong labels: co-occurrence / uniform random labels"),
                            ("ratio_frequency", "top-10 wrong labels: co-occurrence / frequency-drawn labels")):
