@@ -538,9 +538,10 @@ def _paper_presets() -> dict[str, TwinKnobs]:
         label_profile=zipf_profile(670_091, 1.0, 5.0),
         binary=False,
         cluster_size=round(2.0 * 5.45, 2),
-        # Structure fitted on Bibtex (seed 0): coherence, signal and label_share of its twin.
-        topics_per_point=1.1, coherence=0.918, signal=0.2617, label_share=0.1523,
-        signature_size=8, signature_sharing=0.3, topic_vocab=40,
+        # Structure fitted on Bibtex (`slidebench data twin bibtex`, seed 0); free knobs as in
+        # harness.calibrate.FREE_KNOBS.
+        topics_per_point=1.1, coherence=0.918, duplicate_rate=0.2496, signal=0.1914, label_share=0.0977,
+        signature_size=8, signature_sharing=0.1, topic_vocab=40,
         fitted_from="published Amazon-670K figures; spreads and structure from the Bibtex fit",
     )
     delicious = TwinKnobs(
@@ -558,9 +559,9 @@ def _paper_presets() -> dict[str, TwinKnobs]:
         label_profile=zipf_profile(205_443, 1.0, 60.0),
         binary=False,
         cluster_size=round(2.0 * 75.54, 2),
-        # Structure fitted on Delicious (seed 0).
-        topics_per_point=1.1, coherence=0.957, signal=0.9023, label_share=1.0,
-        signature_size=8, signature_sharing=0.3, topic_vocab=40,
+        # Structure fitted on Delicious (`slidebench data twin delicious`, seed 0).
+        topics_per_point=1.1, coherence=0.957, duplicate_rate=0.4184, signal=0.6289, label_share=0.918,
+        signature_size=8, signature_sharing=0.1, topic_vocab=40,
         fitted_from="published Delicious-200K figures; spreads and structure from the Delicious fit",
     )
     return {k.name: k for k in (amazon, delicious)}
