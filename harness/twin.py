@@ -178,12 +178,15 @@ def quantile_table(counts: np.ndarray) -> tuple[float, ...]:
 def frequency_profile(freq: np.ndarray) -> tuple[tuple[float, float], ...]:
     """(rank fraction, frequency / mean) at log-spaced ranks: dense at the head, where the few most
     frequent labels decide the popularity baseline."""
-    s = np.sort(np.asarray(freq, dtype=np.float64))[::-1]
+    freq = np.asarray(freq)
+    s = np.sort(freq.astype(np.float64))[::-1]
     n = len(s)
     ranks = np.unique(np.round(np.geomspace(1, n, PROFILE_POINTS)).astype(np.int64)) - 1
     mean = max(s.mean(), 1e-12)
-    # Zero-frequency labels (unused in train) are kept at a small floor: log-log needs positives.
-    rel = np.maximum(s[ranks], 0.25) / mean
+    # Labels unused in train (count 0) are kept at a quarter of a point: log-log needs positives.
+    # Real-valued weights (a Zipf law) need no floor beyond a tiny one.
+    floor = 0.25 if np.issubdtype(freq.dtype, np.integer) else s[0] * 1e-12
+    rel = np.maximum(s[ranks], floor) / mean
     return tuple((float((r + 0.5) / n), float(v)) for r, v in zip(ranks, rel, strict=True))
 
 
