@@ -11,7 +11,8 @@ any real set. This one is a topic model whose knobs are measurable statistics of
   of one cluster co-occur.
 - Every cluster has a vocabulary of `topic_vocab` words; every label has `signature_size`
   signature words of which a share `signature_sharing` comes from its cluster's vocabulary (the
-  rest are rare words of its own). So labels of one cluster share features and are confusable: a
+  rest are words of its own: uniform over the vocabulary, so mostly rare ones, except a share
+  `signature_common` drawn like background words). So labels of one cluster share features and are confusable: a
   model must find the label-specific words to tell them apart.
 - A point's feature draws: with probability `signal * label_share` a signature word of one of its
   labels, with probability `signal * (1 - label_share)` a word of one of its clusters, else a
