@@ -1,4 +1,4 @@
-"""`slidebench data info | synth | verify`: look at, generate and check data sets."""
+"""`slidebench data info | synth | verify` (and `twin | compare`, in harness.commands.twin): look at, generate and check data sets."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("names", nargs="*")
     verify.add_argument("--data-dir", type=Path, default=None, help="default: $SLIDEBENCH_DATA")
     verify.set_defaults(func=_verify)
+
+    from harness.commands import twin  # data twin / data compare (kept in their own module)
+
+    twin.register(sub)
 
 
 def _spec_for(name: str, scale: float, seed: int) -> hdata.DatasetSpec:

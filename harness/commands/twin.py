@@ -1,0 +1,162 @@
+"""`slidebench data twin | compare`: synthetic twins of real XMC sets, and real-versus-twin reports.
+
+Registered under the `data` group by `harness.commands.data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from harness import calibrate, twin
+from harness import data as hdata
+from harness.xmc_text import write_xmc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tw = sub.add_parser(
+        "twin",
+        help="fit the twin generator to a real XMC set and write a synthetic set of its shape at any scale",
+        description="PATH_OR_NAME: a manifest entry, a folder holding one *train* and one *test* file, or a "
+        "train file whose test file (same name with train -> test) sits beside it. Writes "
+        "NAME_train.txt, NAME_test.txt and NAME_knobs.json into --out.",
+    )
+    tw.add_argument("source", metavar="PATH_OR_NAME")
+    tw.add_argument("--scale", type=float, default=1.0,
+                    help="multiplies points, features and labels (default 1)")
+    tw.add_argument("--seed", type=int, default=0)
+    tw.add_argument("--out", type=Path, required=True)
+    tw.add_argument("--knobs", type=Path, default=None,
+                    help="use these fitted knobs (a *_knobs.json) instead of fitting again")
+    tw.add_argument("--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA")
+    tw.set_defaults(func=_twin)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="side-by-side statistics and baselines of a real set and its twin (or any two sets)",
+        description="REAL and TWIN: each a manifest entry, a folder with one *train* and one *test* file, or a "
+        "train file with its test file beside it. Reports quartiles of labels/point, points/label and "
+        "nnz/point, P@1 of label popularity, label centroids, 10-NN and the dense reference after 1, 5, "
+        "20 epochs, and the co-occurrence ratio of the dense model's top-10 wrong labels.",
+    )
+    cmp.add_argument("real")
+    cmp.add_argument("twin")
+    cmp.add_argument("--no-dense", action="store_true", help="skip the dense reference (fast)")
+    cmp.add_argument("--data-dir", type=Path, default=None)
+    cmp.set_defaults(func=_compare)
+
+
+def resolve_pair(source: str, data_dir: Path | None) -> tuple[str, Path | None, Path | None]:
+    """(name, train file, test file); files are None for a manifest entry."""
+    path = Path(source)
+    if not path.exists():
+        manifest = hdata.load_manifest()
+        if source in manifest:
+            return source, None, None
+        raise FileNotFoundError(
+            f"{source}: neither a file, a folder nor a manifest entry (manifest: {', '.join(sorted(manifest))})")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        trains = [p for p in files if "train" in p.name]
+        tests = [p for p in files if "test" in p.name]
+        if len(trains) != 1 or len(tests) != 1:
+            raise ValueError(f"{path}: need exactly one *train* and one *test* file, found "
+                             f"{[p.name for p in trains]} and {[p.name for p in tests]}")
+        return path.name, trains[0], tests[0]
+    if "train" not in path.name:
+        raise ValueError(f"{path}: a train file's name must contain 'train' (its test file is found by it)")
+    test = path.with_name(path.name.replace("train", "test"))
+    if not test.is_file():
+        raise FileNotFoundError(f"{path}: no test file beside it (looked for {test})")
+    return path.stem.replace("_train", "").replace("train", "") or path.stem, path, test
+
+
+def load_pair(source: str, data_dir: Path | None) -> tuple[str, hdata.Dataset, hdata.Dataset]:
+    name, train_path, test_path = resolve_pair(source, data_dir)
+    if train_path is None:
+        train, test = hdata.load(hdata.DatasetSpec(name=name), data_dir)
+        return name, train, test
+    train = hdata.read_xmc(train_path, name=name)
+    test = hdata.read_xmc(test_path, name=name, num_features=train.num_features, num_labels=train.num_labels)
+    return name, train, test
+
+
+def _twin(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.knobs is not None:
+        knobs = twin.load_knobs(args.knobs)
+        name = knobs.name
+    else:
+        name, train, test = load_pair(args.source, args.data_dir)
+        print(f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ...")
+        knobs = calibrate.fit_knobs(name, train, test, seed=args.seed)
+        print(f"fitted in {time.perf_counter() - started:.1f} s: coherence {knobs.coherence}, "
+              f"duplicate_rate {knobs.duplicate_rate}, signal {knobs.signal}, label_share {knobs.label_share}")
+    scaled = knobs.scaled(args.scale)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-twin" + ("" if args.scale == 1 else f"-x{args.scale:g}")
+    twin.save_knobs(scaled, args.out / f"{stem}_knobs.json")
+    started = time.perf_counter()
+    train, test = twin.generate(scaled, args.seed)
+    print(f"generated {train.num_points:,} train / {test.num_points:,} test points, "
+          f"{scaled.num_features:,} features, {scaled.num_labels:,} labels in {time.perf_counter() - started:.1f} s")
+    for split, ds in (("train", train), ("test", test)):
+        path = args.out / f"{stem}_{split}.txt"
+        write_xmc(path, ds.labels.indptr, ds.labels.indices, ds.features.indptr, ds.features.indices,
+                  ds.features.values, ds.num_features, ds.num_labels)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    print(f"wrote {args.out / (stem + '_knobs.json')}")
+    return 0
+
+
+def _fmt_q(q: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:g}" for x in q)
+
+
+def _within(a: float, b: float, rel: float) -> bool:
+    return abs(a - b) <= rel * max(abs(a), 1e-12)
+
+
+def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
+    """Markdown table of two profiles, with whether each criterion holds (P@1 within 0.05, quartiles
+    within 25 %)."""
+    lines = [f"| statistic | real: {real.name} | twin: {other.name} | criterion | holds |", "|---|---|---|---|---|"]
+    lines.append(f"| shape (train/test/features/labels) | {'/'.join(f'{x:,}' for x in real.shape)} | "
+                 f"{'/'.join(f'{x:,}' for x in other.shape)} | | |")
+    for key, q in real.distributions.items():
+        t = other.distributions[key]
+        ok = all(_within(a, b, 0.25) for a, b in zip(q, t, strict=True))
+        lines.append(f"| {key} quartiles | {_fmt_q(q)} | {_fmt_q(t)} | each within 25 % | {'yes' if ok else 'NO'} |")
+    rows = [("popularity P@1", real.popularity_p1, other.popularity_p1),
+            ("label-centroid P@1", real.centroid_p1, other.centroid_p1),
+            (f"{calibrate.KNN_K}-NN P@1", real.knn_p1, other.knn_p1)]
+    rows += [(f"dense P@1 after {e} epoch{'s' if e > 1 else ''}", real.dense_p1[e], other.dense_p1[e])
+             for e in sorted(real.dense_p1) if e in other.dense_p1]
+    for title, a, b in rows:
+        lines.append(f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |")
+    lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
+    lines.append(f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |")
+    lines.append(f"| feature occurrences in the top 1 % of features | {real.feature_head_share:.3f} | "
+                 f"{other.feature_head_share:.3f} | | |")
+    if real.cooccurrence and other.cooccurrence:
+        for key, title in (("ratio_uniform", "top-10 wrong labels: co-occurrence / uniform random labels"),
+                           ("ratio_frequency", "top-10 wrong labels: co-occurrence / frequency-drawn labels")):
+            lines.append(f"| {title} | {real.cooccurrence[key]:.2f} | {other.cooccurrence[key]:.2f} | | |")
+    return "\n".join(lines)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    profiles = []
+    for source in (args.real, args.twin):
+        name, train, test = load_pair(source, args.data_dir)
+        started = time.perf_counter()
+        profiles.append(calibrate.profile(name, train, test, dense=not args.no_dense))
+        print(f"profiled {name} in {time.perf_counter() - started:.1f} s")
+    print()
+    print(render(*profiles))
+    load = os.getloadavg()
+    print(f"\n(evaluation on up to {calibrate.EVAL_POINTS} test points, seed 0; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    return 0

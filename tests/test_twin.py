@@ -1,0 +1,235 @@
+"""The structured twin generator: determinism, the measured distributions it reproduces, the label
+structure it creates, the fit recovering known knobs, the `data twin` / `data compare` commands and
+the full-size paper preset (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from harness import calibrate, synth, twin
+from harness.cli import main
+from harness.commands.twin import resolve_pair
+from harness.data import DatasetSpec, load, read_xmc
+from harness.xmc_text import write_xmc
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIDEBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def knobs(**over) -> twin.TwinKnobs:
+    base = twin.TwinKnobs(
+        name="unit", num_features=1_000, num_labels=200, train_points=3_000, test_points=1_000,
+        labels_quantiles=twin.negbin_quantiles(4.0, 2.0),
+        nnz_quantiles=twin.lognormal_quantiles(30.0, 0.6),
+        label_profile=twin.zipf_profile(200, 1.0, 2.0),
+        cluster_size=8.0, coherence=0.8, signal=0.6, label_share=0.5,
+    )
+    return replace(base, **over)
+
+
+def write_pair(folder, train, test):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, ds in (("train", train), ("test", test)):
+        write_xmc(folder / f"set_{split}.txt", ds.labels.indptr, ds.labels.indices, ds.features.indptr,
+                  ds.features.indices, ds.features.values, ds.num_features, ds.num_labels)
+
+
+def test_deterministic_per_seed():
+    k = knobs()
+    a, a_test = twin.generate(k, seed=3)
+    b, b_test = twin.generate(k, seed=3)
+    for x, y in ((a, b), (a_test, b_test)):
+        np.testing.assert_array_equal(x.features.indptr, y.features.indptr)
+        np.testing.assert_array_equal(x.features.indices, y.features.indices)
+        np.testing.assert_array_equal(x.features.values, y.features.values)
+        np.testing.assert_array_equal(x.labels.indices, y.labels.indices)
+    c, _ = twin.generate(k, seed=4)
+    assert not np.array_equal(c.labels.indices[:300], a.labels.indices[:300])
+
+
+def test_rows_are_well_formed_and_tfidf_or_binary():
+    train, _ = twin.generate(knobs(), 0)
+    for m in (train.features, train.labels):
+        rows = np.repeat(np.arange(m.n_rows), np.diff(m.indptr))
+        same = rows[1:] == rows[:-1]
+        assert np.all(np.diff(m.indices.astype(np.int64))[same] > 0)  # sorted, unique
+        assert m.indices.min() >= 0 and m.indices.max() < m.n_cols
+    v = train.features.values
+    assert np.all(np.isfinite(v)) and np.all(v > 0) and len(np.unique(v)) > 50
+    norms = np.bincount(np.repeat(np.arange(train.num_points), np.diff(train.features.indptr)),
+                        weights=v.astype(np.float64) ** 2)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    binary, _ = twin.generate(knobs(binary=True), 0)
+    assert np.all(binary.features.values == 1.0)
+
+
+def test_reproduces_the_distribution_tables():
+    k = knobs(train_points=6_000)
+    train, _ = twin.generate(k, 0)
+    for counts, table in ((np.diff(train.labels.indptr), k.labels_quantiles),
+                          (np.diff(train.features.indptr), k.nnz_quantiles)):
+        got = np.quantile(counts, [0.1, 0.25, 0.5, 0.75, 0.9])
+        want = np.interp([0.1, 0.25, 0.5, 0.75, 0.9], np.linspace(0, 1, len(table)), table)
+        np.testing.assert_allclose(got, want, rtol=0.15, atol=1.0)
+    # The frequency profile's head: the most frequent label's share of points.
+    freq = np.sort(np.bincount(train.labels.indices, minlength=k.num_labels))[::-1]
+    weights = twin._profile_weights(k.label_profile, k.num_labels)
+    want_top = weights[0] / weights.sum() * train.labels.nnz
+    assert freq[0] == pytest.approx(want_top, rel=0.15)
+
+
+def test_scaled_twin_keeps_per_point_distributions():
+    k = knobs()
+    big = k.scaled(2.0)
+    assert (big.num_features, big.num_labels, big.train_points, big.test_points) == (2_000, 400, 6_000, 2_000)
+    train, test = twin.generate(big, 0)
+    assert (train.num_points, test.num_points, train.num_features, train.num_labels) == (6_000, 2_000, 2_000, 400)
+    small, _ = twin.generate(k, 0)
+    for a, b in ((train.labels, small.labels), (train.features, small.features)):
+        qa = np.quantile(np.diff(a.indptr), [0.25, 0.5, 0.75])
+        qb = np.quantile(np.diff(b.indptr), [0.25, 0.5, 0.75])
+        np.testing.assert_allclose(qa, qb, rtol=0.25, atol=1.0)
+    with pytest.raises(ValueError, match="scale"):
+        k.scaled(0)
+
+
+def test_near_duplicates_raise_nearest_neighbour_similarity():
+    k = knobs(train_points=1_500, test_points=300)
+    plain_tr, plain_te = twin.generate(k, 0)
+    dup_tr, dup_te = twin.generate(replace(k, duplicate_rate=0.5), 0)
+    rows = calibrate.eval_rows(plain_te)
+    assert (calibrate.nn_similarity(dup_tr, dup_te, rows)
+            > calibrate.nn_similarity(plain_tr, plain_te, rows) + 0.1)
+    # Copies keep their prototype's labels: test label sets recur exactly in train more often.
+
+    def recurring(tr, te):
+        seen = {tuple(tr.labels.row(i)) for i in range(tr.num_points)}
+        return np.mean([tuple(te.labels.row(i)) in seen for i in range(te.num_points)])
+
+    assert recurring(dup_tr, dup_te) > recurring(plain_tr, plain_te) + 0.1
+
+
+def test_labels_of_a_cluster_cooccur_and_independent_labels_do_not():
+    clustered, _ = twin.generate(knobs(coherence=0.9), 0)
+    independent, _ = twin.generate(knobs(coherence=0.0), 0)
+    lift_c, lift_i = calibrate.pair_lift(clustered), calibrate.pair_lift(independent)
+    assert lift_c > lift_i + 0.5
+    # Without clusters, pairs co-occur about as often as independence predicts: log(1 + 1).
+    assert lift_i == pytest.approx(np.log(2.0), abs=0.25)
+
+
+def test_fit_recovers_known_knobs():
+    truth = knobs(coherence=0.6, signal=0.5, label_share=0.5, duplicate_rate=0.2, **calibrate.FREE_KNOBS,
+                  cluster_size=round(calibrate.CLUSTER_RATIO * 4.0, 2))
+    train, test = twin.generate(truth, seed=11)
+    measured = calibrate.measured_knobs("unit", train, test)
+    assert (measured.num_features, measured.num_labels) == (truth.num_features, truth.num_labels)
+    assert measured.binary is False
+    # Cluster size follows the measured labels per point; within 10 % of the one used.
+    assert measured.cluster_size == pytest.approx(truth.cluster_size, rel=0.1)
+    fitted = calibrate.fit_knobs("unit", train, test, seed=0, steps=6)
+    assert fitted.coherence == pytest.approx(truth.coherence, abs=0.12)
+    assert fitted.signal == pytest.approx(truth.signal, abs=0.15)
+    assert fitted.label_share == pytest.approx(truth.label_share, abs=0.25)
+    assert fitted.duplicate_rate == pytest.approx(truth.duplicate_rate, abs=0.1)
+
+
+def test_knobs_json_round_trip_and_errors(tmp_path):
+    k = knobs()
+    path = tmp_path / "k.json"
+    twin.save_knobs(k, path)
+    assert twin.load_knobs(path) == k
+    doc = json.loads(path.read_text())
+    doc["colour"] = "blue"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"k\.json: unknown knob\(s\) colour"):
+        twin.load_knobs(path)
+    del doc["colour"], doc["num_labels"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"k\.json: missing knob\(s\) num_labels"):
+        twin.load_knobs(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"k\.json: not JSON"):
+        twin.load_knobs(path)
+    with pytest.raises(ValueError, match="coherence"):
+        twin.generate(replace(k, coherence=1.5))
+
+
+def test_resolve_pair_forms_and_errors(tmp_path):
+    train, test = twin.generate(knobs(train_points=200, test_points=50), 0)
+    write_pair(tmp_path / "folder", train, test)
+    name, tr, te = resolve_pair(str(tmp_path / "folder"), None)
+    assert (name, tr.name, te.name) == ("folder", "set_train.txt", "set_test.txt")
+    name, tr, te = resolve_pair(str(tmp_path / "folder" / "set_train.txt"), None)
+    assert (name, te.name) == ("set", "set_test.txt")
+    assert resolve_pair("bibtex", None)[1:] == (None, None)
+    (tmp_path / "folder" / "other_train.txt").write_text("")
+    with pytest.raises(ValueError, match="exactly one \\*train\\*"):
+        resolve_pair(str(tmp_path / "folder"), None)
+    with pytest.raises(FileNotFoundError, match="manifest entry"):
+        resolve_pair("no-such-set", None)
+
+
+def test_twin_and_compare_commands(tmp_path, capsys):
+    k = knobs(train_points=1_500, test_points=500)
+    train, test = twin.generate(k, 5)
+    write_pair(tmp_path / "real", train, test)
+    out = tmp_path / "out"
+    assert main(["data", "twin", str(tmp_path / "real"), "--scale", "2", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["real-twin-x2_knobs.json", "real-twin-x2_test.txt", "real-twin-x2_train.txt"]
+    t = read_xmc(out / "real-twin-x2_train.txt", use_cache=False)
+    assert (t.num_points, t.num_features, t.num_labels) == (3_000, 2_000, 400)
+    knobs_out = twin.load_knobs(out / "real-twin-x2_knobs.json")
+    assert knobs_out.num_labels == 400 and 0 <= knobs_out.coherence <= 1
+    capsys.readouterr()
+    assert main(["data", "compare", str(tmp_path / "real"), str(out), "--no-dense"]) == 0
+    report = capsys.readouterr().out
+    assert "| labels/point quartiles |" in report and "popularity P@1" in report and "10-NN P@1" in report
+
+
+def test_paper_presets_use_the_structured_generator_and_a_new_cache_key():
+    assert "t1" in synth.cache_key("amazon-670k", 0.02, 0) and "g5" in synth.cache_key("amazon-670k", 0.02, 0)
+    assert "t1" not in synth.cache_key("tiny", 1.0, 0)
+    train, _ = synth.generate("delicious-200k", 0.002, 0)
+    assert train.name == "synthetic:delicious-200k@0.002/s0"
+    assert (train.num_features, train.num_labels) == (782_585, 205_443)
+    assert train.stats().labels_per_point == pytest.approx(75.54, rel=0.08)
+    assert calibrate.pair_lift(train) > np.log(2.0) + 0.5  # labels co-occur by cluster
+
+
+@pytest.mark.skipif(not os.environ.get("SLIDEBENCH_DATA"), reason="SLIDEBENCH_DATA is not set")
+@pytest.mark.realdata
+def test_twins_of_the_real_sets_match_distributions_and_popularity():
+    for name in ("bibtex", "delicious"):
+        train, test = load(DatasetSpec(name=name))
+        tw_train, tw_test = twin.generate(calibrate.measured_knobs(name, train, test), 0)
+        for key, q in calibrate.distributions(train).items():
+            got = calibrate.distributions(tw_train)[key]
+            assert np.all(np.abs(np.subtract(got, q)) <= 0.25 * np.asarray(q) + 1e-9), (name, key, q, got)
+        rows, tw_rows = calibrate.eval_rows(test), calibrate.eval_rows(tw_test)
+        pop = calibrate.p_at_1(np.full(len(rows), calibrate.popularity_top(train, 1)[0]), test.labels.take(rows))
+        tw_pop = calibrate.p_at_1(np.full(len(tw_rows), calibrate.popularity_top(tw_train, 1)[0]),
+                                  tw_test.labels.take(tw_rows))
+        assert abs(pop - tw_pop) <= 0.05, (name, pop, tw_pop)
+
+
+@pytest.mark.slow
+def test_full_size_amazon_preset_generates_in_minutes():
+    started = time.perf_counter()
+    train, test = synth.generate("amazon-670k", 1.0, 0)
+    elapsed = time.perf_counter() - started
+    assert (train.num_points, test.num_points) == (490_449, 153_025)
+    assert (train.num_features, train.num_labels) == (135_909, 670_091)
+    s = train.stats()
+    assert s.labels_per_point == pytest.approx(5.45, rel=0.05)
+    assert s.nnz_per_point == pytest.approx(75.0, rel=0.1)
+    assert elapsed < 600
