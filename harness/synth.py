@@ -343,7 +343,8 @@ def load_synthetic(name: str, scale: float = 1.0, seed: int = 0, use_cache: bool
         cached = load_pair(path, label, source)
         if cached is not None:
             return cached
-    train, test = generate(p, scale, seed)
+    # By name, not the Preset object: `generate` sends named paper presets to the twin generator.
+    train, test = generate(p.name, scale, seed)
     if use_cache:
         try:
             save_pair(path, train, test)
