@@ -137,3 +137,17 @@ def test_report_renders_the_ablation_with_its_plot(tmp_path: Path) -> None:
     text = (results / "report.md").read_text()
     assert "### Hashing ablation" in text and "`slide` (LSH candidates) reaches P@1" in text
     assert (results / "plots" / "smoke-ablation-slide-vs-slide-random.png").is_file()
+
+
+def test_one_seed_or_no_common_steps_claims_nothing(tmp_path: Path) -> None:
+    """One seed a side has no spread: the sentence gives the difference and says it cannot be judged.
+    Runs evaluated on a seconds cadence share no steps: no per-step clause."""
+    treat = _record("slide", 0, [0.1, 0.5, 0.8], "vanilla", 0.4)
+    control = _record("slide-random", 0, [0.1, 0.3, 0.4], "random", None)
+    for i, point in enumerate(control["curve"]):
+        point["step"] = 100 * i + (37 if i else 0)  # other steps than the treatment's
+    _write(tmp_path, [treat, control])
+    by_engine = _by_engine(tmp_path)
+    sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
+    assert "from one seed: no spread to judge it by" in sentence and "helps" not in sentence, sentence
+    assert "evaluated steps" not in sentence

@@ -88,7 +88,9 @@ def verdict(treat: str, control: str, t_runs: Sequence[Run], c_runs: Sequence[Ru
         return "No comparison: no evaluation of both at a common step."
     diff = t_p1.median - c_p1.median
     overlap = t_p1.low <= c_p1.high and c_p1.low <= t_p1.high
-    if overlap:
+    if min(t_p1.n, c_p1.n) < 2:
+        effect = f"difference {diff:+.3f} P@1, from one seed: no spread to judge it by (run more seeds)"
+    elif overlap:
         effect = "no measurable effect of hashing (the ranges over seeds overlap)"
     elif diff > 0:
         effect = f"hashing helps: +{diff:.3f} P@1"
@@ -97,13 +99,16 @@ def verdict(treat: str, control: str, t_runs: Sequence[Run], c_runs: Sequence[Ru
     return (
         f"At step {step}, `{treat}` (LSH candidates) reaches P@1 {_fmt(t_p1)} and `{control}` (labels + "
         f"uniform random negatives, no tables) {_fmt(c_p1)}, medians [min–max] over {t_p1.n} and {c_p1.n} "
-        f"seed(s): {effect}. {_along_the_way(t, c, step)}"
+        f"seed(s): {effect}.{_along_the_way(t, c, step)}"
     )
 
 
 def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
-    """How the two compare at every step both evaluated (a sampler can matter early and not at the end)."""
+    """How the two compare at every step both evaluated (a sampler can matter early and not at the
+    end); empty when they share no evaluated step (a seconds cadence) or have one seed each."""
     steps = sorted({p.step for r in t for p in r.curve if 0 < p.step <= last} & {p.step for r in c for p in r.curve})
+    if not steps or min(len(t), len(c)) < 2:
+        return ""
     ahead, behind = [], []
     for step in steps:
         ts, cs = spread([_p1_at_step(r, step) for r in t]), spread([_p1_at_step(r, step) for r in c])
@@ -114,7 +119,7 @@ def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
         elif ts.high < cs.low:
             behind.append(step)
     return (
-        f"Over the {len(steps)} evaluated steps, the treatment is ahead of the control with disjoint ranges at "
+        f" Over the {len(steps)} evaluated steps, the treatment is ahead of the control with disjoint ranges at "
         f"steps {_listed(ahead)} and behind at {_listed(behind)}."
     )
 
