@@ -130,3 +130,15 @@ def check_csr(m: Csr, what: str) -> None:
             f"{what}: indptr must be non-decreasing and within [0, nnz]; "
             f"row {sound} spans [{ptr[sound]}, {ptr[sound + 1]})"
         )
+
+
+def vstack(parts: list[Csr], n_cols: int, with_values: bool) -> Csr:
+    """Row blocks stacked into one matrix (values dropped unless `with_values`: label matrices)."""
+    indptr = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for part in parts:
+        indptr.append(part.indptr[1:] + offset)
+        offset += part.nnz
+    indices = np.concatenate([part.indices for part in parts])
+    values = np.concatenate([part.values for part in parts]) if with_values else None
+    return Csr(np.concatenate(indptr), indices, values, n_cols)

@@ -30,7 +30,7 @@ import numpy as np
 
 from harness import twin
 from harness.data import Dataset, Progress, cache_dir, load_pair, save_pair
-from harness.sparse import Csr
+from harness.sparse import Csr, vstack
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +251,6 @@ def _block(p: Preset, world: _World, n: int, rng: np.random.Generator) -> tuple[
     return Csr(f_indptr, fid.astype(np.int32), values, D), Csr(l_indptr, l_ids, None, L)
 
 
-def _concat(parts: list[Csr], n_cols: int, with_values: bool) -> Csr:
-    indptr = [np.zeros(1, dtype=np.int64)]
-    offset = 0
-    for part in parts:
-        indptr.append(part.indptr[1:] + offset)
-        offset += part.nnz
-    indices = np.concatenate([part.indices for part in parts])
-    values = np.concatenate([part.values for part in parts]) if with_values else None
-    return Csr(np.concatenate(indptr), indices, values, n_cols)
 
 
 def _split(
@@ -284,8 +275,8 @@ def _split(
             on_block(size)
     return Dataset(
         name,
-        _concat(feats, p.num_features, True),
-        _concat(labels, p.num_labels, False),
+        vstack(feats, p.num_features, True),
+        vstack(labels, p.num_labels, False),
         f"synthetic:{p.name} generator v{GENERATOR_VERSION}",
     )
 

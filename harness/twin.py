@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import Dataset, Progress
-from harness.sparse import Csr
+from harness.sparse import Csr, vstack
 
 # Part of every twin's identity (and of the synth cache key of presets built on this generator):
 # bump whenever the output for the same knobs and seed changes.
@@ -392,7 +392,7 @@ def _prototypes(k: TwinKnobs, w: _World, seed: int) -> tuple[Csr, Csr] | None:
         f, lab = _block(k, w, min(BLOCK_POINTS, size - start), _rng(seed, 5, b))
         feats.append(f)
         labels.append(lab)
-    return _concat(feats, k.num_features, True), _concat(labels, k.num_labels, False)
+    return vstack(feats, k.num_features, True), vstack(labels, k.num_labels, False)
 
 
 def _stack(a: Csr, b: Csr) -> Csr:
@@ -436,18 +436,10 @@ def _split(k: TwinKnobs, w: _World, n: int, seed: int, split_id: int, label: str
         labels.append(lab)
         progress.update(start + f.n_rows)
     progress.close()
-    return Dataset(label, _concat(feats, k.num_features, True), _concat(labels, k.num_labels, False),
+    return Dataset(label, vstack(feats, k.num_features, True), vstack(labels, k.num_labels, False),
                    f"twin:{k.name} generator t{TWIN_GENERATOR_VERSION}")
 
 
-def _concat(parts: list[Csr], n_cols: int, with_values: bool) -> Csr:
-    indptr = [np.zeros(1, dtype=np.int64)]
-    offset = 0
-    for part in parts:
-        indptr.append(part.indptr[1:] + offset)
-        offset += part.nnz
-    values = np.concatenate([p.values for p in parts]) if with_values else None
-    return Csr(np.concatenate(indptr), np.concatenate([p.indices for p in parts]), values, n_cols)
 
 
 def generate(k: TwinKnobs, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -185,6 +185,18 @@ def test_timeout_must_be_a_positive_finite_number(value: str, capsys: pytest.Cap
     assert cli.build_parser().parse_args(["run", "smoke", "--timeout", "2.5"]).timeout == 2.5
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "big"])
+def test_scale_is_refused_before_any_work(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # At argument parsing: `data twin` would otherwise fit a real set for seconds before refusing it.
+    for command in (["data", "twin", "bibtex", "--out", "x"], ["data", "synth", "tiny"], ["data", "info", "tiny"]):
+        with pytest.raises(SystemExit) as info:
+            cli.build_parser().parse_args([*command, f"--scale={value}"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--scale" in err and repr(value) in err
+    assert cli.build_parser().parse_args(["data", "synth", "tiny", "--scale", "0.5"]).scale == 0.5
+
+
 # -- system errors: one line, no traceback -----------------------------------------------------
 
 

@@ -27,12 +27,21 @@ def results_dir(args: argparse.Namespace) -> Path:
     return results.check_results_dir(Path(chosen) if chosen is not None else results.default_results_dir())
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds above zero."""
+def _positive(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite {what} above 0, got {text!r}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above zero."""
+    return _positive(text, "number of seconds")
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above zero (a scale): refused before any work starts."""
+    return _positive(text, "number")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness import data as hdata
 from harness import synth
+from harness.commands import common
 from harness.xmc_text import write_xmc
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     info.add_argument("name")
     info.add_argument("--data-dir", type=Path, default=None, help="default: $SLIDEBENCH_DATA")
-    info.add_argument("--scale", type=float, default=1.0, help="synthetic only: fraction of the points")
+    info.add_argument("--scale", type=common.positive_number, default=1.0, help="synthetic only: fraction of the points")
     info.add_argument("--seed", type=int, default=0, help="synthetic only")
     info.set_defaults(func=_info)
 
     gen = sub.add_parser("synth", help="generate a synthetic data set (cached); optionally write XMC text files")
     gen.add_argument("preset", choices=sorted(synth.PRESETS))
-    gen.add_argument("--scale", type=float, default=1.0, help="fraction of the preset's points (default 1)")
+    gen.add_argument("--scale", type=common.positive_number, default=1.0, help="fraction of the preset's points (default 1)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", type=Path, default=None, help="write PRESET_train.txt / PRESET_test.txt here")
     gen.set_defaults(func=_synth)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import calibrate, twin
 from harness import data as hdata
+from harness.commands import common
 from harness.xmc_text import write_xmc
 
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "NAME_train.txt, NAME_test.txt and NAME_knobs.json into --out.",
     )
     tw.add_argument("source", metavar="PATH_OR_NAME")
-    tw.add_argument("--scale", type=float, default=1.0,
+    tw.add_argument("--scale", type=common.positive_number, default=1.0,
                     help="multiplies points, features and labels (default 1)")
     tw.add_argument("--seed", type=int, default=0)
     tw.add_argument("--out", type=Path, required=True)
