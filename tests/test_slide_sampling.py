@@ -53,6 +53,21 @@ def test_candidate_quality_matches_brute_force() -> None:
     assert got["candidates"] == pytest.approx(np.mean([len(c) for c in cands]))
 
 
+def test_candidate_quality_breaks_ties_like_a_full_sort() -> None:
+    """Scores with many ties (a trained model's rows can share biases): the top-k are still the
+    highest scores, ties going to the lower output, as in the brute-force ranking."""
+    rng = np.random.default_rng(7)
+    n, n_out = 20, 500
+    scores = rng.integers(0, 4, size=(n, n_out)).astype(np.float32)  # 4 distinct values
+    labels = [{int(rng.integers(n_out))} for _ in range(n)]
+    cands = [set(rng.choice(n_out, size=150, replace=False).tolist()) for _ in range(n)]
+    indptr = np.cumsum([0] + [len(c) for c in cands]).astype(np.int64)
+    ids = np.array([j for c in cands for j in sorted(c)], dtype=np.int32)
+    got = candidate_quality(indptr, ids, scores, _csr_rows([sorted(x) for x in labels], n_out), ks=(10, 100))
+    for k in (10, 100):
+        assert got[f"recall_top{k}"] == pytest.approx(_brute_quality(cands, scores, labels, k)["recall"])
+
+
 def test_candidate_quality_of_random_sets_is_about_one_and_of_the_top_is_high() -> None:
     rng = np.random.default_rng(1)
     n, n_out, m = 200, 2000, 100
