@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Self, TextIO
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: training records carry popularity_p1 and flags
 RECORD_SUFFIX = ".json"
 EVENTS_SUFFIX = ".events.jsonl"
 DRAFT_SUFFIX = ".draft.json"
