@@ -380,7 +380,7 @@ class _Run:
             return ev.target_p1 is not None and point["p1"] >= ev.target_p1
 
         region = training_region()
-        if do_eval:
+        if do_eval and ev.at_start:
             evaluate(0, 0)
         self.events.emit("train_start")
         region.enable()
