@@ -78,10 +78,11 @@ auto parse_enum(Parse parse, const std::string& value, const std::string& key) {
 NetworkConfig config_from_dict(const py::dict& d) {
   static const std::set<std::string> kTop{"num_features", "layers", "lr", "beta1", "beta2", "eps", "adam",
                                           "rebuild_n0", "rebuild_decay", "rehash_m", "seed", "threads",
-                                          "debug_serialize", "init_std", "batch_padding", "adam_state"};
+                                          "debug_serialize", "init_std", "batch_padding", "adam_state",
+                                          "logit_correction"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
-                                            "simhash_density", "wta_bin_size"};
+                                            "simhash_density", "wta_bin_size", "pad_below"};
   refuse_unknown(d, kTop, "config: ");
   NetworkConfig c;
   c.num_features = get<int>(d, "num_features", 0, "config: ");
@@ -110,6 +111,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
     s.threshold = get<int>(ld, "threshold", s.threshold, where);
     s.simhash_density = get<float>(ld, "simhash_density", s.simhash_density, where);
     s.wta_bin_size = get<int>(ld, "wta_bin_size", s.wta_bin_size, where);
+    s.pad_below = get<int>(ld, "pad_below", s.pad_below, where);
     c.layers.push_back(l);
   }
   OptimizerSettings& o = c.optimizer;
@@ -133,6 +135,10 @@ NetworkConfig config_from_dict(const py::dict& d) {
   c.debug_serialize = get<bool>(d, "debug_serialize", false, "config: ");
   c.init_std = get<float>(d, "init_std", 0.0f, "config: ");
   c.batch_padding = get<bool>(d, "batch_padding", false, "config: ");
+  const std::string corr = get<std::string>(d, "logit_correction", "none", "config: ");
+  if (corr != "none" && corr != "log_q")
+    throw py::value_error("config: logit_correction must be 'none' or 'log_q', got '" + corr + "'");
+  c.logit_correction_log_q = corr == "log_q";
   const std::string err = validate_config(c);
   if (!err.empty()) throw py::value_error("config: " + err);
   return c;
@@ -294,6 +300,21 @@ class PyNetwork {
     return py::make_tuple(indptr, ids);
   }
 
+  // (ids, log_q) of the output layer for sample s of the latest training batch (tests).
+  py::tuple last_output(int64_t s) {
+    std::vector<int32_t> ids;
+    std::vector<float> log_q;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      net_->last_output(s, &ids, &log_q);
+    }
+    py::array_t<int32_t> a(static_cast<py::ssize_t>(ids.size()));
+    std::copy(ids.begin(), ids.end(), a.mutable_data());
+    py::array_t<float> b(static_cast<py::ssize_t>(log_q.size()));
+    std::copy(log_q.begin(), log_q.end(), b.mutable_data());
+    return py::make_tuple(a, b);
+  }
+
   py::dict active_composition() {
     std::lock_guard<std::mutex> lock(mu_);
     const ActiveComposition c = net_->active_composition();
@@ -451,6 +472,9 @@ PYBIND11_MODULE(_slide, m) {
            py::arg("n_cols") = py::none())
       .def("lsh_candidates", &PyNetwork::lsh_candidates, py::arg("indptr"), py::arg("indices"), py::arg("values"),
            py::arg("n_cols") = py::none())
+      .def("last_output", &PyNetwork::last_output, py::arg("sample"),
+           "(ids, log_q): the output layer's active ids of a sample of the latest training batch and their log "
+           "inclusion probabilities (empty without logit_correction 'log_q')")
       .def("active_composition", &PyNetwork::active_composition,
            "Output neurons of the training samples so far, summed by origin: labels, lsh, random.")
       .def("get_weights", &PyNetwork::get_weights, py::arg("layer"))

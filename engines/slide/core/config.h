@@ -24,6 +24,7 @@ struct LshSettings {
   int min_active = 0;  // random padding up to this many neurons (>= layer size: all neurons, no LSH)
   int max_active = 0;  // cap (0: none)
   int threshold = 1;   // SelectionKind::Threshold: present in at least this many of the L tables
+  int pad_below = 0;   // pad to min_active only when fewer than this many chosen (0: always)
   float simhash_density = 1.0f / 3.0f;
   int wta_bin_size = 8;
 };
@@ -76,6 +77,10 @@ struct NetworkConfig {
   // (sampled softmax's shared negatives). Shared padding makes the batch touch a few thousand
   // padding rows instead of up to batch x min_active, so far fewer rows are read and updated.
   bool batch_padding = false;
+  // Sampled softmax's correction of the output layer's training loss: each active output's logit
+  // minus the log of its inclusion probability (active_set.h, inclusion_log_q_retrieved), labels
+  // uncorrected (they are always included). Off: the plain softmax over the active set.
+  bool logit_correction_log_q = false;
 
   int num_labels() const { return layers.empty() ? 0 : layers.back().size; }
 };
