@@ -138,6 +138,7 @@ NetworkConfig get_config(Reader& r) {
   c.init_std = r.get<float>("init_std");
   c.batch_padding = r.get<int32_t>("batch_padding") != 0;
   c.logit_correction_log_q = r.get<int32_t>("logit_correction") != 0;
+  c.threads = 1;  // not part of the model: a loaded network starts on one thread (set_threads changes it)
   return c;
 }
 
