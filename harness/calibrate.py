@@ -57,6 +57,7 @@ FREE_KNOBS: dict[str, Any] = {
     "signature_sharing": 0.1,
     "signature_common": 0.0,
     "topic_vocab": 40,
+    "feature_zipf": 1.0,
 }
 
 
@@ -365,8 +366,12 @@ def profile(
 # Fitting
 
 
-def measured_knobs(name: str, train: Dataset, test: Dataset) -> twin.TwinKnobs:
-    """The knobs measured directly: shape, distributions, value style; structure at FREE_KNOBS."""
+def measured_knobs(
+    name: str, train: Dataset, test: Dataset, free: dict[str, Any] | None = None
+) -> twin.TwinKnobs:
+    """The knobs measured directly: shape, distributions, value style; structure at FREE_KNOBS
+    (with `free` overriding some of them)."""
+    free = _free_knobs(free)
     freq = np.bincount(train.labels.indices, minlength=train.num_labels)
     binary = bool(train.features.nnz) and bool(np.all(train.features.values == 1.0))
     return twin.TwinKnobs(
@@ -381,7 +386,7 @@ def measured_knobs(name: str, train: Dataset, test: Dataset) -> twin.TwinKnobs:
         binary=binary,
         cluster_size=max(2.0, round(CLUSTER_RATIO * train.labels.nnz / max(train.num_points, 1), 2)),
         fitted_from=f"measured on {train.source}",
-        **FREE_KNOBS,
+        **free,
     )
 
 
@@ -401,9 +406,25 @@ def _bisect(f, target: float, lo: float, hi: float, steps: int) -> float:
     return (lo + hi) / 2
 
 
-def fit_knobs(name: str, train: Dataset, test: Dataset, seed: int = 0, steps: int = 7) -> twin.TwinKnobs:
+def _free_knobs(over: dict[str, Any] | None) -> dict[str, Any]:
+    """FREE_KNOBS with `over` replacing some; only free knobs may be given."""
+    over = over or {}
+    unknown = sorted(set(over) - set(FREE_KNOBS))
+    if unknown:
+        raise ValueError(f"not free knobs: {', '.join(unknown)} (free: {', '.join(FREE_KNOBS)})")
+    return {**FREE_KNOBS, **over}
+
+
+def fit_knobs(
+    name: str,
+    train: Dataset,
+    test: Dataset,
+    seed: int = 0,
+    steps: int = 7,
+    free: dict[str, Any] | None = None,
+) -> twin.TwinKnobs:
     """Measured knobs, then `coherence` fitted to the pair lift and `signal` to the centroid P@1."""
-    k = measured_knobs(name, train, test)
+    k = measured_knobs(name, train, test, free)
     lift_real = pair_lift(train)
     rows_real = eval_rows(test)
     cen_real = centroid_p1(train, test, rows_real)
@@ -449,17 +470,21 @@ def fit_knobs(name: str, train: Dataset, test: Dataset, seed: int = 0, steps: in
             + f", cluster_size = {CLUSTER_RATIO} x mean labels per point"
         ),
     }
+    if free:
+        notes["free knobs"] += "; set for this fit: " + ", ".join(
+            f"{key} = {v}" for key, v in sorted(free.items())
+        )
     return replace(k, notes=notes)
 
 
 def transfer_knobs(measured: twin.TwinKnobs, donor: twin.TwinKnobs) -> twin.TwinKnobs:
-    """`measured` (a set's shape, distributions and value style) with the fitted structure knobs of
-    `donor`, a fit to another set: a twin made without fitting anything to this set's baselines,
-    which is how a set is held out of the calibration."""
+    """`measured` (a set's shape, distributions and value style) with the fitted and free structure
+    knobs of `donor`, a fit to another set: a twin made without fitting anything to this set's
+    baselines, which is how a set is held out of the calibration."""
     notes = {knob: f"taken from the fit to {donor.name} ({donor.fitted_from})" for knob in FITTED_KNOBS}
     return replace(
         measured,
-        **{knob: getattr(donor, knob) for knob in FITTED_KNOBS},
+        **{knob: getattr(donor, knob) for knob in (*FITTED_KNOBS, *FREE_KNOBS)},
         fitted_from=f"{measured.fitted_from}; structure from the fit to {donor.name}",
         notes=notes,
     )

@@ -347,9 +347,11 @@ def test_chunked_prediction_equals_one_batch(monkeypatch):
 
 def test_transfer_keeps_the_shape_and_takes_the_donors_structure():
     measured = calibrate.measured_knobs("target", *twin.generate(knobs(num_labels=150), 0))
-    donor = knobs(coherence=0.31, duplicate_rate=0.12, signal=0.44, label_share=0.77, name="donor")
+    donor = knobs(
+        coherence=0.31, duplicate_rate=0.12, signal=0.44, label_share=0.77, signature_common=0.3, name="donor"
+    )
     held_out = calibrate.transfer_knobs(measured, donor)
-    for knob in calibrate.FITTED_KNOBS:
+    for knob in (*calibrate.FITTED_KNOBS, "signature_common"):
         assert getattr(held_out, knob) == getattr(donor, knob)
     assert (held_out.num_labels, held_out.labels_quantiles, held_out.cluster_size) == (
         150,
@@ -414,3 +416,20 @@ def test_profile_refuses_bad_sources_and_epochs(capsys, caplog):
     with pytest.raises(SystemExit):
         main(["data", "profile", "synthetic:tiny@1", "--epochs", "0"])
     assert "epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_free_knobs_can_be_set_for_a_fit_and_nothing_else(capsys):
+    train, test = twin.generate(knobs(train_points=400, test_points=100), 0)
+    measured = calibrate.measured_knobs(
+        "unit", train, test, free={"feature_zipf": 1.5, "signature_sharing": 0.5}
+    )
+    assert (measured.feature_zipf, measured.signature_sharing) == (1.5, 0.5)
+    assert measured.topic_vocab == calibrate.FREE_KNOBS["topic_vocab"]
+    with pytest.raises(ValueError, match="not free knobs: coherence"):
+        calibrate.measured_knobs("unit", train, test, free={"coherence": 0.5})
+    with pytest.raises(SystemExit):
+        main(["data", "twin", "bibtex", "--out", "x", "--free", "signal=0.5"])
+    assert "KNOB one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "twin", "bibtex", "--out", "x", "--free", "topic_vocab=many"])
+    assert "not a number" in capsys.readouterr().err

@@ -50,6 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of another set: a twin that holds PATH_OR_NAME out of the calibration",
     )
     tw.add_argument(
+        "--free",
+        type=_free_knob,
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="fit with this free knob changed (repeatable; free knobs: "
+        + ", ".join(calibrate.FREE_KNOBS)
+        + ")",
+    )
+    tw.add_argument(
         "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
     )
     tw.set_defaults(func=_twin)
@@ -76,6 +86,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     prof.add_argument("source")
     _profile_options(prof)
     prof.set_defaults(func=_profile)
+
+
+def _free_knob(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in calibrate.FREE_KNOBS:
+        raise argparse.ArgumentTypeError(
+            f"--free: expected KNOB=VALUE with KNOB one of {', '.join(calibrate.FREE_KNOBS)}, got {text!r}"
+        )
+    try:
+        number = type(calibrate.FREE_KNOBS[key])(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--free {key}: not a number: {value!r}") from None
+    return key, number
 
 
 def _epochs(text: str) -> tuple[int, ...]:
@@ -185,7 +208,7 @@ def _twin(args: argparse.Namespace) -> int:
             print(
                 f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ..."
             )
-            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed)
+            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free))
             print(
                 f"fitted in {time.perf_counter() - started:.1f} s: "
                 + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
