@@ -44,6 +44,7 @@ KNN_K = 10
 DENSE_EPOCHS = (1, 5, 20)
 DENSE_ENGINE = "numpy_dense"
 DENSE_ENGINES = ("numpy_dense", "tf_dense")
+HEAD_FEATURES = 0.05  # the "common words" of head_centroid_p1: this share of the features
 PREDICT_LOGITS = 8_000_000  # logits per prediction chunk (32 MB of float32)
 # Calibrated on Delicious only (see docs/twins.md); Bibtex is the hold-out.
 # cluster_ratio: a cluster holds this many times the mean labels per point (a point's topics must be
@@ -148,13 +149,36 @@ def popularity_top(train: Dataset, k: int) -> np.ndarray:
     return np.argsort(-freq, kind="stable")[:k]
 
 
+def _centroid_top1(x: sp.csr_matrix, y: sp.csr_matrix, xt: sp.csr_matrix) -> np.ndarray:
+    x = _normalise_rows(x)
+    c = (x.T @ y).tocsc()  # features x labels
+    cn = np.maximum(np.sqrt(np.asarray(c.multiply(c).sum(axis=0)).ravel()), 1e-12)
+    xt = _normalise_rows(xt)
+    chunk = max(1, PREDICT_LOGITS // max(y.shape[1], 1))  # dense scores: bounded at any width
+    return np.concatenate(
+        [
+            (np.asarray((xt[a : a + chunk] @ c).todense()) / cn).argmax(axis=1)
+            for a in range(0, xt.shape[0], chunk)
+        ]
+    )
+
+
 def centroid_p1(train: Dataset, test: Dataset, rows: np.ndarray) -> float:
-    x = _normalise_rows(to_scipy(train.features))
-    c = (x.T @ to_scipy(train.labels)).tocsc()  # features x labels
-    cn = np.sqrt(np.asarray(c.multiply(c).sum(axis=0)).ravel())
-    xt = _normalise_rows(to_scipy(test.features.take(rows)))
-    scores = np.asarray((xt @ c).todense()) / np.maximum(cn, 1e-12)
-    return p_at_1(scores.argmax(axis=1), test.labels.take(rows))
+    top = _centroid_top1(to_scipy(train.features), to_scipy(train.labels), to_scipy(test.features.take(rows)))
+    return p_at_1(top, test.labels.take(rows))
+
+
+def head_centroid_p1(train: Dataset, test: Dataset, rows: np.ndarray, share: float = HEAD_FEATURES) -> float:
+    """Label-centroid P@1 using only the `share` most frequent features (by train document
+    frequency): how much the common words tell about the labels. A model trained for a few steps
+    has moved mostly the weights of features that occur in most batches, so this is what it can
+    know early."""
+    df = np.bincount(train.features.indices, minlength=train.num_features)
+    keep = np.zeros(train.num_features, dtype=bool)
+    keep[np.argsort(-df, kind="stable")[: max(1, round(share * train.num_features))]] = True
+    x, xt = to_scipy(train.features), to_scipy(test.features.take(rows))
+    x, xt = x[:, keep], xt[:, keep]
+    return p_at_1(_centroid_top1(x, to_scipy(train.labels), xt), test.labels.take(rows))
 
 
 def knn_p1(train: Dataset, test: Dataset, rows: np.ndarray, k: int = KNN_K) -> float:
@@ -308,6 +332,7 @@ class Profile:
     nn_similarity: float
     feature_head_share: float
     dense_engine: str = DENSE_ENGINE
+    head_centroid_p1: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples as lists, epoch keys as strings."""
@@ -359,6 +384,7 @@ def profile(
         nn_similarity(train, test, rows),
         feature_head_share(train),
         engine,
+        head_centroid_p1(train, test, rows),
     )
 
 

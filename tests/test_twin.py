@@ -433,3 +433,17 @@ def test_free_knobs_can_be_set_for_a_fit_and_nothing_else(capsys):
     with pytest.raises(SystemExit):
         main(["data", "twin", "bibtex", "--out", "x", "--free", "topic_vocab=many"])
     assert "not a number" in capsys.readouterr().err
+
+
+def test_head_centroid_sees_only_the_common_words():
+    """Informative words that are common ones (signature_common = 1) are visible to a centroid on the
+    5 % most frequent features; rare informative words (the default) are not."""
+    scores = {}
+    for common in (0.0, 1.0):
+        train, test = twin.generate(knobs(signal=0.8, label_share=0.9, signature_common=common), 0)
+        rows = calibrate.eval_rows(test)
+        scores[common] = calibrate.head_centroid_p1(train, test, rows)
+        assert calibrate.head_centroid_p1(train, test, rows, share=1.0) == pytest.approx(
+            calibrate.centroid_p1(train, test, rows)
+        )
+    assert scores[1.0] > scores[0.0] + 0.1
