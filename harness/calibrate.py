@@ -59,6 +59,7 @@ FREE_KNOBS: dict[str, Any] = {
     "signature_common": 0.0,
     "topic_vocab": 40,
     "feature_zipf": 1.0,
+    "background_topical": 0.0,
 }
 
 

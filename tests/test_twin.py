@@ -447,3 +447,23 @@ def test_head_centroid_sees_only_the_common_words():
             calibrate.centroid_p1(train, test, rows)
         )
     assert scores[1.0] > scores[0.0] + 0.1
+
+
+def test_topical_background_makes_common_words_tell_the_topic():
+    """background_topical: each cluster reorders the common words, so the most frequent features
+    carry label information (seen by the head centroid) while the nnz table still holds."""
+    k = knobs(signal=0.3, label_share=0.2)
+    got = {}
+    for share in (0.0, 1.0):
+        train, test = twin.generate(replace(k, background_topical=share), 0)
+        rows = calibrate.eval_rows(test)
+        got[share] = calibrate.head_centroid_p1(train, test, rows)
+        q = np.quantile(np.diff(train.features.indptr), [0.25, 0.5, 0.75])
+        want = np.interp([0.25, 0.5, 0.75], np.linspace(0, 1, len(k.nnz_quantiles)), k.nnz_quantiles)
+        np.testing.assert_allclose(q, want, rtol=0.15, atol=1.0)
+    assert got[1.0] > max(3 * got[0.0], got[0.0] + 0.05)
+    a, _ = twin.generate(replace(k, background_topical=0.5), 3)
+    b, _ = twin.generate(replace(k, background_topical=0.5), 3)
+    np.testing.assert_array_equal(a.features.indices, b.features.indices)
+    with pytest.raises(ValueError, match="background_topical"):
+        twin.generate(replace(k, background_topical=1.5))
