@@ -16,7 +16,10 @@ any real set. This one is a topic model whose knobs are measurable statistics of
   model must find the label-specific words to tell them apart.
 - A point's feature draws: with probability `signal * label_share` a signature word of one of its
   labels, with probability `signal * (1 - label_share)` a word of one of its clusters, else a
-  background word from a Zipf law over the vocabulary (common words, no information).
+  background word from a Zipf law over the vocabulary (common words, no information). With
+  `background_topical` > 0 that share of the background draws uses the point's first cluster's own
+  ordering of the TOPICAL_HEAD most common ranks: which common words a document uses then depends
+  on its topic, as in real text, and the most frequent features carry (topic-level) information.
 - Label frequencies follow `label_profile` (relative frequency against rank fraction, log-log
   interpolated; measured from a real set or a Zipf law for a preset), labels per point and
   features per point follow quantile tables (`labels_quantiles`, `nnz_quantiles`, 101 points from
