@@ -3,10 +3,11 @@
 Measured statistics (`profile`): quartiles of labels per point, points per label and nnz per point
 (train split), and the P@1 on the test split (up to EVAL_POINTS of it, a seeded subset) of
 - the label-popularity baseline (always the most frequent train labels),
-- label centroids (cosine between a point and the mean of its label's train points),
+- label centroids (cosine between a point and the mean of its label's train points), also on the
+  HEAD_FEATURES most frequent features only (what the common words tell),
 - cosine kNN (k = KNN_K train neighbours, votes weighted by similarity),
-- the dense reference (`numpy_dense`, the workload settings: hidden 128, batch 128, Adam lr 1e-3,
-  seed 0) after 1, 5 and 20 epochs;
+- the dense reference (`numpy_dense`, or `tf_dense` at wide outputs; the workload settings:
+  hidden 128, batch 128, Adam lr 1e-3, seed 0) after 1, 5 and 20 epochs (or the epochs asked for);
 and the label-structure ratio: the trained dense model's top-10 wrong labels per point against the
 point's true labels, their co-occurrence count in the train split compared with that of random
 wrong labels (uniform, and drawn by train frequency, which removes the popularity effect).
@@ -18,8 +19,10 @@ than independence predicts), then, alternately, `duplicate_rate` to the mean cos
 a test point to its nearest train point, `signal` to the kNN P@1 and `label_share` to the
 label-centroid P@1. Every other structural knob (cluster size relative to labels per point, topics
 per point, signature size and sharing, topic vocabulary, copies per prototype and the share of
-features a copy keeps) is a free constant, FREE_KNOBS, calibrated once by hand on Delicious and
-held fixed for every set. The dense reference's P@1 and the
+features a copy keeps, the background's power law and how topical it is) is a free constant,
+FREE_KNOBS, calibrated once by hand on Delicious and held fixed for every set (`free` changes one
+for a fit). `transfer_knobs` makes a twin of a set held out of the fit: its measured knobs with
+another set's fitted ones. The dense reference's P@1 and the
 co-occurrence ratio of its mistakes are never fitted: they are the checks.
 """
 
