@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Evaluations per trial: the score is the last one; the one before shows whether it was still rising.
 # Exact scoring of every label is what a trial's wall time goes to at paper width, so they are few.
 TRIAL_EVALUATIONS = 2
-REFERENCE_EVALUATIONS = 20
+REFERENCE_EVALUATIONS = 20  # at least; more where the workload evaluates more often
 
 
 def _as_trial(base: RunSpec, values: dict[str, Any], factor: float, evaluations: int) -> RunSpec:
@@ -203,9 +203,13 @@ def _reference(
     engine = reference_engine(decl.reference, doc["engines"], w.engines)
     values = doc["engines"][engine]["chosen"]
     base = w.expand([engine], [w.threads[0]], [decl.seed], tuned=False)[0]
-    spec = _as_trial(
-        base, values, decl.reference_seconds / (w.training.max_seconds or 1.0), REFERENCE_EVALUATIONS
-    )
+    factor = decl.reference_seconds / (w.training.max_seconds or 1.0)
+    spec = _as_trial(base, values, factor, REFERENCE_EVALUATIONS)
+    # At least the workload's own cadence: an engine that converges in seconds on a small set would
+    # otherwise pass its best P@1 between two of the REFERENCE_EVALUATIONS.
+    if w.evaluation.every_seconds:
+        every = min(spec.evaluation.every_seconds or math.inf, w.evaluation.every_seconds)
+        spec = replace(spec, evaluation=replace(spec.evaluation, every_seconds=every))
     rec = _run_all([spec], tune_dir, data_dir, timeout_s)[spec.run_id]
     curve = rec.get("curve") or []
     if rec.get("status", {}).get("state") not in ("budget_spent", "target_reached") or not curve:
