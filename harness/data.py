@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from harness import REPO_ROOT
 from harness.results import open_atomic
 from harness.sparse import Csr
 from harness.xmc_text import DataError, parse_xmc, read_header
@@ -49,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = REPO_ROOT / "datasets" / "manifest.toml"
 # Bump when the parser's output for the same bytes changes, so stale cache entries are not reused.
 # 2: control characters (form feed, vertical tab, ...) are refused instead of read as spaces.

@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Self, TextIO
 
+from harness import REPO_ROOT
+
 SCHEMA_VERSION = 1
 RECORD_SUFFIX = ".json"
 EVENTS_SUFFIX = ".events.jsonl"
 DRAFT_SUFFIX = ".draft.json"
 STATES = ("target_reached", "budget_spent", "diverged", "error")
 RESULTS_ENV = "SLIDEBENCH_RESULTS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_NAME = ".lock"
 
 # A name that becomes one path component: no separator, no leading dot (so never "." or ".." and

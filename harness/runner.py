@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import results
+from harness import REPO_ROOT, results
 from harness.results import inside, safe_name
 from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("slidebench.runner")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_LINES = 30
 # Run in each worker's direct child (the worker, or `perf stat` wrapping it) between fork and exec:
 # that process is then killed by the kernel when this one dies, even by kill -9.

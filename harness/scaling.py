@@ -41,12 +41,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_ROOT
+
 log = logging.getLogger("slidebench.scaling")
 
 DEFAULT_STEPS = 50
 DEFAULT_WARMUP = 5
 MEASURE_TIMEOUT_S = 900.0
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

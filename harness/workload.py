@@ -38,13 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness import registry
+from harness import REPO_ROOT, registry
 from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
 
 if TYPE_CHECKING:
     from harness.data import SplitFile
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = REPO_ROOT / "workloads"
 SOURCE_SUFFIXES = (".py", ".cpp", ".cc", ".h", ".hpp", ".txt", ".cmake")
 
