@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from harness import twin
-from harness.data import Dataset
+from harness.dataset import Dataset
 from harness.sparse import Csr
 
 log = logging.getLogger(__name__)

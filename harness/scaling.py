@@ -223,7 +223,7 @@ def _child(spec_path: Path, out_path: Path) -> int:
     doc = json.loads(spec_path.read_text(encoding="utf-8"))
     spec = RunSpec.from_dict(doc["spec"])
     steps, warmup = int(doc["steps"]), int(doc["warmup"])
-    train, _test = data.load(spec.dataset.to_data_spec(), doc.get("data_dir"))
+    train, _test = data.load(spec.dataset, doc.get("data_dir"))
     n = train.features.n_rows
     engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
     in_effect = int(engine.set_threads(spec.threads))

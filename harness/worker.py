@@ -259,7 +259,7 @@ class _Run:
         )
 
         t0 = time.perf_counter()
-        train, test = data.load(spec.dataset.to_data_spec(), self.doc.get("data_dir"))
+        train, test = data.load(spec.dataset, self.doc.get("data_dir"))
         self.timing["data_s"] = time.perf_counter() - t0
         n_train = train.features.n_rows
         self.data_info = {
