@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import REPO_ROOT, results
+from harness import REPO_ROOT, perf, results
 from harness.results import inside, safe_name
 from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
@@ -91,16 +91,6 @@ class _Unwrapped:
             "source": "unavailable", "scope": None, "reason": self._reason,
             "events": {}, "per_sample": {}, "cachegrind": None,
         }  # fmt: skip
-
-
-def wrap(argv: list[str], counters: Mapping[str, Any], workdir: Path) -> Any:
-    try:
-        from harness import perf
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.perf":
-            raise
-        return _Unwrapped(argv, "harness.perf is not installed in this checkout")
-    return perf.wrap_command(argv, dict(counters), workdir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,7 +378,7 @@ def run_one(
     spec_file.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
 
     argv = [sys.executable, "-m", "harness.worker", str(spec_file), str(draft)]
-    wrapped = wrap(argv, _plain_counters(spec), workdir)
+    wrapped = perf.wrap_command(argv, _plain_counters(spec), workdir)
     env = dict(os.environ)
     env.update(thread_env(spec.threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))

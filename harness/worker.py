@@ -140,26 +140,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-class _NoRegion:
-    """Stand-in for harness.perf.TrainingRegion when that module is absent."""
-
-    def enable(self) -> None:
-        pass
-
-    def disable(self) -> None:
-        pass
-
-
-def training_region() -> Any:
-    try:
-        from harness.perf import TrainingRegion
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.perf":
-            raise
-        return _NoRegion()
-    return TrainingRegion.from_env()
-
-
 # --------------------------------------------------------------------------------------------
 # Data order and evaluation subset (pure functions: tests hash them)
 
@@ -342,7 +322,9 @@ class _Run:
         def target_hit(point: dict[str, Any]) -> bool:
             return ev.target_p1 is not None and point["p1"] >= ev.target_p1
 
-        region = training_region()
+        from harness.perf import TrainingRegion
+
+        region = TrainingRegion.from_env()
         if do_eval:
             evaluate(0, 0)
         self.events.emit("train_start")

@@ -56,7 +56,10 @@ def test_reproduce_exits_1_when_a_run_diverged(
     (wdir / "suites.toml").write_text('[mini]\nworkloads = ["ok", "nan"]\n')
     monkeypatch.setattr(workload, "WORKLOADS_DIR", wdir)
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
-    monkeypatch.setattr(run_cmd, "_optional", lambda *a: lambda *a, **k: None)
+    from harness import report, scaling
+
+    monkeypatch.setattr(scaling, "run_sweep", lambda *a, **k: None)
+    monkeypatch.setattr(report, "render", lambda *a, **k: tmp_path / "report.md")
     assert cli.main(["reproduce", "--suite", "mini", "--results-dir", str(tmp_path / "res")]) == 1
     failed = [x for x in capsys.readouterr().err.splitlines() if x.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith("FAILED nan/numpy_dense/")

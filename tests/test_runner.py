@@ -340,14 +340,17 @@ def test_reproduce_runs_suite_then_scaling_then_report(
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
     calls: list[tuple[str, object]] = []
 
-    def fake_optional(module: str, func: str, what: str):
+    from harness import report, scaling
+
+    def fake(func: str):
         def call(*args, **kwargs):
             calls.append((func, kwargs))
             return tmp_path / "report.md" if func == "render" else None
 
         return call
 
-    monkeypatch.setattr(run_cmd, "_optional", fake_optional)
+    monkeypatch.setattr(scaling, "run_sweep", fake("run_sweep"))
+    monkeypatch.setattr(report, "render", fake("render"))
     import argparse
 
     args = argparse.Namespace(
@@ -489,7 +492,7 @@ def test_timeout_ends_the_worker_behind_its_wrapper(tmp_path: Path, monkeypatch:
     w = workload.load(write_workload(tmp_path, max_steps=200, engine_params=slow))
     (spec,) = w.expand()
     res = tmp_path.resolve() / "res"
-    monkeypatch.setattr(runner, "wrap", lambda argv, counters, workdir: _Wrapped(argv))
+    monkeypatch.setattr(runner.perf, "wrap_command", lambda argv, counters, workdir: _Wrapped(argv))
     try:
         out = runner.run_one(spec, res, timeout_s=4)
         assert out.state == "error" and "timed out after 4 s" in out.message
@@ -506,7 +509,7 @@ def _campaign_with_wrapper_cmd(path: Path, res: Path, wrapped: bool) -> list[str
         "class Wrapped(runner._Unwrapped):\n"
         "    def __init__(self, argv):\n"
         "        super().__init__([sys.executable, '-c', W, *argv], 'test')\n"
-        f"if {wrapped}: runner.wrap = lambda argv, counters, workdir: Wrapped(argv)\n"
+        f"if {wrapped}: runner.perf.wrap_command = lambda argv, counters, workdir: Wrapped(argv)\n"
         "runner.run_campaign(workload.load(Path(sys.argv[1])), Path(sys.argv[2]))"
     )
     return [sys.executable, "-c", code, str(path), str(res)]
