@@ -168,21 +168,28 @@ def knn_p1(train: Dataset, test: Dataset, rows: np.ndarray, k: int = KNN_K) -> f
 def dense_reference(train: Dataset, test: Dataset, rows: np.ndarray, epochs=DENSE_EPOCHS,
                     hidden: int = 128, batch: int = 128, lr: float = 1e-3, seed: int = 0):
     """P@1 of the dense reference after each of `epochs`, and its final top-10 on `rows`."""
-    from engines.reference import NumpyDenseEngine
     from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+    from harness.loop import Loop, prepare_engine
 
-    eng = NumpyDenseEngine()
-    eng.set_threads(2)
-    eng.prepare(TrainMeta(train.num_features, train.num_labels, train.num_points, batch,
-                          ModelSpec((hidden,)), OptimizerSpec(lr=lr), seed))
+    meta = TrainMeta(train.num_features, train.num_labels, train.num_points, batch,
+                     ModelSpec((hidden,)), OptimizerSpec(lr=lr), seed)
+    eng = prepare_engine("numpy_dense", {}, 2, meta).engine
     rng = np.random.default_rng(seed)
+
+    def feed():
+        while True:
+            order = rng.permutation(train.num_points)
+            for a in range(0, len(order), batch):
+                idx = order[a : a + batch]
+                yield Batch(train.features.take(idx), train.labels.take(idx))
+
+    loop = Loop(eng, feed())
+    per_epoch = -(-train.num_points // batch)
     xt, yt = test.features.take(rows), test.labels.take(rows)
     out: dict[int, float] = {}
     for epoch in range(1, max(epochs) + 1):
-        order = rng.permutation(train.num_points)
-        for a in range(0, len(order), batch):
-            idx = order[a : a + batch]
-            eng.fit_step(Batch(train.features.take(idx), train.labels.take(idx)))
+        for _ in range(per_epoch):
+            loop.step()
         if epoch in epochs:
             out[epoch] = p_at_1(eng.predict_topk(xt, 1)[:, 0], yt)
     return out, eng.predict_topk(xt, min(10 + 100, train.num_labels))

@@ -5,8 +5,8 @@ every thread pool fixed through the environment before any engine import, exactl
 run (:func:`harness.worker.thread_env`). The child loads the data, prepares the engine (untimed),
 runs ``warmup`` steps (untimed: first-step costs such as graph tracing, page faults of fresh
 weights, hash-table warm-up) and then times ``steps`` calls of ``fit_step`` with the same batches,
-in the same order, as the worker would feed (:func:`harness.worker.batch_order`). The clock runs
-only around ``fit_step``, as the worker's train clock does.
+in the same order, as the worker feeds them (:class:`harness.loop.EpochFeed`). The clock runs
+only around ``fit_step``, as the worker's train clock does (:class:`harness.loop.Loop`).
 
 :func:`measure_throughput` is the reusable unit (the CI check ``slidebench check-scaling`` uses it);
 :func:`run_sweep` sweeps engines x thread counts, derives speedup and efficiency against one
@@ -215,40 +215,28 @@ def measure_throughput(
 
 def _child(spec_path: Path, out_path: Path) -> int:
     """The measuring process: see the module docstring. Thread variables are already set."""
-    from harness import data, registry
-    from harness.engine import Batch
-    from harness.worker import batch_order
+    from harness import data
+    from harness.loop import EpochFeed, Loop, prepare_for_spec
     from harness.workload import RunSpec
 
     doc = json.loads(spec_path.read_text(encoding="utf-8"))
     spec = RunSpec.from_dict(doc["spec"])
     steps, warmup = int(doc["steps"]), int(doc["warmup"])
     train, _test = data.load(spec.dataset, doc.get("data_dir"))
-    n = train.features.n_rows
-    engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
-    in_effect = int(engine.set_threads(spec.threads))
-    engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n))
-
+    prepared = prepare_for_spec(spec, train)
+    engine, in_effect = prepared.engine, prepared.threads_in_effect
+    loop = Loop(engine, EpochFeed(train, spec.training.batch_size, spec.seed))
+    for _ in range(warmup):
+        loop.step()
     step_s: list[float] = []
     step_samples: list[int] = []
-    done, epoch = 0, 0
-    region: tuple[float, float | None, float] | None = None  # wall, machine busy, own CPU at the first timed step
-    while done < warmup + steps:
-        for idx in batch_order(n, spec.training.batch_size, spec.seed, epoch):
-            batch = Batch(train.features.take(idx), train.labels.take(idx))
-            if done == warmup:
-                region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
-            t0 = time.perf_counter()
-            engine.fit_step(batch)
-            elapsed = time.perf_counter() - t0
-            if done >= warmup:
-                step_s.append(elapsed)
-                step_samples.append(len(idx))
-            done += 1
-            if done >= warmup + steps:
-                break
-        epoch += 1
-    assert region is not None
+    # Wall, machine busy and own CPU at the first timed step.
+    region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
+    for _ in range(steps):
+        samples = loop.clock.samples
+        loop.step()
+        step_s.append(loop.clock.last_step_s)
+        step_samples.append(loop.clock.samples - samples)
     busy_end, wall = cpu_busy_s(), time.perf_counter() - region[0]
     foreign = None
     if region[1] is not None and busy_end is not None and wall > 0:
