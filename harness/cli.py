@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "harness.commands.data",  # data info / data synth / data verify
     "harness.commands.run",  # run a workload's campaign; reproduce a suite
     "harness.commands.scaling",  # thread-scaling sweep
+    "harness.commands.tune",  # equal hyper-parameter search for every engine
     "harness.commands.report",  # plots and report from stored records
     "harness.commands.check_scaling",  # CI regression check on parallel efficiency
 )

@@ -92,7 +92,11 @@ def ranking_metrics(topk: np.ndarray, labels: Csr, ks: tuple[int, ...] = DEFAULT
 
 
 def candidate_quality(
-    cand_indptr: np.ndarray, cand_ids: np.ndarray, scores: np.ndarray, labels: Csr, ks: tuple[int, ...] = (10, 100)
+    cand_indptr: np.ndarray,
+    cand_ids: np.ndarray,
+    scores: np.ndarray,
+    labels: Csr,
+    ks: tuple[int, ...] = (10, 100),
 ) -> dict[str, float | None]:
     """How well a sampler's candidates (before random padding) find the outputs that matter.
 
@@ -149,3 +153,17 @@ def candidate_quality(
         out[f"recall_top{k}"] = float(np.mean(recall[k]))
     out["enrichment"] = float(np.mean(enrich)) if enrich else None
     return out
+
+
+def popularity_p1(train_labels: Csr, eval_labels: Csr) -> float:
+    """P@1 of always predicting the most frequent training label: the floor every engine must beat.
+
+    Ties go to the smallest label id (numpy's argmax), so the figure is deterministic.
+    """
+    if eval_labels.n_rows == 0:
+        raise ValueError("popularity_p1 needs at least one evaluation row")
+    if train_labels.n_cols != eval_labels.n_cols:
+        raise ValueError(f"label widths differ: train {train_labels.n_cols}, evaluation {eval_labels.n_cols}")
+    counts = np.bincount(train_labels.indices, minlength=train_labels.n_cols)
+    top = np.full((eval_labels.n_rows, 1), int(np.argmax(counts)), dtype=np.int32)
+    return float(hits_matrix(top, eval_labels)[:, 0].mean())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import REPO_ROOT
-from harness.plots import ablation, group, render_all, tables, target_of
+from harness.plots import ablation, group, render_all, summary, tables, target_of
 from harness.plots.markup import Block, Bullets, Heading, Image, Para, to_html, to_markdown
 from harness.plots.records import Run, scan
 from harness.results import inside, safe_name, write_atomic
@@ -91,7 +91,7 @@ def _protocol(runs: Sequence[Run], text: WorkloadText) -> str:
     spec = runs[0].spec
     evaluation = spec.get("evaluation") if isinstance(spec.get("evaluation"), Mapping) else {}
     target = target_of(runs)
-    parts = [f"Target P@1 {target:g}." if target is not None else "No target P@1 recorded."]
+    parts = [f"Target P@1 {summary.target_text(runs)}." if target is not None else "No target P@1 recorded."]
     if text.target_source:
         parts.append(f"Why this target: {text.target_source}")
     if evaluation:
@@ -117,12 +117,6 @@ def _protocol(runs: Sequence[Run], text: WorkloadText) -> str:
 
 
 def _fairness(by_engine: tables.ByEngine, text: WorkloadText) -> list[Block]:
-    tuning_note = (
-        f"Tuning per engine is taken from the workload description in {text.origin}; an engine it does not "
-        f"mention is reported as '{tables.UNTUNED}'."
-        if text.description
-        else f"The workload has no description, so no engine's tuning is documented: '{tables.UNTUNED}'."
-    )
     shared = {
         (
             tables.kv(r.spec.get("model")),
@@ -157,8 +151,8 @@ def _fairness(by_engine: tables.ByEngine, text: WorkloadText) -> list[Block]:
             "above the target; the wall clock includes everything."
         ),
         tables.clock_table(by_engine),
-        Para(tuning_note),
-        tables.hyper_table(by_engine, text.description),
+        *summary.tuning_blocks(by_engine),
+        tables.hyper_table(by_engine),
     ]
 
 
@@ -255,6 +249,8 @@ def build(
             "from the records alone and can be rebuilt with `slidebench report`."
         ),
     ]
+    if train:
+        blocks += summary.section(train, scaling)
     if skipped:
         blocks += [
             Para(f"{len(skipped)} file(s) were skipped:"),

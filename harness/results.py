@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Self, TextIO
 
 from harness import REPO_ROOT
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: training records carry popularity_p1 and flags
 RECORD_SUFFIX = ".json"
 EVENTS_SUFFIX = ".events.jsonl"
 DRAFT_SUFFIX = ".draft.json"

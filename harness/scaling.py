@@ -338,6 +338,8 @@ def _record(
 
 def _derive(records: list[dict[str, Any]], results_dir: Path, workload: str, engine: str) -> None:
     """Speedup/efficiency against the one-thread record, and time to target, in place."""
+    from harness.flags import scaling_flags
+
     base = next((r for r in records if r["scaling"]["threads"] == 1 and r["scaling"]["samples_per_s"]), None)
     base_sps = base["scaling"]["samples_per_s"] if base else None
     for rec in records:
@@ -347,6 +349,7 @@ def _derive(records: list[dict[str, Any]], results_dir: Path, workload: str, eng
         s["baseline_samples_per_s"] = base_sps
         s["speedup"] = sps / base_sps if sps and base_sps else None
         s["efficiency"] = s["speedup"] / s["threads"] if s["speedup"] is not None else None
+        rec["flags"] = scaling_flags(s["efficiency"])
         s["time_to_target_s"], s["time_to_target_runs"] = time_to_target(
             results_dir, workload, engine, s["threads"]
         )

@@ -16,12 +16,16 @@ Measurement protocol:
 - data loading and `engine.prepare()` are untimed by the train clock (`timing.data_s`, `init_s`);
 - the train clock runs only around `fit_step`; batches are built outside it (`timing.feed_s`);
 - evaluation (`predict_topk` on a fixed, seeded, shuffled test subset, scored by
-  `harness.metrics`) happens at step 0, every `every_steps` steps and/or every `every_seconds` of
+  `harness.metrics`; with `split = "validation"`, on training rows held out of the run's own
+  training instead) happens at step 0, every `every_steps` steps and/or every `every_seconds` of
   train clock, and when the run stops; it is off the train clock (`timing.eval_s`);
 - the stop rule: P@1 >= target at an evaluation, else the first budget spent (steps, epochs,
   train-clock seconds); a non-finite loss stops the run at once as `diverged`;
 - `timing.overhead_s` is the loop's wall time minus train and eval time: the harness's own cost
   (batch building, bookkeeping, counter toggles).
+
+The record also carries the label-popularity P@1 of the evaluation subset (`popularity_p1`) and
+the run's sanity flags (`flags`, harness.flags).
 
 Environment overrides, for short measurement slices (cachegrind, scaling): ``SLIDEBENCH_MAX_STEPS=N``
 caps the run at N steps and ``SLIDEBENCH_NO_EVAL=1`` skips every evaluation; both are recorded
@@ -58,6 +62,9 @@ THREAD_VARS = (
 )
 BATCH_SALT = 0x5B1DE  # keeps the batch stream independent of other streams seeded with the same seed
 EVAL_SALT = 0xE7A1
+VALIDATION_SALT = 0x7A11D
+# At most this fraction of the training points is held out as the validation split.
+MAX_VALIDATION_FRACTION = 0.2
 
 
 # Points of the evaluation subset on which an engine's sampler diagnostics are computed.
@@ -165,6 +172,29 @@ def eval_rows(n_test: int, subset: int, seed: int) -> Any:
     return np.random.default_rng([seed, EVAL_SALT]).permutation(n_test)[: min(subset, n_test)]
 
 
+def validation_rows(n_train: int, subset: int, seed: int) -> Any:
+    """Training rows held out for validation (tuning scores on them, never on the test split).
+
+    A seeded choice of at most `subset` rows and at most MAX_VALIDATION_FRACTION of the training
+    points, sorted; the run then trains on the other rows only.
+    """
+    import numpy as np
+
+    size = min(subset, int(n_train * MAX_VALIDATION_FRACTION))
+    if size < 1:
+        raise ValueError(f"a validation split needs more training points than {n_train}")
+    return np.sort(np.random.default_rng([seed, VALIDATION_SALT]).permutation(n_train)[:size])
+
+
+def split_for_validation(features: Any, labels: Any, subset: int, seed: int) -> tuple[Any, Any, Any, Any]:
+    """(train features, train labels, validation features, validation labels) carved from training data."""
+    import numpy as np
+
+    held = validation_rows(features.n_rows, subset, seed)
+    keep = np.setdiff1d(np.arange(features.n_rows), held, assume_unique=True)
+    return features.take(keep), labels.take(keep), features.take(held), labels.take(held)
+
+
 def row_slice(m: Any, start: int, stop: int) -> Any:
     """Rows [start, stop) of a Csr as views of its arrays (indptr rebased to 0)."""
     from harness.sparse import Csr
@@ -220,6 +250,7 @@ class _Run:
         self.engine_info: dict[str, Any] = {}
         self.threads_in_effect: int | None = None
         self.data_info: dict[str, Any] = {}
+        self.popularity_p1: float | None = None
         self.t_start = time.perf_counter()
 
     # -- the run ---------------------------------------------------------------------------
@@ -229,7 +260,7 @@ class _Run:
 
         from harness import data, registry
         from harness.engine import Batch
-        from harness.metrics import ranking_metrics
+        from harness.metrics import popularity_p1, ranking_metrics
 
         spec = self.spec
         ev = spec.evaluation
@@ -240,35 +271,41 @@ class _Run:
 
         t0 = time.perf_counter()
         train, test = data.load(spec.dataset, self.doc.get("data_dir"))
+        x_train, y_train = train.features, train.labels
+        if ev.split == "validation":
+            # Tuning never sees the test split: it scores on training rows the run does not train on.
+            x_train, y_train, x_eval, y_eval = split_for_validation(x_train, y_train, ev.subset, ev.seed)
+        else:
+            x_eval, y_eval = test.features, test.labels
         self.timing["data_s"] = time.perf_counter() - t0
-        n_train = train.features.n_rows
+        n_train = x_train.n_rows
         self.data_info = {
             "train_rows": n_train,
             "test_rows": test.features.n_rows,
-            "num_features": train.features.n_cols,
-            "num_labels": train.labels.n_cols,
+            "num_features": x_train.n_cols,
+            "num_labels": y_train.n_cols,
             "source": getattr(train, "source", None),
+            "eval_split": ev.split,
         }
-        if n_train == 0 or test.features.n_rows == 0:
+        if n_train == 0 or x_eval.n_rows == 0:
             raise ValueError(f"dataset {spec.dataset.label} has an empty split: {self.data_info}")
         self.events.emit("data_loaded", seconds=self.timing["data_s"], **self.data_info)
 
         # Evaluation subset, cut into predict batches once: identical for every engine.
-        rows = eval_rows(test.features.n_rows, ev.subset, ev.seed)
-        eval_labels = test.labels.take(rows)
-        eval_chunks = [
-            test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)
-        ]
+        rows = eval_rows(x_eval.n_rows, ev.subset, ev.seed)
+        eval_labels = y_eval.take(rows)
+        eval_chunks = [x_eval.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)]
         self.data_info["eval_rows"] = len(rows)
+        self.popularity_p1 = popularity_p1(y_train, eval_labels)
         # The sampler's diagnostics look at the first points of the same subset: exact scores of
         # every output for a few dozen points cost a fraction of an evaluation, even at 670K labels.
         diag_rows = rows[:DIAGNOSTIC_POINTS]
-        diag_features, diag_labels = test.features.take(diag_rows), test.labels.take(diag_rows)
+        diag_features, diag_labels = x_eval.take(diag_rows), y_eval.take(diag_rows)
 
         t0 = time.perf_counter()
         engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
         self.threads_in_effect = int(engine.set_threads(spec.threads))
-        engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n_train))
+        engine.prepare(spec.train_meta(x_train.n_cols, y_train.n_cols, n_train))
         self.timing["init_s"] = time.perf_counter() - t0
         self.events.emit("init_stop", seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
 
@@ -307,7 +344,7 @@ class _Run:
             }  # fmt: skip
             loss_sum, loss_n = 0.0, 0
             td = time.perf_counter()
-            diag = engine.diagnostics(diag_features, diag_labels)
+            diag = engine.diagnostics(diag_features, diag_labels) if ev.diagnostics else None
             if diag is not None:
                 # Part of the evaluation time (never of the train clock); also kept on its own.
                 spent = time.perf_counter() - td
@@ -338,7 +375,7 @@ class _Run:
             # One gather per epoch puts the shuffled rows in order; each batch is then a
             # contiguous slice (no copy), which keeps the per-step harness cost to microseconds.
             perm = np.concatenate(batches)
-            x_epoch, y_epoch = train.features.take(perm), train.labels.take(perm)
+            x_epoch, y_epoch = x_train.take(perm), y_train.take(perm)
             self.timing["feed_s"] += time.perf_counter() - tf
             start = 0
             for idx in batches:
@@ -410,6 +447,7 @@ class _Run:
 
     def record(self) -> dict[str, Any]:
         from harness import env
+        from harness.flags import run_flags
         from harness.results import SCHEMA_VERSION
 
         self.timing["wall_s"] = time.perf_counter() - self.t_start
@@ -447,6 +485,13 @@ class _Run:
             "environment": env.capture(info),
             "data": self.data_info,
             "overrides": self.overrides,
+            "popularity_p1": self.popularity_p1,
+            "flags": run_flags(
+                self.curve,
+                self.popularity_p1,
+                self.data_info.get("eval_rows", 0),
+                self.state == "target_reached",
+            ),
         }
 
 

@@ -32,7 +32,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,15 @@ import numpy as np
 from harness import REPO_ROOT, registry
 from harness.dataset import DatasetSpec, SplitFile
 from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
+from harness.tuning import (
+    TRAINING_KEYS,
+    TuningDecl,
+    TuningOutcome,
+    check_coverage,
+    read_outcome,
+    split_values,
+    tuning_file,
+)
 
 WORKLOADS_DIR = REPO_ROOT / "workloads"
 SOURCE_SUFFIXES = (".py", ".cpp", ".cc", ".h", ".hpp", ".txt", ".cmake")
@@ -78,6 +87,11 @@ class EvalSpec:
     every_seconds: float | None = None  # on the train clock
     target_p1: float | None = None
     batch_size: int = 256  # rows per predict_topk call: bounds the memory of exact scoring
+    # "test": the fixed subset of the test split; "validation": training rows held out from the
+    # run's own training (tuning scores there, never on the test split)
+    split: str = "test"
+    # Sampler diagnostics (Engine.diagnostics) at each evaluation; tuning trials leave them out.
+    diagnostics: bool = True
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,10 @@ class RunSpec:
     evaluation: EvalSpec
     counters: CountersSpec
     base_engine: str | None = None  # set for variants only
+    # The tuning this engine's values came from (harness.tuning.TuningOutcome.spec_section); None: untuned.
+    tuning: Mapping[str, Any] | None = None
+    # Where target_p1 comes from: {"p1", "source", ...}; None when the evaluation has no target.
+    target: Mapping[str, Any] | None = None
 
     @property
     def engine_class_name(self) -> str:
@@ -143,6 +161,9 @@ class RunSpec:
             "training": _plain(self.training),
             "evaluation": _plain(self.evaluation),
             "counters": _plain(self.counters),
+            # Present only when set, so the specs (and run ids) of untuned runs keep their form.
+            **({"tuning": dict(self.tuning)} if self.tuning else {}),
+            **({"target": dict(self.target)} if self.target else {}),
         }
 
     @classmethod
@@ -163,6 +184,8 @@ class RunSpec:
                 training=TrainingSpec(**d["training"]),
                 evaluation=EvalSpec(**d["evaluation"]),
                 counters=CountersSpec(**d.get("counters", {})),
+                tuning=d.get("tuning"),
+                target=d.get("target"),
             )
         except (KeyError, TypeError) as exc:
             raise WorkloadError(f"malformed run spec: {exc}") from None
@@ -172,7 +195,9 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(f"{self.canonical()}\n{build_id(self.engine_class_name)}".encode()).hexdigest()
+        digest = hashlib.sha256(
+            f"{self.canonical()}\n{build_id(self.engine_class_name)}".encode()
+        ).hexdigest()
         return digest[:16]
 
     def train_meta(self, num_features: int, num_labels: int, num_train: int) -> TrainMeta:
@@ -208,6 +233,16 @@ class Workload:
     # as that parameter, so the device is part of the spec and of the run id; engines without one
     # run once (on the CPU). Empty: every engine runs with its own `device` setting.
     devices: tuple[str, ...] = ()
+    tuning_decl: TuningDecl | None = None
+    tuning: TuningOutcome | None = None  # the stored outcome of `slidebench tune`, when there is one
+
+    def target_section(self) -> dict[str, Any] | None:
+        """The target's value and provenance, as every run's spec carries it."""
+        if self.tuning is not None and self.tuning.target is not None:
+            return {"source": "reference run", **self.tuning.target}
+        if self.evaluation.target_p1 is None:
+            return None
+        return {"source": "workload file", "p1": self.evaluation.target_p1}
 
     def base_of(self, name: str) -> str:
         """The registered engine behind a listed name (itself, or a variant's engine)."""
@@ -231,13 +266,23 @@ class Workload:
         engines: Sequence[str] | None = None,
         threads: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
+        *,
+        tuned: bool = True,
     ) -> list[RunSpec]:
-        """One RunSpec per (engine[, device], threads, seed); overrides are validated like the matrix."""
+        """One RunSpec per (engine[, device], threads, seed); overrides are validated like the matrix.
+
+        With a stored tuning (and `tuned`), each engine runs with its chosen values and the target
+        of the reference run; `tuned=False` gives the workload as written (what trials start from).
+        """
         where = str(self.path or self.name)
         engines_t = (
-            self.engines if engines is None else _check_engines(list(engines), where, "--engines", self.variants)
+            self.engines
+            if engines is None
+            else _check_engines(list(engines), where, "--engines", self.variants)
         )
-        threads_t = self.threads if threads is None else _check_int_list(list(threads), where, "--threads", _THREADS)
+        threads_t = (
+            self.threads if threads is None else _check_int_list(list(threads), where, "--threads", _THREADS)
+        )
         seeds_t = self.seeds if seeds is None else _check_int_list(list(seeds), where, "--seeds", _SEED)
         params: list[tuple[str, dict[str, Any]]] = []
         for engine in engines_t:
@@ -246,6 +291,8 @@ class Workload:
                 raise WorkloadError(self.unavailable[base])
             cls = _engine_cls(base, where, "engines")
             given = self.raw_params(engine)
+            if tuned and self.tuning is not None and engine in self.tuning.engines:
+                given = {**given, **split_values(self.tuning.chosen(engine))[1]}
             per_device = [{**given, "device": d} for d in self.devices] if _has_device(cls) else []
             for p in per_device or [given]:
                 try:
@@ -254,24 +301,36 @@ class Workload:
                     if isinstance(exc, WorkloadError):
                         raise
                     raise WorkloadError(f"{where}: {self.params_where(engine)}: {exc}") from None
-        return [
-            RunSpec(
-                workload=self.name,
-                engine=engine,
-                base_engine=self.variants[engine].engine if engine in self.variants else None,
-                engine_params=p,
-                threads=t,
-                seed=s,
-                dataset=self.dataset,
-                model=self.model,
-                training=self.training,
-                evaluation=self.evaluation,
-                counters=self.counters,
-            )
-            for engine, p in params
-            for t in threads_t
-            for s in seeds_t
-        ]
+        target = self.target_section() if tuned else None
+        evaluation = self.evaluation
+        if target is not None:
+            evaluation = replace(evaluation, target_p1=float(target["p1"]))
+        specs = []
+        for engine, p in params:
+            training, tuning = self.training, None
+            if tuned and self.tuning is not None and engine in self.tuning.engines:
+                training = replace(training, **split_values(self.tuning.chosen(engine))[0])
+                tuning = self.tuning.spec_section(engine)
+            specs += [
+                RunSpec(
+                    workload=self.name,
+                    engine=engine,
+                    base_engine=self.variants[engine].engine if engine in self.variants else None,
+                    engine_params=p,
+                    threads=t,
+                    seed=s,
+                    dataset=self.dataset,
+                    model=self.model,
+                    training=training,
+                    evaluation=evaluation,
+                    counters=self.counters,
+                    tuning=tuning,
+                    target=target,
+                )
+                for t in threads_t
+                for s in seeds_t
+            ]
+        return specs
 
 
 def _has_device(cls: Any) -> bool:
@@ -484,6 +543,7 @@ _TOP = {
     "counters": _Field("table"),
     "engines": _Field("table"),
     "variants": _Field("table"),
+    "tuning": _Field("table"),
 }
 _SEED = _between(0, MAX_SEED, "32-bit seeds")
 _THREADS = _between(1, MAX_THREADS, "more than any machine's cores")
@@ -517,6 +577,26 @@ _EVALUATION = {
     "k": _Field("int", check=lambda v: None if v >= 1 else f"must be >= 1, got {_got(v)}"),
     "target_p1": _Field("num", check=_prob),
     "batch_size": _Field("int", check=_BATCH),
+    "diagnostics": _Field("bool"),
+    "split": _Field(
+        "str",
+        check=lambda v: (
+            None if v in ("test", "validation") else f"must be 'test' or 'validation', got {_got(v)}"
+        ),
+    ),
+}
+_TUNING = {
+    "trials": _Field("int", True, _between(1, 1000, "trials per engine")),
+    "budget_fraction": _Field(
+        "num", True, lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {_got(v)}"
+    ),
+    "seed": _Field("int", check=_SEED),
+    "reference": _Field("str"),
+    "reference_seconds": _Field("num", check=_SECONDS),
+    "target_fraction": _Field(
+        "num", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {_got(v)}"
+    ),
+    "space": _Field("table", True),
 }
 _MATRIX = {
     "engines": _Field("str_list", True),
@@ -583,7 +663,9 @@ def _user_file(ds: Mapping[str, Any], key: str, where: str, data_dir: str | Path
         path = data.user_file_path(file, data_dir)
     except (data.DataError, FileNotFoundError) as exc:
         raise _fail(
-            where, name, f"{_got(file)} is relative to the data directory, but {exc} (or give an absolute path)"
+            where,
+            name,
+            f"{_got(file)} is relative to the data directory, but {exc} (or give an absolute path)",
         ) from None
     try:
         return data.describe_file(file, data_dir)
@@ -659,11 +741,19 @@ def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> 
 
 
 def _check_against_data(
-    where: str, dataset: DatasetSpec, features: int, labels: int, model: ModelSpec, tr: TrainingSpec, ev: EvalSpec
+    where: str,
+    dataset: DatasetSpec,
+    features: int,
+    labels: int,
+    model: ModelSpec,
+    tr: TrainingSpec,
+    ev: EvalSpec,
 ) -> None:
     """Settings that are only impossible for this data: k, and the memory the model and scores need."""
     if ev.k > labels:
-        raise _fail(where, "[evaluation] k", f"must be <= the {labels:,} labels of {dataset.label}, got {ev.k}")
+        raise _fail(
+            where, "[evaluation] k", f"must be <= the {labels:,} labels of {dataset.label}, got {ev.k}"
+        )
     if len(model.hidden) > MAX_HIDDEN_LAYERS:
         raise _fail(where, "[model] hidden", f"at most {MAX_HIDDEN_LAYERS} layers, got {len(model.hidden)}")
     widths = [features, *model.hidden, labels]
@@ -695,7 +785,9 @@ def resolve(path_or_name: str | Path) -> Path:
         return p
     if not NAME_PATTERN.fullmatch(str(path_or_name)):
         # Not a path, so a name: one that could leave workloads/ ('../x') is no workload's.
-        raise FileNotFoundError(f"no workload named {_got(str(path_or_name))}: not a file, and not a workload name")
+        raise FileNotFoundError(
+            f"no workload named {_got(str(path_or_name))}: not a file, and not a workload name"
+        )
     candidate = WORKLOADS_DIR / f"{path_or_name}.toml"
     if not candidate.is_file():
         known = ", ".join(sorted(q.stem for q in WORKLOADS_DIR.glob("*.toml") if q.stem != "suites"))
@@ -827,6 +919,8 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         except ValueError as exc:
             raise _fail(where, f"[variants.{variant_name}]", str(exc)) from None
 
+    decl, outcome = _tuning(raw, where, path, name, engines, variants, engine_params, set(unavailable))
+
     return Workload(
         name=name,
         description=raw["description"],
@@ -844,7 +938,85 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         path=Path(path) if isinstance(path, Path) else None,
         variants=variants,
         devices=tuple(mx.get("devices", ())),
+        tuning_decl=decl,
+        tuning=outcome,
     )
+
+
+def _tuning(
+    raw: Mapping[str, Any],
+    where: str,
+    path: Path | str,
+    name: str,
+    engines: Sequence[str],
+    variants: Mapping[str, Variant],
+    engine_params: Mapping[str, Mapping[str, Any]],
+    unavailable: set[str],
+) -> tuple[TuningDecl | None, TuningOutcome | None]:
+    """`[tuning]`: the declared search, checked against every engine, and its stored outcome."""
+    if "tuning" not in raw:
+        return None, None
+    tu = _section(raw["tuning"], _TUNING, where, "tuning")
+    space_raw = tu.pop("space")
+    if not space_raw:
+        raise _fail(where, "[tuning.space]", "must name at least one key")
+    space: dict[str, tuple[Any, ...]] = {}
+    for key, values in space_raw.items():
+        if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
+            raise _fail(
+                where,
+                f"[tuning.space] {key}",
+                f"must be a non-empty list of distinct values, got {_got(values)}",
+            )
+        space[key] = tuple(values)
+    decl = TuningDecl(space=space, **tu)
+    if (decl.reference is None) != (decl.reference_seconds is None) or (decl.reference is None) != (
+        decl.target_fraction is None
+    ):
+        raise _fail(where, "[tuning]", "reference, reference_seconds and target_fraction go together")
+    if decl.reference is not None and decl.reference not in engines:
+        raise _fail(
+            where, "[tuning] reference", f"must be an engine of [matrix] engines, got {_got(decl.reference)}"
+        )
+    for engine in engines:
+        base = variants[engine].engine if engine in variants else engine
+        own = {**engine_params.get(base, {}), **(variants[engine].params if engine in variants else {})}
+        for key, values in space.items():
+            if key in TRAINING_KEYS:
+                for v in values:
+                    msg = _positive_float32(v)
+                    if msg:
+                        raise _fail(where, f"[tuning.space] {key}", msg)
+                continue
+            if key in own:
+                where_set = (
+                    f"[variants.{engine}]"
+                    if engine in variants and key in variants[engine].params
+                    else f"[engines.{base}]"
+                )
+                raise _fail(
+                    where, f"{where_set} {key}",
+                    "is in [tuning.space]: tuning sets it for every engine, so it cannot be set by hand for one",
+                )  # fmt: skip
+            if base in unavailable:
+                continue  # refused by expand() if selected; it cannot check its values here
+            cls = registry.engine_class(base)
+            for v in values:
+                try:
+                    cls.check_params({**own, key: v})
+                except ValueError as exc:
+                    raise _fail(
+                        where, f"[tuning.space] {key}", f"not a valid value for {engine}: {exc}"
+                    ) from None
+    file = tuning_file(Path(path) if isinstance(path, Path) else None, name)
+    if file is None or not file.exists():
+        return decl, None
+    try:
+        outcome = read_outcome(file, decl)
+        check_coverage(outcome, engines)
+    except ValueError as exc:
+        raise WorkloadError(str(exc)) from None
+    return decl, outcome
 
 
 def _variants(table: Any, where: str) -> dict[str, Variant]:

@@ -25,7 +25,6 @@ from harness.plots import group, style
 from harness.plots.markup import to_markdown
 from harness.plots.records import Run, load_runs, parse_record, scan
 from harness.plots.stats import band, scaling_points, time_to_target
-from harness.plots.tables import UNTUNED, tuning_of
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
@@ -146,11 +145,11 @@ def test_report_holds_planted_numbers(rendered: Path) -> None:
     assert "Description (from the current workload file `delicious.toml`): Delicious (real)" in md
     assert "Why this target: P@1 0.42: the tf_dense median" in md
     assert "OMP_NUM_THREADS ∈ {1, 2, 4, 8, 16}" in md
-    assert "tf_dense lr swept over {1e-4, 3e-4, 1e-3} on seed 0" in md
+    assert "No engine was tuned: every engine ran the workload's own settings." in md
     assert "| slide | 16 | 16 | 1.90 | 41.2 | 4.62 | 53.0 |" in md  # the clocks of the fairness section
     assert (
         "| numpy_dense | model: activation=relu; hidden=32; training: batch_size=64; beta1=0.9; beta2=0.999; "
-        f"eps=1e-08; lr=0.001; max_steps=150 | — | {UNTUNED} |" in md
+        "eps=1e-08; lr=0.001; max_steps=150 | — |" in md
     )
     # Every plot is referenced.
     for stem in PLOT_STEMS:
@@ -293,15 +292,6 @@ def test_scaling_speedup_and_efficiency() -> None:
     assert points[0].speedup == 1.0
     assert points[-1].speedup == pytest.approx(7200 / 650)
     assert points[-1].efficiency == pytest.approx(7200 / 650 / 16)
-
-
-def test_tuning_from_description_or_untuned() -> None:
-    runs = _runs("delicious", "slide")
-    description = "Delicious: 983 labels. Tuning: tf_dense lr swept on seed 0; slide K and L from the paper."
-    assert tuning_of("tf_dense", runs, description) == "tf_dense lr swept on seed 0"
-    assert tuning_of("slide", runs, description) == "slide K and L from the paper"
-    assert tuning_of("tf_sampled", runs, description) == UNTUNED
-    assert tuning_of("slide", runs, "") == UNTUNED
 
 
 def test_engine_colours_fixed_and_distinct() -> None:

@@ -135,7 +135,7 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     out = runner.run_campaign(w, tmp_path / "res")
     assert [o.state for o in out] == ["budget_spent"]
     (rec,) = records(tmp_path / "res")
-    assert rec["schema_version"] == 1 and rec["kind"] == "train"
+    assert rec["schema_version"] == results.SCHEMA_VERSION == 2 and rec["kind"] == "train"
     assert rec["run_id"] == w.expand()[0].run_id
     assert Path(out[0].path).name == f"{rec['run_id']}.json"
     t = rec["timing"]
@@ -149,6 +149,8 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     assert steps == [0, 10, 20, 30, 40]
     assert all(a["train_s"] <= b["train_s"] for a, b in zip(rec["curve"], rec["curve"][1:]))
     assert rec["curve"][0]["loss"] is None and rec["curve"][-1]["loss"] > 0
+    # The popularity floor of this evaluation subset, and the flags the harness derived from the curve.
+    assert 0 <= rec["popularity_p1"] <= 1 and isinstance(rec["flags"], list)
     assert rec["final"]["p1"] == rec["curve"][-1]["p1"] and rec["final"]["p1"] > 0.05
     assert set(rec["final"]) == {"p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5"}
     assert rec["counters"]["source"] in ("perf", "cachegrind", "unavailable")

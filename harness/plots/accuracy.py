@@ -12,18 +12,19 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from harness.plots import resources, style
 from harness.plots.output import save_figure
 from harness.plots.records import Run
-from harness.plots.stats import band, spread
+from harness.plots.stats import band, flag_counts, popularity_of, spread
 
 
 def _label(engine: str, runs: Sequence[Run], used: int) -> str:
     failed = sum(1 for r in runs if not r.ok)
     extra = f", {failed} failed/diverged excluded" if failed else ""
+    flagged = flag_counts(runs)
+    if flagged:
+        extra += "; flagged: " + ", ".join(f"{f} x{n}" for f, n in sorted(flagged.items()))
     return f"{engine} ({used} seed{'s' if used != 1 else ''}{extra})"
 
 
-def _draw(
-    ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colours, names=None
-) -> int:
+def _draw(ax, by_engine: Mapping[str, Sequence[Run]], axis: str, log: bool, colours, names=None) -> int:
     """Median P@1 curve per label; `names` (label -> legend text) replaces the label in the legend."""
     names = names or {}
     drawn = 0
@@ -63,9 +64,13 @@ def _draw(
     return drawn
 
 
-def _target(ax, target: float | None) -> None:
+def _target(ax, target: float | None, by_engine: Mapping[str, Sequence[Run]] | None = None) -> None:
+    """The target line, and the label-popularity floor every engine has to beat."""
     if target is not None:
         ax.axhline(target, color="black", ls="--", lw=1, label=f"target P@1 = {target:g}")
+    popularity = popularity_of([r for rs in (by_engine or {}).values() for r in rs])
+    if popularity is not None:
+        ax.axhline(popularity, color="grey", ls=":", lw=1.5, label=f"label popularity P@1 = {popularity:.3f}")
 
 
 def _plain_log_ticks(ax) -> None:
@@ -108,7 +113,7 @@ def time_to_accuracy(
 ) -> dict[str, Path]:
     fig, (ax,) = style.new_figure()
     drawn = _draw(ax, by_engine, "train_s", True, colours)
-    _target(ax, target)
+    _target(ax, target, by_engine)
     if drawn:
         ax.set_xscale("log")
         _plain_log_ticks(ax)
@@ -127,7 +132,7 @@ def p1_vs_epochs(
 ) -> dict[str, Path]:
     fig, (ax,) = style.new_figure()
     drawn = _draw(ax, by_engine, "epoch", False, colours)
-    _target(ax, target)
+    _target(ax, target, by_engine)
     _finish(ax, drawn, "epochs")
     style.title(fig, "P@1 against epochs (median over seeds, band = min-max)", workload, machine)
     return save_figure(fig, out_dir, f"{workload}-p1-vs-epochs")
@@ -179,7 +184,7 @@ def seed_comparison(
     }
     names = {label: legend_name(label, runs) for label, runs in pair.items()}
     drawn = _draw(ax, pair, "train_s", True, colours, names)
-    _target(ax, target)
+    _target(ax, target, by_engine)
     if drawn:
         ax.set_xscale("log")
         _plain_log_ticks(ax)

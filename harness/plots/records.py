@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import flags
 from harness.results import safe_name
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSIONS = frozenset({1})
+# 1: before popularity_p1 and flags; 2: with them (version 1 records get flags computed on reading,
+# from their curve; they have no popularity, so never the popularity flag).
+SCHEMA_VERSIONS = frozenset({1, 2})
 KNOWN_STATES = frozenset({"target_reached", "budget_spent", "diverged", "error"})
 
 
@@ -70,6 +73,9 @@ class Run:
     scaling: Mapping[str, Any] | None
     raw: Mapping[str, Any] = field(repr=False)
     device: str = "cpu"  # "cpu" or "gpu": where the engine trained (see run_device)
+    popularity_p1: float | None = None  # the label-popularity P@1 of the evaluation subset
+    flags: tuple[str, ...] = ()  # harness.flags names
+    eval_rows: int | None = None  # points per evaluation
 
     @property
     def ok(self) -> bool:
@@ -129,7 +135,7 @@ def _curve(raw: Any, path: Path) -> tuple[CurvePoint, ...]:
 
 
 def run_device(engine_info: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
-    """"gpu" or "cpu": where a run's engine trained.
+    """ "gpu" or "cpu": where a run's engine trained.
 
     The engine's own report wins (the TF engines' `device_kind`, or their TF device name); else
     the device the spec asked for, when it named one; else "cpu", which every engine without a
@@ -202,6 +208,24 @@ def parse_record(record: Any, path: Path) -> Run:
     samples_per_s = _number(scaling.get("samples_per_s")) if scaling is not None else None
     if samples_per_s is None:
         samples_per_s = _number(_section(record, "throughput").get("samples_per_s"))
+    curve = _curve(record.get("curve"), path)
+    popularity = _number(record.get("popularity_p1"))
+    eval_rows = _section(record, "data").get("eval_rows")
+    eval_rows = eval_rows if isinstance(eval_rows, int) and not isinstance(eval_rows, bool) else None
+    stored = record.get("flags")
+    if isinstance(stored, list) and all(isinstance(f, str) for f in stored):
+        run_flags = tuple(stored)
+    elif kind == "scaling":
+        run_flags = tuple(flags.scaling_flags(_number(scaling.get("efficiency")) if scaling else None))
+    else:
+        run_flags = tuple(
+            flags.run_flags(
+                [{"step": c.step, "p1": c.p1} for c in curve],
+                popularity,
+                eval_rows or 0,
+                state == "target_reached",
+            )
+        )
     return Run(
         path=path,
         run_id=str(record.get("run_id", path.stem)),
@@ -217,7 +241,7 @@ def parse_record(record: Any, path: Path) -> Run:
         train_s=_number(timing.get("train_s")),
         samples_per_s=samples_per_s,
         peak_rss_mb=_number(_section(record, "resources").get("peak_rss_mb")),
-        curve=_curve(record.get("curve"), path),
+        curve=curve,
         final=final,
         counters=_section(record, "counters"),
         environment=_section(record, "environment"),
@@ -226,6 +250,9 @@ def parse_record(record: Any, path: Path) -> Run:
         scaling=scaling,
         raw=record,
         device=run_device(_section(record, "engine_info"), spec),
+        popularity_p1=popularity,
+        flags=run_flags,
+        eval_rows=eval_rows,
     )
 
 

@@ -136,3 +136,23 @@ def scaling_points(runs: Sequence[Run]) -> list[ScalingPoint]:
         speedup = s.median / base.median if base.median > 0 else math.nan
         out.append(ScalingPoint(threads, s, speedup, speedup / (threads / base_threads)))
     return out
+
+
+def popularity_of(runs: Sequence[Run]) -> float | None:
+    """The label-popularity P@1 of a workload's evaluation subset (the most common value in its records)."""
+    values = [r.popularity_p1 for r in runs if r.popularity_p1 is not None]
+    return max(set(values), key=values.count) if values else None
+
+
+def flag_counts(runs: Sequence[Run]) -> dict[str, int]:
+    """flag -> how many of `runs` carry it."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for f in run.flags:
+            counts[f] = counts.get(f, 0) + 1
+    return counts
+
+
+def flags_text(runs: Sequence[Run]) -> str:
+    """'falling (1 of 3 runs), below_popularity (3 of 3 runs)', or '' when no run is flagged."""
+    return ", ".join(f"{f} ({n} of {len(runs)} runs)" for f, n in sorted(flag_counts(runs).items()))

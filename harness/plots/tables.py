@@ -19,7 +19,6 @@ from harness.plots.records import Run
 from harness.plots.stats import Spread, scaling_points, spread, time_to_target
 
 REFERENCE_ENGINE = "tf_dense"
-UNTUNED = "defaults, untuned"
 
 ByEngine = Mapping[str, Sequence[Run]]
 
@@ -334,33 +333,17 @@ def description_of(runs: Iterable[Run]) -> str:
     return ""
 
 
-def tuning_of(engine: str, runs: Sequence[Run], description: str) -> str:
-    """How much tuning `engine` got: an explicit spec `tuning` note, else the description's clauses
-    that name the engine, else 'defaults, untuned'."""
-    for run in runs:
-        tuning = run.spec.get("tuning")
-        if isinstance(tuning, Mapping) and isinstance(tuning.get(engine), str):
-            return tuning[engine]
-        if isinstance(tuning, str) and tuning:
-            return tuning
-    clauses = [c.strip() for c in re.split(r";|\.\s+|\.$", description) if c.strip()]
-    pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(engine)}(?![A-Za-z0-9_])", re.IGNORECASE)
-    named = [re.sub(r"^tuning:\s*", "", c, flags=re.IGNORECASE) for c in clauses if pattern.search(c)]
-    return "; ".join(named) if named else UNTUNED
-
-
-def hyper_table(by_engine: ByEngine, description: str) -> Table:
-    """Parameters per engine from the specs, and the tuning each got (see `tuning_of`)."""
+def hyper_table(by_engine: ByEngine) -> Table:
+    """Parameters per engine from the specs (tuned values included: the tuning table says where from)."""
     rows = []
     for label in style.engine_order(by_engine):
         runs = by_engine[label]
-        engine = style.base_engine(label)
         shared = sorted(
             {f"model: {kv(r.spec.get('model'))}; training: {kv(r.spec.get('training'))}" for r in runs}
         )
         params = sorted({kv(r.spec.get("engine_params") or {}) for r in runs})
-        rows.append((label, " / ".join(shared), " / ".join(params), tuning_of(engine, runs, description)))
-    return Table(("engine", "model and training (shared)", "engine parameters", "tuning"), tuple(rows))
+        rows.append((label, " / ".join(shared), " / ".join(params)))
+    return Table(("engine", "model and training", "engine parameters"), tuple(rows))
 
 
 ENV_KEYS = (
