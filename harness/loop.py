@@ -91,9 +91,9 @@ def prepare_engine(name: str, params: Mapping[str, Any] | None, threads: int, me
     return Prepared(engine, in_effect, t2 - t0, t2 - t1)
 
 
-def prepare_for_spec(spec: Any, train: Any) -> Prepared:
-    """`prepare_engine` for a `RunSpec` and its training split."""
-    meta = spec.train_meta(train.features.n_cols, train.labels.n_cols, train.features.n_rows)
+def prepare_for_spec(spec: Any, features: Csr, labels: Csr) -> Prepared:
+    """`prepare_engine` for a `RunSpec` and the rows it trains on."""
+    meta = spec.train_meta(features.n_cols, labels.n_cols, features.n_rows)
     return prepare_engine(spec.engine_class_name, spec.engine_params, spec.threads, meta)
 
 
@@ -102,16 +102,16 @@ def prepare_for_spec(spec: Any, train: Any) -> Prepared:
 
 
 class EpochFeed:
-    """Batches of `train` in the harness's order, epoch after epoch, without end.
+    """Batches of the training rows in the harness's order, epoch after epoch, without end.
 
     One gather per epoch puts the shuffled rows in order; each batch is then a contiguous slice
     (no copy), which keeps the per-step cost to microseconds. `fingerprint()` is the sha256 of the
     row ids given out so far: equal across engines that trained on the same batches.
     """
 
-    def __init__(self, train: Any, batch_size: int, seed: int) -> None:
-        self.train, self.batch_size, self.seed = train, batch_size, seed
-        self.n = train.features.n_rows
+    def __init__(self, features: Csr, labels: Csr, batch_size: int, seed: int) -> None:
+        self.features, self.labels, self.batch_size, self.seed = features, labels, batch_size, seed
+        self.n = features.n_rows
         self.epoch = 0  # the epoch the next batch comes from
         self._digest = hashlib.sha256()
         self._batches: list[np.ndarray] = []
@@ -129,7 +129,7 @@ class EpochFeed:
                 self.epoch += 1
             self._batches = batch_order(self.n, self.batch_size, self.seed, self.epoch)
             perm = np.concatenate(self._batches)
-            self._x, self._y = self.train.features.take(perm), self.train.labels.take(perm)
+            self._x, self._y = self.features.take(perm), self.labels.take(perm)
             self._next = self._start = 0
         idx = self._batches[self._next]
         self._next += 1

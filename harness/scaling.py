@@ -223,9 +223,9 @@ def _child(spec_path: Path, out_path: Path) -> int:
     spec = RunSpec.from_dict(doc["spec"])
     steps, warmup = int(doc["steps"]), int(doc["warmup"])
     train, _test = data.load(spec.dataset, doc.get("data_dir"))
-    prepared = prepare_for_spec(spec, train)
+    prepared = prepare_for_spec(spec, train.features, train.labels)
     engine, in_effect = prepared.engine, prepared.threads_in_effect
-    loop = Loop(engine, EpochFeed(train, spec.training.batch_size, spec.seed))
+    loop = Loop(engine, EpochFeed(train.features, train.labels, spec.training.batch_size, spec.seed))
     for _ in range(warmup):
         loop.step()
     step_s: list[float] = []

@@ -34,10 +34,8 @@ under `overrides` and in `status.message`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 import resource
 import signal
@@ -60,9 +58,7 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
     "TF_NUM_INTRAOP_THREADS",
 )
-BATCH_SALT = 0x5B1DE  # keeps the batch stream independent of other streams seeded with the same seed
-EVAL_SALT = 0xE7A1
-VALIDATION_SALT = 0x7A11D
+VALIDATION_SALT = 0x7A11D  # keeps the held-out rows independent of other streams seeded alike
 # At most this fraction of the training points is held out as the validation split.
 MAX_VALIDATION_FRACTION = 0.2
 
@@ -148,28 +144,7 @@ def _on_signal(signum: int, _frame: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Data order and evaluation subset (pure functions: tests hash them)
-
-
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[Any]:
-    """Row indices of each minibatch of `epoch`: a seeded shuffle cut into batches (last one short).
-
-    Depends only on (n, batch_size, seed, epoch), so every engine with the same seed sees the
-    very same batches in the same order.
-    """
-    import numpy as np
-
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"batch_order needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-    perm = np.random.default_rng([seed, epoch, BATCH_SALT]).permutation(n)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def eval_rows(n_test: int, subset: int, seed: int) -> Any:
-    """The fixed evaluation subset: a seeded shuffle of the test rows (test files are often sorted)."""
-    import numpy as np
-
-    return np.random.default_rng([seed, EVAL_SALT]).permutation(n_test)[: min(subset, n_test)]
+# The validation split (data order and the evaluation subset: harness.loop)
 
 
 def validation_rows(n_train: int, subset: int, seed: int) -> Any:
@@ -193,15 +168,6 @@ def split_for_validation(features: Any, labels: Any, subset: int, seed: int) -> 
     held = validation_rows(features.n_rows, subset, seed)
     keep = np.setdiff1d(np.arange(features.n_rows), held, assume_unique=True)
     return features.take(keep), labels.take(keep), features.take(held), labels.take(held)
-
-
-def row_slice(m: Any, start: int, stop: int) -> Any:
-    """Rows [start, stop) of a Csr as views of its arrays (indptr rebased to 0)."""
-    from harness.sparse import Csr
-
-    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
-    values = None if m.values is None else m.values[lo:hi]
-    return Csr(m.indptr[start : stop + 1] - lo, m.indices[lo:hi], values, m.n_cols)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +217,8 @@ class _Run:
         self.threads_in_effect: int | None = None
         self.data_info: dict[str, Any] = {}
         self.popularity_p1: float | None = None
+        self.clock: Any = None  # harness.loop.Clock of the training loop, once it exists
+        self._predict_s = 0.0  # the last evaluation's predict_topk and scoring, for its event
         self.t_start = time.perf_counter()
 
     # -- the run ---------------------------------------------------------------------------
@@ -258,8 +226,17 @@ class _Run:
     def execute(self) -> None:
         import numpy as np
 
-        from harness import data, registry
-        from harness.engine import Batch
+        from harness import data
+        from harness.loop import (
+            Budget,
+            Clock,
+            EpochFeed,
+            EvalSchedule,
+            Loop,
+            Target,
+            eval_rows,
+            prepare_for_spec,
+        )
         from harness.metrics import popularity_p1, ranking_metrics
 
         spec = self.spec
@@ -302,24 +279,18 @@ class _Run:
         diag_rows = rows[:DIAGNOSTIC_POINTS]
         diag_features, diag_labels = x_eval.take(diag_rows), y_eval.take(diag_rows)
 
-        t0 = time.perf_counter()
-        engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
-        self.threads_in_effect = int(engine.set_threads(spec.threads))
-        engine.prepare(spec.train_meta(x_train.n_cols, y_train.n_cols, n_train))
-        self.timing["init_s"] = time.perf_counter() - t0
+        prepared = prepare_for_spec(spec, x_train, y_train)
+        engine = prepared.engine
+        self.threads_in_effect = prepared.threads_in_effect
+        self.timing["init_s"] = prepared.init_s
         self.events.emit("init_stop", seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
 
         max_steps = tr.max_steps
         if "max_steps" in self.overrides:
             max_steps = min(max_steps or self.overrides["max_steps"], self.overrides["max_steps"])
-        do_eval = not self.overrides.get("no_eval", False)
         k = ev.k
-        loss_sum, loss_n = 0.0, 0
-        next_eval_s = ev.every_seconds if ev.every_seconds else math.inf
-        t_loop = time.perf_counter()
 
-        def evaluate(step: int, samples: int) -> dict[str, Any]:
-            nonlocal loss_sum, loss_n
+        def evaluate(clock: Clock) -> dict[str, Any]:
             te = time.perf_counter()
             parts = []
             for chunk in eval_chunks:
@@ -331,109 +302,50 @@ class _Run:
                     )
                 parts.append(top)
             m = ranking_metrics(np.concatenate(parts), eval_labels, (1, 3, 5))
-            elapsed = time.perf_counter() - te
-            self.timing["eval_s"] += elapsed
+            self._predict_s = time.perf_counter() - te
             point = {
-                "step": step,
-                "epoch": samples / n_train,
-                "samples": samples,
-                "train_s": self.timing["train_s"],
-                "wall_s": time.perf_counter() - t_loop,
+                "step": clock.step,
+                "epoch": clock.samples / n_train,
+                "samples": clock.samples,
+                "train_s": clock.train_s,
+                "wall_s": clock.wall_s(),
                 "p1": m["p1"], "p3": m["p3"], "p5": m["p5"], "ndcg5": m["ndcg5"],
-                "loss": loss_sum / loss_n if loss_n else None,
+                "loss": clock.mean_loss(),
             }  # fmt: skip
-            loss_sum, loss_n = 0.0, 0
             td = time.perf_counter()
             diag = engine.diagnostics(diag_features, diag_labels) if ev.diagnostics else None
             if diag is not None:
                 # Part of the evaluation time (never of the train clock); also kept on its own.
-                spent = time.perf_counter() - td
-                self.timing["eval_s"] += spent
-                self.timing["diagnostics_s"] = self.timing.get("diagnostics_s", 0.0) + spent
+                self.timing["diagnostics_s"] = self.timing.get("diagnostics_s", 0.0) + time.perf_counter() - td
                 point["diagnostics"] = diag
             self.curve.append(point)
             self.final = {key: m[key] for key in ("p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5")}
-            self.events.emit("eval_accuracy", eval_seconds=elapsed, **point)
             return point
-
-        def target_hit(point: dict[str, Any]) -> bool:
-            return ev.target_p1 is not None and point["p1"] >= ev.target_p1
 
         from harness.perf import TrainingRegion
 
-        region = TrainingRegion.from_env()
-        if do_eval:
-            evaluate(0, 0)
-        self.events.emit("train_start")
-        region.enable()
-        step, samples, epoch = 0, 0, 0
-        stream = hashlib.sha256()  # fingerprint of the batches trained on: equal across engines
-        stop: tuple[str, str] | None = None
-        while stop is None:
-            tf = time.perf_counter()
-            batches = batch_order(n_train, tr.batch_size, spec.seed, epoch)
-            # One gather per epoch puts the shuffled rows in order; each batch is then a
-            # contiguous slice (no copy), which keeps the per-step harness cost to microseconds.
-            perm = np.concatenate(batches)
-            x_epoch, y_epoch = x_train.take(perm), y_train.take(perm)
-            self.timing["feed_s"] += time.perf_counter() - tf
-            start = 0
-            for idx in batches:
-                tf = time.perf_counter()
-                stream.update(idx.astype("<i8").tobytes())
-                stop_row = start + len(idx)
-                batch = Batch(row_slice(x_epoch, start, stop_row), row_slice(y_epoch, start, stop_row))
-                start = stop_row
-                ts = time.perf_counter()
-                stats = engine.fit_step(batch)
-                te = time.perf_counter()
-                self.timing["feed_s"] += ts - tf
-                self.timing["train_s"] += te - ts
-                step += 1
-                samples += len(idx)
-                loss = float(stats.loss)
-                if not math.isfinite(loss):
-                    stop = ("diverged", f"loss became {loss} at step {step}")
-                    self.events.emit("diverged", step=step, loss=loss)
-                    break
-                loss_sum += loss
-                loss_n += 1
-                budget = None
-                if max_steps is not None and step >= max_steps:
-                    budget = f"max_steps {max_steps} reached"
-                elif tr.max_seconds is not None and self.timing["train_s"] >= tr.max_seconds:
-                    budget = f"max_seconds {tr.max_seconds:g} of train clock spent"
-                elif tr.max_epochs is not None and samples >= tr.max_epochs * n_train:
-                    budget = f"max_epochs {tr.max_epochs:g} done"
-                due = bool(ev.every_steps and step % ev.every_steps == 0)
-                if self.timing["train_s"] >= next_eval_s:
-                    due = True
-                    while next_eval_s <= self.timing["train_s"]:
-                        next_eval_s += ev.every_seconds or math.inf
-                if do_eval and (due or budget):
-                    region.disable()
-                    point = evaluate(step, samples)
-                    region.enable()
-                    if target_hit(point):
-                        self.timing["time_to_target_s"] = point["train_s"]
-                        stop = (
-                            "target_reached",
-                            f"P@1 {point['p1']:.4f} >= target {ev.target_p1:g} at step {step}",
-                        )
-                        break
-                if budget:
-                    stop = ("budget_spent", budget)
-                    break
-            epoch += 1
-        region.disable()
-        self.data_info["batch_stream_sha256"] = stream.hexdigest()
-        self.timing["loop_s"] = time.perf_counter() - t_loop
+        feed = EpochFeed(x_train, y_train, tr.batch_size, spec.seed)
+        self.clock = Clock()
+        loop = Loop(engine, feed, self.clock)
+        stop = loop.run(
+            Budget(max_steps, tr.max_seconds, tr.max_epochs, n_train),
+            target=Target(ev.target_p1),
+            schedule=EvalSchedule(ev.every_steps, ev.every_seconds, enabled=not self.overrides.get("no_eval")),
+            evaluate=evaluate,
+            region=TrainingRegion.from_env(),
+            hooks=_EventHooks(self),
+        )
+        self.data_info["batch_stream_sha256"] = feed.fingerprint()
+        self._take_clock()
+        self.timing["loop_s"] = self.clock.wall_s()
         self.timing["overhead_s"] = max(
             0.0, self.timing["loop_s"] - self.timing["train_s"] - self.timing["eval_s"]
         )
-        self.timing["steps"], self.timing["samples"] = step, samples
-        self.timing["epochs"] = samples / n_train
-        self.state, self.message = stop
+        self.timing["steps"], self.timing["samples"] = self.clock.step, self.clock.samples
+        self.timing["epochs"] = self.clock.samples / n_train
+        if stop.state == "target_reached":
+            self.timing["time_to_target_s"] = self.curve[-1]["train_s"]
+        self.state, self.message = stop.state, stop.message
         if self.overrides:
             self.message += (
                 f" (overrides: {', '.join(f'{k}={v}' for k, v in sorted(self.overrides.items()))})"
@@ -443,6 +355,12 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a broken info() must not lose the run's numbers
             self.engine_info = {"error": f"{type(exc).__name__}: {exc}"}
 
+    def _take_clock(self) -> None:
+        """The loop's clocks into `timing` (also for a run that failed part way)."""
+        if self.clock is not None:
+            for key in ("train_s", "feed_s", "eval_s"):
+                self.timing[key] = getattr(self.clock, key)
+
     # -- the record ------------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
@@ -450,6 +368,7 @@ class _Run:
         from harness.flags import run_flags
         from harness.results import SCHEMA_VERSION
 
+        self._take_clock()
         self.timing["wall_s"] = time.perf_counter() - self.t_start
         usage = resource.getrusage(resource.RUSAGE_SELF)
         train_s = self.timing["train_s"]
@@ -493,6 +412,22 @@ class _Run:
                 self.state == "target_reached",
             ),
         }
+
+
+class _EventHooks:
+    """The loop's events into the run's event log."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def train_start(self) -> None:
+        self.run.events.emit("train_start")
+
+    def evaluated(self, point: dict[str, Any]) -> None:
+        self.run.events.emit("eval_accuracy", eval_seconds=self.run._predict_s, **point)
+
+    def diverged(self, step: int, loss: float) -> None:
+        self.run.events.emit("diverged", step=step, loss=loss)
 
 
 def run(spec_path: Path, out_path: Path) -> int:

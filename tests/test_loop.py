@@ -162,10 +162,7 @@ def test_epoch_feed_gives_the_harness_order_and_its_fingerprint() -> None:
     x = Csr(indptr, ids, np.arange(len(ids), dtype=np.float32), 50)
     y = Csr(indptr, ids, None, 50)
 
-    class Split:
-        features, labels = x, y
-
-    fed = EpochFeed(Split(), bs, seed=3)
+    fed = EpochFeed(x, y, bs, seed=3)
     want = batch_order(n, bs, 3, 0) + batch_order(n, bs, 3, 1)
     digest = hashlib.sha256()
     for idx in want:

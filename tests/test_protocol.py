@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from harness import flags, results, runner, tune, workload
+from harness.loop import batch_order, eval_rows
 from harness.metrics import popularity_p1
 from harness.sparse import Csr
-from harness.worker import batch_order, eval_rows, split_for_validation, validation_rows
+from harness.worker import split_for_validation, validation_rows
 from harness.workload import WorkloadError
 from tests.test_runner import records, write_workload
 

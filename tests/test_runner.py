@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from harness import results, runner, workload
-from harness.worker import batch_order, eval_rows
+from harness.loop import batch_order, eval_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -369,8 +369,8 @@ def test_reproduce_runs_suite_then_scaling_then_report(
 
 
 def test_row_slice_matches_take() -> None:
+    from harness.loop import row_slice
     from harness.sparse import Csr
-    from harness.worker import row_slice
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 5, size=20)
