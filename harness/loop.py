@@ -199,11 +199,20 @@ class Target:
 
 
 class EvalSchedule:
-    """Evaluations at step 0, every `every_steps` steps and/or every `every_seconds` of train clock
-    (and, decided by the loop, when the budget is spent). `enabled=False` evaluates never."""
+    """Evaluations at step 0 (unless `at_start` is off), every `every_steps` steps and/or every
+    `every_seconds` of train clock (and, decided by the loop, when the budget is spent).
+    `enabled=False` evaluates never."""
 
-    def __init__(self, every_steps: int | None, every_seconds: float | None, enabled: bool = True) -> None:
-        self.every_steps, self.every_seconds, self.enabled = every_steps, every_seconds, enabled
+    def __init__(
+        self,
+        every_steps: int | None,
+        every_seconds: float | None,
+        *,
+        at_start: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.at_start, self.enabled = at_start, enabled
         self._next_s = every_seconds if every_seconds else math.inf
 
     def due(self, clock: Clock) -> bool:
@@ -305,7 +314,7 @@ class Loop:
             hooks.evaluated(point)
             return point
 
-        if evaluating:
+        if evaluating and (schedule is None or schedule.at_start):
             evaluation()
         hooks.train_start()
         region.enable()

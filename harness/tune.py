@@ -29,8 +29,9 @@ from harness.workload import RunSpec, Workload
 
 log = logging.getLogger(__name__)
 
-# Evaluations per trial: the score is the last one; the others show whether the trial was still rising.
-TRIAL_EVALUATIONS = 4
+# Evaluations per trial: the score is the last one; the one before shows whether it was still rising.
+# Exact scoring of every label is what a trial's wall time goes to at paper width, so they are few.
+TRIAL_EVALUATIONS = 2
 REFERENCE_EVALUATIONS = 20
 
 
@@ -54,6 +55,7 @@ def _as_trial(base: RunSpec, values: dict[str, Any], factor: float, evaluations:
         every_steps=None,
         target_p1=None,
         diagnostics=False,
+        at_start=False,
     )
     counters = replace(base.counters, perf=False, cachegrind=False)
     return replace(

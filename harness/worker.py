@@ -330,7 +330,9 @@ class _Run:
         stop = loop.run(
             Budget(max_steps, tr.max_seconds, tr.max_epochs, n_train),
             target=Target(ev.target_p1),
-            schedule=EvalSchedule(ev.every_steps, ev.every_seconds, enabled=not self.overrides.get("no_eval")),
+            schedule=EvalSchedule(
+                ev.every_steps, ev.every_seconds, at_start=ev.at_start, enabled=not self.overrides.get("no_eval")
+            ),
             evaluate=evaluate,
             region=TrainingRegion.from_env(),
             hooks=_EventHooks(self),

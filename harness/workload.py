@@ -92,6 +92,9 @@ class EvalSpec:
     split: str = "test"
     # Sampler diagnostics (Engine.diagnostics) at each evaluation; tuning trials leave them out.
     diagnostics: bool = True
+    # Evaluate the untrained model at step 0 (the curve's origin); tuning trials, scored on their
+    # last evaluation, skip it.
+    at_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -578,6 +581,7 @@ _EVALUATION = {
     "target_p1": _Field("num", check=_prob),
     "batch_size": _Field("int", check=_BATCH),
     "diagnostics": _Field("bool"),
+    "at_start": _Field("bool"),
     "split": _Field(
         "str",
         check=lambda v: (
@@ -585,6 +589,7 @@ _EVALUATION = {
         ),
     ),
 }
+_TUNING_FROM = {"from": _Field("str", True)}
 _TUNING = {
     "trials": _Field("int", True, _between(1, 1000, "trials per engine")),
     "budget_fraction": _Field(
@@ -956,6 +961,8 @@ def _tuning(
     """`[tuning]`: the declared search, checked against every engine, and its stored outcome."""
     if "tuning" not in raw:
         return None, None
+    if isinstance(raw["tuning"], dict) and "from" in raw["tuning"]:
+        return _tuning_from(raw, where, path, engines, variants, engine_params)
     tu = _section(raw["tuning"], _TUNING, where, "tuning")
     space_raw = tu.pop("space")
     if not space_raw:
@@ -1016,6 +1023,46 @@ def _tuning(
         check_coverage(outcome, engines)
     except ValueError as exc:
         raise WorkloadError(str(exc)) from None
+    return decl, outcome
+
+
+def _tuning_from(
+    raw: Mapping[str, Any],
+    where: str,
+    path: Path | str,
+    engines: Sequence[str],
+    variants: Mapping[str, Variant],
+    engine_params: Mapping[str, Mapping[str, Any]],
+) -> tuple[TuningDecl | None, TuningOutcome | None]:
+    """`[tuning] from = "OTHER"`: the stored tuning of another workload on the same data and model
+    (a device or counter study of it), so that study's engines run exactly the tuned values."""
+    other = _section(raw["tuning"], _TUNING_FROM, where, "tuning")["from"]
+    if not NAME_PATTERN.fullmatch(other):
+        raise _fail(where, "[tuning] from", f"must name a workload, got {_got(other)}")
+    file = tuning_file(Path(path) if isinstance(path, Path) else None, other)
+    if file is None or not file.exists():
+        raise _fail(
+            where, "[tuning] from", f"no stored tuning for {other!r}: run `slidebench tune {other}` first"
+        )
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        search = doc["search"]
+        decl = TuningDecl(
+            space={k: tuple(v) for k, v in search["space"].items()},
+            **{k: v for k, v in search.items() if k != "space"},
+        )
+        outcome = read_outcome(file, decl)
+        check_coverage(outcome, engines)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WorkloadError(f"{where}: [tuning] from {other!r}: {exc}") from None
+    for engine in engines:
+        base = variants[engine].engine if engine in variants else engine
+        own = {**engine_params.get(base, {}), **(variants[engine].params if engine in variants else {})}
+        for key in set(decl.space) & set(own):
+            raise _fail(
+                where, f"[engines.{base}] {key}",
+                f"is tuned in {file.name}: tuning sets it for every engine, so it cannot be set by hand for one",
+            )  # fmt: skip
     return decl, outcome
 
 

@@ -133,6 +133,14 @@ def test_epoch_budget_and_a_disabled_schedule(fake_time: FakeTime) -> None:
     assert (stop.state, lp.clock.samples, seen) == ("budget_spent", 64, [])
 
 
+def test_no_evaluation_at_step_0_when_the_schedule_says_so(fake_time: FakeTime) -> None:
+    evaluate, seen = evaluator(fake_time, [0.0] * 10)
+    Loop(Engine(fake_time), feed(fake_time)).run(
+        Budget(max_steps=4), schedule=EvalSchedule(2, None, at_start=False), evaluate=evaluate
+    )
+    assert [p["step"] for p in seen] == [2, 4]
+
+
 def test_region_is_off_while_evaluating_and_at_the_end(fake_time: FakeTime) -> None:
     log: list[str] = []
 

@@ -244,3 +244,19 @@ def test_report_reads_both_schema_versions(tmp_path: Path) -> None:
     assert "## Summary" in md and md.index("## Summary") < md.index("## Workload")
     assert f"{flags.BELOW_POPULARITY} (1 of" in md
     assert "file(s) were skipped" not in md
+
+
+def test_a_study_takes_another_workloads_tuning(tmp_path: Path) -> None:
+    path = _tuned_workload(tmp_path)
+    doc = _tuning_doc(path, {"numpy_dense": _entry(0.01), "dense-b": _entry(0.001)})
+    study = write_workload(tmp_path, name="study", engines='["numpy_dense"]', extra_training="max_seconds = 2")
+    study.write_text(study.read_text() + '\n[tuning]\nfrom = "tw"\n')
+    with pytest.raises(WorkloadError, match=r"no stored tuning for 'tw'"):
+        workload.load(study)
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "tw.json").write_text(json.dumps(doc))
+    (spec,) = workload.load(study).expand()
+    assert spec.training.lr == 0.01 and spec.tuning["file"] == "workloads/tuning/tw.json"
+    study.write_text(study.read_text() + "[engines.numpy_dense]\ninit_scale = 2.0\n")
+    with pytest.raises(WorkloadError, match=r"init_scale.*tuning sets it for every engine"):
+        workload.load(study)
