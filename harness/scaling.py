@@ -14,7 +14,7 @@ thread, attaches time-to-target from existing training records of the same workl
 count (``results/runs/<workload>/<engine>/``), and writes one ``kind: "scaling"`` record per
 (engine, threads) under ``results/runs/<workload>-scaling/<engine>/``.
 
-Scaling record (schema_version 1; the common keys as in docs/design.md)::
+Scaling record (built by `harness.records.build`; the common keys as in docs/design.md)::
 
     scaling {threads, threads_in_effect, samples_per_s, steps, warmup_steps, samples, train_s,
              step_s_median, speedup, efficiency, baseline_threads, baseline_samples_per_s,
@@ -272,7 +272,8 @@ def time_to_target(
     results_dir: Path, workload: str, engine: str, threads: int
 ) -> tuple[float | None, list[str]]:
     """Median time to target of existing training records at `threads`, and their run ids."""
-    from harness.results import read_record, run_dir
+    from harness import records
+    from harness.results import run_dir
 
     times, ids = [], []
     folder = run_dir(results_dir, workload, engine)
@@ -280,14 +281,14 @@ def time_to_target(
         if path.name.endswith(".draft.json"):
             continue
         try:
-            rec = read_record(path)
+            rec = records.read(path)
         except ValueError as exc:
             log.warning("skipping %s", exc)
             continue
-        if rec.get("kind") != "train" or rec.get("spec", {}).get("threads") != threads:
+        if rec["kind"] != records.TRAIN or rec.get("spec", {}).get("threads") != threads:
             continue
-        ttt = (rec.get("timing") or {}).get("time_to_target_s")
-        if rec.get("status", {}).get("state") == "target_reached" and ttt is not None:
+        ttt = rec["timing"].get("time_to_target_s")
+        if rec["status"].get("state") == records.TARGET_REACHED and ttt is not None:
             times.append(float(ttt))
             ids.append(str(rec.get("run_id")))
     return (statistics.median(times) if times else None), ids
@@ -296,8 +297,7 @@ def time_to_target(
 def _record(
     spec: Any, run_id: str, steps: int, warmup: int, m: Throughput | None, error: str | None, cores: int
 ) -> dict[str, Any]:
-    from harness import env
-    from harness.results import SCHEMA_VERSION
+    from harness import env, records
 
     info = m.engine_info if m else {}
     scaling = {
@@ -314,26 +314,25 @@ def _record(
         "oversubscribed": spec.threads > cores,
         "cores": cores,
     }
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "kind": "scaling",
-        "spec": spec.to_dict(),
-        "status": {
-            "state": "error" if error else "budget_spent",
-            "message": error or f"{steps} steps timed after {warmup} warm-up steps",
-        },
-        "timing": {
-            "train_s": m.train_s if m else None,
-            "wall_s": m.wall_s if m else None,
-            "steps": m.steps if m else 0,
-            "samples": m.samples if m else 0,
-        },
-        "throughput": {"samples_per_s": m.samples_per_s if m else None},
-        "scaling": scaling,
-        "engine_info": info,
-        "environment": env.capture(info),
-    }
+    return dict(
+        records.build(
+            records.SCALING,
+            run_id,
+            spec.to_dict(),
+            records.ERROR if error else records.BUDGET_SPENT,
+            error or f"{steps} steps timed after {warmup} warm-up steps",
+            timing={
+                "train_s": m.train_s if m else None,
+                "wall_s": m.wall_s if m else None,
+                "steps": m.steps if m else 0,
+                "samples": m.samples if m else 0,
+            },
+            throughput={"samples_per_s": m.samples_per_s if m else None},
+            scaling=scaling,
+            engine_info=info,
+            environment=env.capture(info),
+        )
+    )
 
 
 def _derive(records: list[dict[str, Any]], results_dir: Path, workload: str, engine: str) -> None:
@@ -377,8 +376,9 @@ def run_sweep(
     status ``error`` and the sweep goes on. The machine's load average is recorded before each
     measurement.
     """
+    from harness import records
     from harness import workload as workload_mod
-    from harness.results import read_record, record_path, write_record
+    from harness.results import record_path
 
     wl = workload if isinstance(workload, workload_mod.Workload) else workload_mod.load(workload)
     if steps < 1:
@@ -398,14 +398,14 @@ def run_sweep(
     sweep_name = f"{wl.name}-scaling"
     out: list[dict[str, Any]] = []
     for base in base_specs:
-        records, paths = [], []
+        measured, paths = [], []
         for t in counts:
             spec = replace(base, threads=t)
             run_id = scaling_run_id(spec, steps, warmup)
             path = record_path(results_dir, sweep_name, spec.engine, run_id)
             if path.exists() and not force:
                 log.info("%s %d threads: record exists (%s), reused", spec.engine, t, path)
-                records.append(read_record(path))
+                measured.append(dict(records.read(path)))
                 paths.append(None)
                 continue
             log.info(
@@ -423,13 +423,13 @@ def run_sweep(
             except RuntimeError as exc:
                 log.error("%s", exc)
                 rec = _record(spec, run_id, steps, warmup, None, str(exc), cores)
-            records.append(rec)
+            measured.append(rec)
             paths.append(path)
-        _derive(records, results_dir, wl.name, base.engine)
-        for rec, path in zip(records, paths, strict=True):
+        _derive(measured, results_dir, wl.name, base.engine)
+        for rec, path in zip(measured, paths, strict=True):
             if path is not None:
-                write_record(path, rec)
-        out.extend(records)
+                records.write(path, rec)
+        out.extend(measured)
     return out
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import results, runner
+from harness import records, results, runner
 from harness.tuning import TUNING_FILE_VERSION, plain_number, split_values, tuning_file
 from harness.workload import RunSpec, Workload
 
@@ -101,7 +101,7 @@ def _run_all(
     for s in specs:
         path = results.record_path(results_dir, s.workload, s.engine, s.run_id)
         out[s.run_id] = (
-            results.read_record(path) if path.exists() else {"status": {"state": "missing"}, "curve": []}
+            records.read(path) if path.exists() else {"status": {"state": "missing"}, "curve": []}
         )
     return out
 

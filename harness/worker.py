@@ -2,14 +2,15 @@
 
 SPEC.json is ``{"spec": <RunSpec.to_dict()>, "run_id": ..., "build_id": ..., "data_dir": ...,
 "events": <path of the JSON-lines event log>}`` (a bare RunSpec dict is accepted too). The
-worker writes one record (schema in docs/design.md) to OUT.json atomically, whatever the outcome
+worker writes one record (`harness.records`; fields in docs/design.md) to OUT.json atomically, whatever the outcome
 — target reached, budget spent, diverged, or an engine/data error with its message — and exits 0.
 It writes nothing when interrupted (SIGINT/SIGTERM) or killed, so a resumed campaign simply runs
 it again. Its `counters` section says "unavailable: worker run without the campaign runner"; the
 runner (`harness.runner`) replaces it with what `harness.perf` collected.
 
 Thread counts are fixed through the environment here, before numpy or any engine is imported
-(this module imports only the standard library at the top for that reason); the runner sets the
+(this module imports only the standard library and `harness.records`, which imports nothing
+more, at the top for that reason); the runner sets the
 same variables, so either way an engine's thread pools are sized before they exist.
 
 Measurement protocol:
@@ -46,6 +47,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from harness import records
 
 log = logging.getLogger("slidebench.worker")
 
@@ -205,7 +208,7 @@ class _Run:
         self.spec = RunSpec.from_dict(doc["spec"])
         self.events = events
         self.overrides = overrides
-        self.state = "error"
+        self.state = records.ERROR
         self.message = ""
         self.timing: dict[str, Any] = {
             "data_s": None, "init_s": None, "train_s": 0.0, "eval_s": 0.0, "feed_s": 0.0, "loop_s": 0.0,
@@ -243,7 +246,7 @@ class _Run:
         ev = spec.evaluation
         tr = spec.training
         self.events.emit(
-            "run_start", run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides
+            records.RUN_START, run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides
         )
 
         t0 = time.perf_counter()
@@ -266,7 +269,7 @@ class _Run:
         }
         if n_train == 0 or x_eval.n_rows == 0:
             raise ValueError(f"dataset {spec.dataset.label} has an empty split: {self.data_info}")
-        self.events.emit("data_loaded", seconds=self.timing["data_s"], **self.data_info)
+        self.events.emit(records.DATA_LOADED, seconds=self.timing["data_s"], **self.data_info)
 
         # Evaluation subset, cut into predict batches once: identical for every engine.
         rows = eval_rows(x_eval.n_rows, ev.subset, ev.seed)
@@ -283,7 +286,7 @@ class _Run:
         engine = prepared.engine
         self.threads_in_effect = prepared.threads_in_effect
         self.timing["init_s"] = prepared.init_s
-        self.events.emit("init_stop", seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
+        self.events.emit(records.INIT_STOP, seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
 
         max_steps = tr.max_steps
         if "max_steps" in self.overrides:
@@ -368,7 +371,6 @@ class _Run:
     def record(self) -> dict[str, Any]:
         from harness import env
         from harness.flags import run_flags
-        from harness.results import SCHEMA_VERSION
 
         self._take_clock()
         self.timing["wall_s"] = time.perf_counter() - self.t_start
@@ -377,43 +379,36 @@ class _Run:
         info = dict(self.engine_info)
         if self.threads_in_effect is not None:
             info.setdefault("threads_in_effect", self.threads_in_effect)
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.doc.get("run_id") or self.spec.run_id,
-            "build_id": self.doc.get("build_id"),
-            "kind": "train",
-            "spec": self.spec.to_dict(),
-            "status": {"state": self.state, "message": self.message},
-            "timing": dict(self.timing),
-            "curve": self.curve,
-            "final": self.final,
-            "throughput": {"samples_per_s": self.timing["samples"] / train_s if train_s > 0 else None},
-            "counters": {
-                "source": "unavailable",
-                "scope": None,
-                "reason": "not collected: worker run without the campaign runner",
-                "events": {},
-                "per_sample": {},
-                "cachegrind": None,
-            },
-            "resources": {
+        return records.build(
+            records.TRAIN,
+            self.doc.get("run_id") or self.spec.run_id,
+            self.spec.to_dict(),
+            self.state,
+            self.message,
+            build_id=self.doc.get("build_id"),
+            timing=self.timing,
+            curve=self.curve,
+            final=self.final,
+            throughput={"samples_per_s": self.timing["samples"] / train_s if train_s > 0 else None},
+            counters=records.unavailable_counters("not collected: worker run without the campaign runner"),
+            resources={
                 # ru_maxrss is in KiB on Linux.
                 "peak_rss_mb": usage.ru_maxrss / 1024.0,
                 "cpu_user_s": usage.ru_utime,
                 "cpu_sys_s": usage.ru_stime,
             },
-            "engine_info": info,
-            "environment": env.capture(info),
-            "data": self.data_info,
-            "overrides": self.overrides,
-            "popularity_p1": self.popularity_p1,
-            "flags": run_flags(
+            engine_info=info,
+            environment=env.capture(info),
+            data=self.data_info,
+            overrides=self.overrides,
+            popularity_p1=self.popularity_p1,
+            flags=run_flags(
                 self.curve,
                 self.popularity_p1,
                 self.data_info.get("eval_rows", 0),
-                self.state == "target_reached",
+                self.state == records.TARGET_REACHED,
             ),
-        }
+        )
 
 
 class _EventHooks:
@@ -423,18 +418,18 @@ class _EventHooks:
         self.run = run
 
     def train_start(self) -> None:
-        self.run.events.emit("train_start")
+        self.run.events.emit(records.TRAIN_START)
 
     def evaluated(self, point: dict[str, Any]) -> None:
-        self.run.events.emit("eval_accuracy", eval_seconds=self.run._predict_s, **point)
+        self.run.events.emit(records.EVAL_ACCURACY, eval_seconds=self.run._predict_s, **point)
 
     def diverged(self, step: int, loss: float) -> None:
-        self.run.events.emit("diverged", step=step, loss=loss)
+        self.run.events.emit(records.DIVERGED_EVENT, step=step, loss=loss)
 
 
 def run(spec_path: Path, out_path: Path) -> int:
     """Execute one run and write its record; see the module docstring. Returns the exit status."""
-    from harness.results import EventLog, events_path, write_record
+    from harness.results import EventLog, events_path
 
     doc = _read_spec(spec_path)
     events_file = Path(doc["events"]) if doc.get("events") else events_path(out_path)
@@ -443,23 +438,23 @@ def run(spec_path: Path, out_path: Path) -> int:
             overrides = _overrides()
             state = _Run(doc, events, overrides)
         except Exception as exc:
-            events.emit("run_stop", state="error", message=f"bad spec: {exc}")
+            events.emit(records.RUN_STOP, state=records.ERROR, message=f"bad spec: {exc}")
             raise
         try:
             state.execute()
         except Interrupted as exc:
-            events.emit("run_abort", reason=str(exc))
+            events.emit(records.RUN_ABORT, reason=str(exc))
             return 130
         except KeyboardInterrupt:
-            events.emit("run_abort", reason="SIGINT")
+            events.emit(records.RUN_ABORT, reason="SIGINT")
             return 130
         except Exception as exc:  # noqa: BLE001 - any engine/data failure becomes an `error` record
-            state.state, state.message = "error", f"{type(exc).__name__}: {exc}"
-            events.emit("error", message=state.message, traceback=traceback.format_exc())
+            state.state, state.message = records.ERROR, f"{type(exc).__name__}: {exc}"
+            events.emit(records.ERROR_EVENT, message=state.message, traceback=traceback.format_exc())
             log.error("run failed: %s", state.message)
         record = state.record()
-        write_record(out_path, record)
-        events.emit("run_stop", state=state.state, message=state.message, timing=record["timing"])
+        records.write(out_path, record)
+        events.emit(records.RUN_STOP, state=state.state, message=state.message, timing=record["timing"])
     return 0
 
 

@@ -114,11 +114,10 @@ def test_dry_run_prints_the_matrix_and_runs_nothing(
     res = tmp_path / "res"
     specs = workload.load(path).expand()
     done = specs[0]
-    record = {
-        "schema_version": 1, "run_id": done.run_id, "kind": "train", "spec": done.to_dict(),
-        "status": {"state": "budget_spent", "message": ""},
-    }  # fmt: skip
-    results.write_record(results.record_path(res, "tw", "numpy_dense", done.run_id), record)
+    from harness import records
+
+    record = records.build(records.TRAIN, done.run_id, done.to_dict(), records.BUDGET_SPENT, "")
+    records.write(results.record_path(res, "tw", "numpy_dense", done.run_id), record)
     before = sorted(p for p in res.rglob("*"))
     assert cli.main(["run", str(path), "--results-dir", str(res), "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import records as hrecords
 from harness import results, runner, workload
 from harness.loop import batch_order, eval_rows
 
@@ -67,7 +68,7 @@ perf = false
 
 
 def records(results_dir: Path) -> list[dict]:
-    return [results.read_record(p) for p in sorted((results_dir / "runs").rglob("*.json"))]
+    return [hrecords.read(p) for p in sorted((results_dir / "runs").rglob("*.json"))]
 
 
 # -- batch stream -----------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     out = runner.run_campaign(w, tmp_path / "res")
     assert [o.state for o in out] == ["budget_spent"]
     (rec,) = records(tmp_path / "res")
-    assert rec["schema_version"] == results.SCHEMA_VERSION == 2 and rec["kind"] == "train"
+    assert rec["schema_version"] == hrecords.SCHEMA_VERSION == 3 and rec["kind"] == "train"
     assert rec["run_id"] == w.expand()[0].run_id
     assert Path(out[0].path).name == f"{rec['run_id']}.json"
     t = rec["timing"]
@@ -210,7 +211,7 @@ def test_max_steps_override_is_recorded(tmp_path: Path) -> None:
     out = runner.run_one(
         spec, tmp_path / "res", extra_env={"SLIDEBENCH_MAX_STEPS": "3", "SLIDEBENCH_NO_EVAL": "1"}
     )
-    rec = results.read_record(out.path)
+    rec = hrecords.read(out.path)
     assert rec["timing"]["steps"] == 3 and rec["curve"] == []
     assert rec["overrides"] == {"max_steps": 3, "no_eval": True} and "overrides" in rec["status"]["message"]
 
@@ -289,7 +290,7 @@ def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path)
     assert killed
     states = [o.state for o in out]
     assert states == ["error", "budget_spent"], [o.message for o in out]
-    rec = results.read_record(out[0].path)
+    rec = hrecords.read(out[0].path)
     assert "SIGKILL" in rec["status"]["message"]
     assert rec["curve"] and rec["curve"][0]["step"] == 0, "partial curve recovered from the event log"
     # Skipped on the next campaign, rerun with retry_errors.
