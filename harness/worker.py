@@ -2,8 +2,9 @@
 
 SPEC.json is ``{"spec": <RunSpec.to_dict()>, "run_id": ..., "build_id": ..., "data_dir": ...,
 "events": <path of the JSON-lines event log>}`` (a bare RunSpec dict is accepted too). The
-worker writes one record (`harness.records`; fields in docs/design.md) to OUT.json atomically, whatever the outcome
-— target reached, budget spent, diverged, or an engine/data error with its message — and exits 0.
+worker writes one record (`harness.records`; fields in docs/design.md) to OUT.json atomically,
+whatever the outcome — target reached, budget spent, diverged, or an engine/data error with its
+message — and exits 0.
 It writes nothing when interrupted (SIGINT/SIGTERM) or killed, so a resumed campaign simply runs
 it again. Its `counters` section says "unavailable: worker run without the campaign runner"; the
 runner (`harness.runner`) replaces it with what `harness.perf` collected.
