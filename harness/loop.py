@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harness import records
 from harness.engine import Batch, Engine, StepStats, TrainMeta
 from harness.sparse import Csr
 
@@ -227,7 +228,7 @@ class EvalSchedule:
 
 @dataclass(frozen=True)
 class Stop:
-    state: str  # "target_reached" | "budget_spent" | "diverged"
+    state: str  # records.TARGET_REACHED | BUDGET_SPENT | DIVERGED
     message: str
 
 
@@ -323,7 +324,7 @@ class Loop:
                 loss = float(self.step().loss)
                 if not math.isfinite(loss):
                     hooks.diverged(c.step, loss)
-                    return Stop("diverged", f"loss became {loss} at step {c.step}")
+                    return Stop(records.DIVERGED, f"loss became {loss} at step {c.step}")
                 c.loss_sum += loss
                 c.loss_n += 1
                 spent = budget.spent(c)
@@ -334,10 +335,10 @@ class Loop:
                     region.enable()
                     if target.reached(point):
                         return Stop(
-                            "target_reached",
+                            records.TARGET_REACHED,
                             f"P@1 {point['p1']:.4f} >= target {target.p1:g} at step {c.step}",
                         )
                 if spent:
-                    return Stop("budget_spent", spent)
+                    return Stop(records.BUDGET_SPENT, spent)
         finally:
             region.disable()

@@ -108,7 +108,7 @@ def _run_all(
 
 def _score(record: dict[str, Any]) -> float | None:
     """The last validated P@1 of a trial that ran to its budget; None for a failed trial."""
-    if record.get("status", {}).get("state") not in ("budget_spent", "target_reached"):
+    if record.get("status", {}).get("state") not in records.OK_STATES:
         return None
     curve = record.get("curve") or []
     return float(curve[-1]["p1"]) if curve else None
@@ -209,7 +209,7 @@ def _reference(
     )
     rec = _run_all([spec], tune_dir, data_dir, timeout_s)[spec.run_id]
     curve = rec.get("curve") or []
-    if rec.get("status", {}).get("state") not in ("budget_spent", "target_reached") or not curve:
+    if rec.get("status", {}).get("state") not in records.OK_STATES or not curve:
         raise RuntimeError(f"{w.name}: the reference run of {engine} failed: {rec.get('status')}")
     best = max(float(p["p1"]) for p in curve)
     last = float(curve[-1]["p1"])

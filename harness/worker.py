@@ -349,7 +349,7 @@ class _Run:
         )
         self.timing["steps"], self.timing["samples"] = self.clock.step, self.clock.samples
         self.timing["epochs"] = self.clock.samples / n_train
-        if stop.state == "target_reached":
+        if stop.state == records.TARGET_REACHED:
             self.timing["time_to_target_s"] = self.curve[-1]["train_s"]
         self.state, self.message = stop.state, stop.message
         if self.overrides:

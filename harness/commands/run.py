@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import executors, results, runner, workload
+from harness import executors, records, results, runner, workload
 from harness.commands import common
 
 log = logging.getLogger("slidebench.run")
 
 SUITES_FILE = workload.WORKLOADS_DIR / "suites.toml"
 INTERRUPTED = 130
-FAILED_STATES = ("error", "diverged")
+FAILED_STATES = (records.ERROR, records.DIVERGED)
 
 
 @dataclass(frozen=True)
