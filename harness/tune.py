@@ -142,10 +142,10 @@ def tune(
         trials = trial_specs(w, chosen_engines)
         log.info("%s: %d trials (%d per engine) of %.0f s train clock each", w.name, len(trials),
                  len(decl.configs()), decl.budget_fraction * (w.training.max_seconds or 0))  # fmt: skip
-        records = _run_all([s for _, _, s in trials], tune_dir, data_dir, timeout_s)
+        trial_records = _run_all([s for _, _, s in trials], tune_dir, data_dir, timeout_s)
         per_engine: dict[str, dict[str, Any]] = {}
         for engine, values, spec in trials:
-            rec = records[spec.run_id]
+            rec = trial_records[spec.run_id]
             entry = per_engine.setdefault(engine, {"trials": []})
             entry["trials"].append({
                 "values": {k: plain_number(v) for k, v in values.items()},
