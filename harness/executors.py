@@ -97,12 +97,7 @@ class LocalExecutor:
         timeout_s: float | None,
         progress: runner.Progress,
     ) -> Iterator[runner.Outcome]:
-        for i, spec in enumerate(todo, 1):
-            progress.run_started(i, spec)
-            # Looked up on the module at call time, so that tests patching runner.run_one see it used.
-            outcome = runner.run_one(spec, results_dir, data_dir, progress, timeout_s)
-            progress.run_finished(outcome)
-            yield outcome
+        yield from runner.run_here(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
 
     def close(self) -> None:
         pass

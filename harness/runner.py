@@ -41,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -626,15 +626,32 @@ def _campaign(
     )  # fmt: skip
     outcomes = list(skipped)
     progress = Progress(len(todo), specs=todo)
-    if executor is None:
-        from harness.executors import LocalExecutor  # imported here: that module imports this one
-
-        executor = LocalExecutor()
-    for outcome in executor.run(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress):
+    runs = (
+        run_here(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
+        if executor is None
+        else executor.run(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
+    )
+    for outcome in runs:
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
     return outcomes
+
+
+def run_here(
+    todo: Sequence[RunSpec],
+    results_dir: Path,
+    *,
+    data_dir: Path | None,
+    timeout_s: float | None,
+    progress: Progress,
+) -> Iterator[Outcome]:
+    """One run at a time on this machine, each in a fresh worker (the local executor's work)."""
+    for i, spec in enumerate(todo, 1):
+        progress.run_started(i, spec)
+        outcome = run_one(spec, results_dir, data_dir, progress, timeout_s)
+        progress.run_finished(outcome)
+        yield outcome
 
 
 def summarize(outcomes: Sequence[Outcome]) -> str:
