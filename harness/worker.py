@@ -211,10 +211,11 @@ class _Run:
         self.overrides = overrides
         self.state = records.ERROR
         self.message = ""
-        self.timing: dict[str, Any] = {
-            "data_s": None, "init_s": None, "train_s": 0.0, "eval_s": 0.0, "feed_s": 0.0, "loop_s": 0.0,
-            "overhead_s": 0.0, "wall_s": None, "time_to_target_s": None, "steps": 0, "samples": 0, "epochs": 0.0,
-        }  # fmt: skip
+        self.timing: dict[str, Any] = dict(
+            records.timing(
+                train_s=0.0, eval_s=0.0, feed_s=0.0, loop_s=0.0, overhead_s=0.0, steps=0, samples=0, epochs=0.0
+            )
+        )
         self.curve: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
         self.engine_info: dict[str, Any] = {}
@@ -323,7 +324,7 @@ class _Run:
                 self.timing["diagnostics_s"] = self.timing.get("diagnostics_s", 0.0) + time.perf_counter() - td
                 point["diagnostics"] = diag
             self.curve.append(point)
-            self.final = {key: m[key] for key in ("p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5")}
+            self.final = {key: m[key] for key in records.FINAL_KEYS}
             return point
 
         from harness.perf import TrainingRegion
