@@ -7,9 +7,9 @@ P@1 of its last evaluation on the validation split (held-out training rows; the 
 never seen). Ties keep the earlier configuration. Trials are records under `<results>/tuning/`
 like any run, so an interrupted tuning resumes where it stopped.
 
-With `reference` declared, the reference engine then trains with its chosen values for
-`reference_seconds` on the same validation split, and the target is `target_fraction` of the best
-P@1 it reached. Everything lands in `workloads/tuning/<workload>.json` (written atomically).
+With `reference` declared (an engine, or "best": the engine whose chosen trial scored highest),
+the reference engine then trains with its chosen values for `reference_seconds` on the same
+validation split, and the target is `target_fraction` of the best P@1 it reached. Everything lands in `workloads/tuning/<workload>.json` (written atomically).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import records, results, runner
-from harness.tuning import TUNING_FILE_VERSION, plain_number, split_values, tuning_file
+from harness.tuning import TUNING_FILE_VERSION, plain_number, reference_engine, split_values, tuning_file
 from harness.workload import RunSpec, Workload
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def tune(
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
             "load_before": [round(x, 2) for x in load_before],
         })  # fmt: skip
-        if reference and decl.reference is not None and decl.reference in doc["engines"]:
+        if reference and decl.reference is not None and set(w.engines) <= set(doc["engines"]):
             doc["target"] = _reference(w, doc, tune_dir, data_dir, timeout_s)
         doc["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results.write_atomic(out_path, results.dumps(doc))
@@ -201,7 +201,7 @@ def _reference(
     decl = w.tuning_decl
     assert decl is not None and decl.reference is not None and decl.reference_seconds is not None
     assert decl.target_fraction is not None
-    engine = decl.reference
+    engine = reference_engine(decl.reference, doc["engines"], w.engines)
     values = doc["engines"][engine]["chosen"]
     base = w.expand([engine], [w.threads[0]], [decl.seed], tuned=False)[0]
     spec = _as_trial(

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+# `reference = "best"`: the reference run is the engine whose best trial scored highest.
+BEST_TUNED = "best"
 # The only training key a search may cover; every other key is an engine parameter.
 TRAINING_KEYS = ("lr",)
 TUNING_FILE_VERSION = 1
@@ -38,7 +40,7 @@ class TuningDecl:
     trials: int
     budget_fraction: float
     seed: int = 0
-    reference: str | None = None  # engine whose long run sets the target
+    reference: str | None = None  # engine whose long run sets the target, or BEST_TUNED
     reference_seconds: float | None = None
     target_fraction: float | None = None
 
@@ -154,3 +156,14 @@ def plain_number(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def reference_engine(reference: str, engines: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> str:
+    """The engine whose long run sets the target: `reference` itself, or with BEST_TUNED the engine
+    whose chosen trial scored highest (ties: the first in the matrix's order)."""
+    if reference != BEST_TUNED:
+        return reference
+    tuned = [e for e in order if e in engines and engines[e].get("p1") is not None]
+    if not tuned:
+        raise ValueError("no tuned engine to take as the reference")
+    return max(tuned, key=lambda e: engines[e]["p1"])

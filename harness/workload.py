@@ -42,6 +42,7 @@ from harness import REPO_ROOT, registry
 from harness.dataset import DatasetSpec, SplitFile
 from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
 from harness.tuning import (
+    BEST_TUNED,
     TRAINING_KEYS,
     TuningDecl,
     TuningOutcome,
@@ -981,9 +982,11 @@ def _tuning(
         decl.target_fraction is None
     ):
         raise _fail(where, "[tuning]", "reference, reference_seconds and target_fraction go together")
-    if decl.reference is not None and decl.reference not in engines:
+    if decl.reference is not None and decl.reference != BEST_TUNED and decl.reference not in engines:
         raise _fail(
-            where, "[tuning] reference", f"must be an engine of [matrix] engines, got {_got(decl.reference)}"
+            where,
+            "[tuning] reference",
+            f"must be {BEST_TUNED!r} or an engine of [matrix] engines, got {_got(decl.reference)}",
         )
     for engine in engines:
         base = variants[engine].engine if engine in variants else engine

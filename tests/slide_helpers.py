@@ -64,6 +64,17 @@ def engine(params: dict[str, Any], m: TrainMeta, threads: int = 1) -> Any:
     return e
 
 
+def native_config(
+    n_features: int, n_labels: int, hidden: tuple[int, ...] = (8,), seed: int = 1, **params: Any
+) -> dict:
+    """The complete config dict the binding takes (it requires every key), from the engine's DEFAULTS."""
+    from engines.slide import SlideEngine
+
+    return SlideEngine(SlideEngine.check_params(params)).native_config(
+        meta(n_features, n_labels, hidden, seed=seed)
+    )
+
+
 def all_weights(e: Any) -> list[np.ndarray]:
     net = e._net
     out = []

@@ -260,3 +260,12 @@ def test_a_study_takes_another_workloads_tuning(tmp_path: Path) -> None:
     study.write_text(study.read_text() + "[engines.numpy_dense]\ninit_scale = 2.0\n")
     with pytest.raises(WorkloadError, match=r"init_scale.*tuning sets it for every engine"):
         workload.load(study)
+
+
+def test_the_best_reference_is_the_engine_whose_choice_scored_highest() -> None:
+    from harness.tuning import reference_engine
+
+    engines = {"a": {"p1": 0.2}, "b": {"p1": 0.4}, "c": {"p1": 0.4}}
+    assert reference_engine("best", engines, ["a", "b", "c"]) == "b"  # ties: the matrix's order
+    assert reference_engine("best", engines, ["c", "b", "a"]) == "c"
+    assert reference_engine("a", engines, ["a", "b"]) == "a"

@@ -20,9 +20,9 @@ from harness.engine import Batch
 from harness.sparse import Csr
 
 try:
-    from slide_helpers import engine, meta, native, needs_native
+    from slide_helpers import engine, meta, native, native_config, needs_native
 except ImportError:  # pragma: no cover
-    from tests.slide_helpers import engine, meta, native, needs_native
+    from tests.slide_helpers import engine, meta, native, native_config, needs_native
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,23 +31,11 @@ pytestmark = needs_native
 N_FEATURES, N_LABELS = 20, 10
 
 
+SMALL = {"K": 2, "L": 4, "bucket_bits": 4, "bucket_capacity": 8, "min_active": 4}
+
+
 def _config(**over) -> dict:
-    cfg = {
-        "num_features": N_FEATURES,
-        "layers": [
-            {"size": 8},
-            {
-                "size": N_LABELS,
-                "sampled": True,
-                "K": 2,
-                "L": 4,
-                "bucket_bits": 4,
-                "bucket_capacity": 8,
-                "min_active": 4,
-            },
-        ],
-        "seed": 1,
-    }
+    cfg = native_config(N_FEATURES, N_LABELS, **SMALL)
     cfg.update(over)
     return cfg
 
@@ -138,15 +126,7 @@ def test_bad_predict_refused(net, kwargs: dict, fragment: str) -> None:
 
 
 def _layer(**over) -> dict:
-    out = {
-        "size": N_LABELS,
-        "sampled": True,
-        "K": 2,
-        "L": 4,
-        "bucket_bits": 4,
-        "bucket_capacity": 8,
-        "min_active": 4,
-    }
+    out = dict(_config()["layers"][-1])
     out.update(over)
     return out
 
@@ -159,7 +139,7 @@ BAD_CONFIGS = [
     ({"layers": []}, "at least the output layer"),
     ({"layers": "128"}, "'layers' must be a list"),
     ({"layers": [5]}, "layers[0] must be a dict"),
-    ({"layers": [{"size": 0}]}, "layers[0].size must be >= 1"),
+    ({"layers": [{"size": 0, "sampled": False}]}, "layers[0].size must be >= 1"),
     ({"layers": [_layer(K=0)]}, "layers[0]"),
     ({"layers": [_layer(L=0)]}, "layers[0]"),
     ({"layers": [_layer(bucket_bits=30)]}, "layers[0]"),
@@ -171,7 +151,11 @@ BAD_CONFIGS = [
     ({"layers": [_layer(insertion="lifo")]}, "layers[0].insertion"),
     ({"layers": [_layer(colour="red")]}, "unknown key 'colour'"),
     ({"layers": [_layer(sampled="yes")]}, "sampled has the wrong type"),
-    ({"layers": [{"size": 2**30}, _layer()]}, "model too large"),
+    ({"layers": [{"size": 2**30, "sampled": False}, _layer()]}, "model too large"),
+    (
+        {"layers": [{"size": 8, "sampled": False, "K": 2}, _layer()]},
+        "a dense layer ('sampled': False) takes only",
+    ),
     ({"layers": [_layer(L=100, bucket_bits=24, bucket_capacity=2**16)]}, "hash tables would take"),
     ({"lr": -1.0}, "lr must be a finite number > 0"),
     ({"lr": float("nan")}, "lr must be a finite number > 0"),
@@ -241,8 +225,8 @@ def test_arrays_changed_by_another_thread_during_training() -> None:
         import threading, time
         import numpy as np
         from engines.slide import _native
-        net = _native().Network({"num_features": 20, "seed": 1, "layers": [{"size": 8}, {"size": 10,
-            "sampled": True, "K": 2, "L": 4, "bucket_bits": 4, "bucket_capacity": 8, "min_active": 4}]})
+        from tests.slide_helpers import native_config
+        net = _native().Network(native_config(20, 10, K=2, L=4, bucket_bits=4, bucket_capacity=8, min_active=4))
         n = 64
         ptr = np.arange(0, 3 * n + 1, 3, dtype=np.int64)
         idx = np.tile(np.array([1, 5, 19], np.int32), n)
@@ -287,10 +271,11 @@ def test_allocation_failure_inside_openmp_region_is_memory_error() -> None:
         """
         import resource
         from engines.slide import _native
+        from tests.slide_helpers import native_config
         m = _native()
         def config(L):
-            return {"num_features": 8, "seed": 1, "layers": [{"size": 2, "sampled": True, "K": 1, "L": L,
-                    "bucket_bits": 1, "bucket_capacity": 1, "min_active": 1, "wta_bin_size": 2}]}
+            return native_config(8, 2, hidden=(), K=1, L=L, bucket_bits=1, bucket_capacity=1, min_active=1,
+                                 wta_bin_size=2)
         m.Network(config(4))  # everything loaded and initialised before the limit
         def vm_size():
             with open("/proc/self/status") as fh:
@@ -333,7 +318,8 @@ def test_512_threads_under_memory_limit_is_a_value_error() -> None:
         import resource
         from engines.slide import SlideEngine, _native
         from harness.engine import ModelSpec, TrainMeta
-        config = {"num_features": 20, "threads": 512, "layers": [{"size": 8}, {"size": 10}]}
+        from tests.slide_helpers import native_config
+        config = dict(native_config(20, 10), threads=512)
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
         e = SlideEngine({})
         try:
@@ -431,3 +417,19 @@ def test_impossible_engine_params_refused_before_any_work(params: dict, fragment
         SlideEngine.check_params(params)
     assert fragment in str(err.value)
     assert str(err.value).startswith("engines.slide: ")
+
+
+def _missing_cases() -> list[tuple[str, str]]:
+    cfg = native_config(N_FEATURES, N_LABELS, **SMALL)
+    return [("top", k) for k in cfg if k != "layers"] + [("output", k) for k in cfg["layers"][-1]]
+
+
+@pytest.mark.parametrize(("where", "key"), _missing_cases())
+def test_every_key_is_required(where: str, key: str) -> None:
+    # The engine's defaults live only in DEFAULTS (engines/slide/__init__.py): the binding has none
+    # to fall back on, so a config that lacks a key is refused, naming it.
+    cfg = _config()
+    cfg["layers"] = [dict(layer) for layer in cfg["layers"]]
+    del (cfg if where == "top" else cfg["layers"][-1])[key]
+    with pytest.raises(ValueError, match=rf"missing key '{key}' \(every setting is required"):
+        native().Network(cfg)

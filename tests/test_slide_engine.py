@@ -113,6 +113,36 @@ def test_kernel_env_var_selects_path() -> None:
 
 
 @needs_native
+def test_hashing_follows_the_kernel_selection() -> None:
+    """`kernel = "scalar"` (or SLIDE_KERNEL=scalar) makes the hashing loops scalar too, and the
+    vector kernels bring the AVX2 hashing loops back; the tables are the same either way."""
+    mod = native()
+    original = mod.kernel()
+    rng = np.random.default_rng(3)
+    batch = learnable(rng, 16, 60, 400, 8)
+    try:
+        candidates = {}
+        for kernel in mod.kernels_supported():
+            e = engine({"kernel": kernel, "hash": "dwta", "min_active": 16, "init_std": 0.1}, meta(60, 400))
+            assert mod.kernel() == kernel
+            assert mod.hash_kernel() == ("scalar" if kernel == "scalar" else "avx2")
+            assert e.info()["build"]["hash_kernel"] == mod.hash_kernel()
+            candidates[kernel] = e._net.lsh_candidates(
+                batch.features.indptr, batch.features.indices, batch.features.values
+            )
+        first = next(iter(candidates.values()))
+        for got in candidates.values():  # DWTA codes are arg-max positions: no rounding to differ
+            np.testing.assert_array_equal(got[0], first[0])
+            np.testing.assert_array_equal(got[1], first[1])
+    finally:
+        mod.select_kernel(original)
+    env = dict(os.environ, SLIDE_KERNEL="scalar")
+    code = "from engines.slide import _native; print(_native().hash_kernel())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+
+
+@needs_native
 def test_info_reports_build() -> None:
     e = engine({}, meta(30, 10))
     info = e.info()
@@ -249,7 +279,14 @@ def test_batch_padding_shares_rows_across_the_batch() -> None:
     batch = learnable(np.random.default_rng(3), 32, 400, 3000, 6)
     changed = {}
     for padding in ("sample", "batch"):
-        params = {"min_active": 200, "K": 2, "L": 1, "bucket_bits": 12, "bucket_capacity": 1, "padding": padding}
+        params = {
+            "min_active": 200,
+            "K": 2,
+            "L": 1,
+            "bucket_bits": 12,
+            "bucket_capacity": 1,
+            "padding": padding,
+        }
         e = engine(params, m)
         before = e._net.get_weights(1)[0].copy()
         e.fit_step(batch)

@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "selection": "vanilla",  # vanilla | threshold | topk | random (no hashing: the ablation control)
     "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
     "padding": "sample",  # sample: random padding drawn per sample (paper) | batch: shared by the batch
+    "pad_below": 0,  # pad to min_active only when fewer than this many chosen (0: always); >= min_active
+    # none | log_q: sampled softmax's correction, each active output's logit minus the log of its
+    # inclusion probability (padding: exact; LSH candidates: estimated from their table counts)
+    "logit_correction": "none",
     "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk
     "threshold": 1,  # selection = threshold: present in at least this many tables
     "simhash_density": 1.0 / 3.0,
@@ -59,6 +63,7 @@ _CHOICES = {
     "insertion": ("fifo", "reservoir"),
     "selection": ("vanilla", "threshold", "topk", "random"),
     "padding": ("sample", "batch"),
+    "logit_correction": ("none", "log_q"),
     "adam": ("sparse", "dense"),
     "adam_state": ("fp32", "bf16"),
     "inference": ("exact", "lsh"),
@@ -156,6 +161,7 @@ class SlideEngine(Engine):
             "max_active",
             "rehash_m",
             "hidden_min_active",
+            "pad_below",
         )
         for key in non_negative:
             if p[key] < 0:
@@ -166,8 +172,19 @@ class SlideEngine(Engine):
             )
         if p["max_active"] and p["min_active"] > p["max_active"]:
             raise ValueError("engines.slide: 'min_active' must not exceed 'max_active'")
+        if p["pad_below"] and p["pad_below"] < p["min_active"]:
+            raise ValueError(
+                f"engines.slide: 'pad_below' ({p['pad_below']}) must be 0 or >= 'min_active' ({p['min_active']})"
+            )
+        if p["logit_correction"] == "log_q" and p["selection"] not in ("vanilla", "random"):
+            raise ValueError(
+                "engines.slide: logit_correction 'log_q' needs selection 'vanilla' or 'random' "
+                f"(inclusion probabilities of {p['selection']!r} selection are not defined)"
+            )
         if p["selection"] == "random" and p["inference"] == "lsh":
-            raise ValueError("engines.slide: selection 'random' builds no tables, so inference must be 'exact'")
+            raise ValueError(
+                "engines.slide: selection 'random' builds no tables, so inference must be 'exact'"
+            )
         if p["selection"] == "topk" and p["max_active"] == 0:
             raise ValueError("engines.slide: selection 'topk' needs 'max_active' > 0")
         if p["selection"] == "threshold" and p["threshold"] > p["L"]:
@@ -255,19 +272,23 @@ class SlideEngine(Engine):
         before = self._composition or dict.fromkeys(now, 0)
         self._composition = now
         samples = now["samples"] - before["samples"]
-        active = {
-            k: (now[k] - before[k]) / samples if samples else None for k in ("labels", "lsh", "random")
-        }
+        active = {k: (now[k] - before[k]) / samples if samples else None for k in ("labels", "lsh", "random")}
         lsh = None
         meta = self._meta
-        hashed = meta is not None and self.params["selection"] != "random" and self.params["min_active"] < meta.num_labels
+        hashed = (
+            meta is not None
+            and self.params["selection"] != "random"
+            and self.params["min_active"] < meta.num_labels
+        )
         if hashed and features.n_rows:
             indptr, ids = net.lsh_candidates(
                 features.indptr, features.indices, _values(features), n_cols=features.n_cols
             )
             # Exact logits a few rows at a time: one 670K-wide row is 2.7 MB.
             parts = [
-                net.predict_scores(*_rows(features, i, min(i + _SCORE_ROWS, features.n_rows)), n_cols=features.n_cols)
+                net.predict_scores(
+                    *_rows(features, i, min(i + _SCORE_ROWS, features.n_rows)), n_cols=features.n_cols
+                )
                 for i in range(0, features.n_rows, _SCORE_ROWS)
             ]
             lsh = candidate_quality(indptr, ids, np.concatenate(parts), labels)
@@ -327,12 +348,13 @@ class SlideEngine(Engine):
             "threshold": p["threshold"],
             "simhash_density": float(p["simhash_density"]),
             "wta_bin_size": p["wta_bin_size"],
+            "pad_below": p["pad_below"],
         }
         layers: list[dict[str, Any]] = []
         for size in meta.model.hidden:
             layer: dict[str, Any] = {"size": int(size), "sampled": bool(p["hidden_sampled"])}
             if p["hidden_sampled"]:
-                layer.update(lsh, min_active=p["hidden_min_active"], max_active=0)
+                layer.update(lsh, min_active=p["hidden_min_active"], max_active=0, pad_below=0)
             layers.append(layer)
         layers.append({"size": int(meta.num_labels), "sampled": True, **lsh, "min_active": p["min_active"]})
         opt = meta.optimizer
@@ -353,6 +375,7 @@ class SlideEngine(Engine):
             "debug_serialize": bool(p["debug_serialize"]),
             "init_std": float(p["init_std"]),
             "batch_padding": p["padding"] == "batch",
+            "logit_correction": p["logit_correction"],
         }
 
     def _resolve(self, num_labels: int) -> dict[str, int]:

@@ -26,9 +26,13 @@ namespace {
 
 // ---- config dict -> NetworkConfig -------------------------------------------------------------
 
+// Every key is required: the engine's defaults live in one place, DEFAULTS in
+// engines/slide/__init__.py, which builds the whole dict (SlideEngine.native_config).
 template <typename T>
-T get(const py::dict& d, const char* key, T fallback, const std::string& where) {
-  if (!d.contains(key)) return fallback;
+T get(const py::dict& d, const char* key, const std::string& where) {
+  if (!d.contains(key))
+    throw py::value_error(where + "missing key '" + key +
+                          "' (every setting is required; SlideEngine.native_config builds the full dict from DEFAULTS)");
   py::handle v = d[key];
   try {
     if constexpr (std::is_same_v<T, bool>) {
@@ -78,13 +82,14 @@ auto parse_enum(Parse parse, const std::string& value, const std::string& key) {
 NetworkConfig config_from_dict(const py::dict& d) {
   static const std::set<std::string> kTop{"num_features", "layers", "lr", "beta1", "beta2", "eps", "adam",
                                           "rebuild_n0", "rebuild_decay", "rehash_m", "seed", "threads",
-                                          "debug_serialize", "init_std", "batch_padding", "adam_state"};
+                                          "debug_serialize", "init_std", "batch_padding", "adam_state",
+                                          "logit_correction"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
-                                            "simhash_density", "wta_bin_size"};
+                                            "simhash_density", "wta_bin_size", "pad_below"};
   refuse_unknown(d, kTop, "config: ");
   NetworkConfig c;
-  c.num_features = get<int>(d, "num_features", 0, "config: ");
+  c.num_features = get<int>(d, "num_features", "config: ");
   if (!d.contains("layers") || !py::isinstance<py::list>(d["layers"]))
     throw py::value_error("config: 'layers' must be a list of layer dicts (hidden layers, then the output layer)");
   int i = 0;
@@ -95,44 +100,55 @@ NetworkConfig config_from_dict(const py::dict& d) {
     refuse_unknown(ld, kLayer, where);
     LayerSettings l;
     LshSettings& s = l.lsh;
-    l.size = get<int>(ld, "size", 0, where);
-    l.sampled = get<bool>(ld, "sampled", false, where);
-    s.hash = parse_enum(parse_hash_kind, get<std::string>(ld, "hash", "dwta", where), where + "hash");
-    s.K = get<int>(ld, "K", s.K, where);
-    s.L = get<int>(ld, "L", s.L, where);
-    s.bucket_bits = get<int>(ld, "bucket_bits", s.bucket_bits, where);
-    s.bucket_capacity = get<int>(ld, "bucket_capacity", s.bucket_capacity, where);
-    s.insertion = parse_enum(parse_insertion, get<std::string>(ld, "insertion", "fifo", where), where + "insertion");
+    l.size = get<int>(ld, "size", where);
+    l.sampled = get<bool>(ld, "sampled", where);
+    if (!l.sampled) {
+      // A dense layer computes every neuron: sampling settings would be ignored, so they are refused.
+      if (ld.size() != 2) throw py::value_error(where + "a dense layer ('sampled': False) takes only 'size' and 'sampled'");
+      c.layers.push_back(l);
+      continue;
+    }
+    s.hash = parse_enum(parse_hash_kind, get<std::string>(ld, "hash", where), where + "hash");
+    s.K = get<int>(ld, "K", where);
+    s.L = get<int>(ld, "L", where);
+    s.bucket_bits = get<int>(ld, "bucket_bits", where);
+    s.bucket_capacity = get<int>(ld, "bucket_capacity", where);
+    s.insertion = parse_enum(parse_insertion, get<std::string>(ld, "insertion", where), where + "insertion");
     s.selection =
-        parse_enum(parse_selection_kind, get<std::string>(ld, "selection", "vanilla", where), where + "selection");
-    s.min_active = get<int>(ld, "min_active", s.min_active, where);
-    s.max_active = get<int>(ld, "max_active", s.max_active, where);
-    s.threshold = get<int>(ld, "threshold", s.threshold, where);
-    s.simhash_density = get<float>(ld, "simhash_density", s.simhash_density, where);
-    s.wta_bin_size = get<int>(ld, "wta_bin_size", s.wta_bin_size, where);
+        parse_enum(parse_selection_kind, get<std::string>(ld, "selection", where), where + "selection");
+    s.min_active = get<int>(ld, "min_active", where);
+    s.max_active = get<int>(ld, "max_active", where);
+    s.threshold = get<int>(ld, "threshold", where);
+    s.simhash_density = get<float>(ld, "simhash_density", where);
+    s.wta_bin_size = get<int>(ld, "wta_bin_size", where);
+    s.pad_below = get<int>(ld, "pad_below", where);
     c.layers.push_back(l);
   }
   OptimizerSettings& o = c.optimizer;
-  o.lr = get<float>(d, "lr", o.lr, "config: ");
-  o.beta1 = get<float>(d, "beta1", o.beta1, "config: ");
-  o.beta2 = get<float>(d, "beta2", o.beta2, "config: ");
-  o.eps = get<float>(d, "eps", o.eps, "config: ");
-  const std::string adam = get<std::string>(d, "adam", "sparse", "config: ");
+  o.lr = get<float>(d, "lr", "config: ");
+  o.beta1 = get<float>(d, "beta1", "config: ");
+  o.beta2 = get<float>(d, "beta2", "config: ");
+  o.eps = get<float>(d, "eps", "config: ");
+  const std::string adam = get<std::string>(d, "adam", "config: ");
   if (adam != "sparse" && adam != "dense")
     throw py::value_error("config: adam must be 'sparse' or 'dense', got '" + adam + "'");
   o.mode = adam == "sparse" ? AdamMode::Sparse : AdamMode::Dense;
-  const std::string state = get<std::string>(d, "adam_state", "fp32", "config: ");
+  const std::string state = get<std::string>(d, "adam_state", "config: ");
   if (state != "fp32" && state != "bf16")
     throw py::value_error("config: adam_state must be 'fp32' or 'bf16', got '" + state + "'");
   o.bf16_moments = state == "bf16";
-  c.schedule.rebuild_n0 = get<int>(d, "rebuild_n0", c.schedule.rebuild_n0, "config: ");
-  c.schedule.rebuild_decay = get<double>(d, "rebuild_decay", c.schedule.rebuild_decay, "config: ");
-  c.schedule.rehash_m = get<int>(d, "rehash_m", c.schedule.rehash_m, "config: ");
-  c.seed = get<uint64_t>(d, "seed", 0, "config: ");
-  c.threads = get<int>(d, "threads", 1, "config: ");
-  c.debug_serialize = get<bool>(d, "debug_serialize", false, "config: ");
-  c.init_std = get<float>(d, "init_std", 0.0f, "config: ");
-  c.batch_padding = get<bool>(d, "batch_padding", false, "config: ");
+  c.schedule.rebuild_n0 = get<int>(d, "rebuild_n0", "config: ");
+  c.schedule.rebuild_decay = get<double>(d, "rebuild_decay", "config: ");
+  c.schedule.rehash_m = get<int>(d, "rehash_m", "config: ");
+  c.seed = get<uint64_t>(d, "seed", "config: ");
+  c.threads = get<int>(d, "threads", "config: ");
+  c.debug_serialize = get<bool>(d, "debug_serialize", "config: ");
+  c.init_std = get<float>(d, "init_std", "config: ");
+  c.batch_padding = get<bool>(d, "batch_padding", "config: ");
+  const std::string corr = get<std::string>(d, "logit_correction", "config: ");
+  if (corr != "none" && corr != "log_q")
+    throw py::value_error("config: logit_correction must be 'none' or 'log_q', got '" + corr + "'");
+  c.logit_correction_log_q = corr == "log_q";
   const std::string err = validate_config(c);
   if (!err.empty()) throw py::value_error("config: " + err);
   return c;
@@ -294,6 +310,21 @@ class PyNetwork {
     return py::make_tuple(indptr, ids);
   }
 
+  // (ids, log_q) of the output layer for sample s of the latest training batch (tests).
+  py::tuple last_output(int64_t s) {
+    std::vector<int32_t> ids;
+    std::vector<float> log_q;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      net_->last_output(s, &ids, &log_q);
+    }
+    py::array_t<int32_t> a(static_cast<py::ssize_t>(ids.size()));
+    std::copy(ids.begin(), ids.end(), a.mutable_data());
+    py::array_t<float> b(static_cast<py::ssize_t>(log_q.size()));
+    std::copy(log_q.begin(), log_q.end(), b.mutable_data());
+    return py::make_tuple(a, b);
+  }
+
   py::dict active_composition() {
     std::lock_guard<std::mutex> lock(mu_);
     const ActiveComposition c = net_->active_composition();
@@ -451,6 +482,9 @@ PYBIND11_MODULE(_slide, m) {
            py::arg("n_cols") = py::none())
       .def("lsh_candidates", &PyNetwork::lsh_candidates, py::arg("indptr"), py::arg("indices"), py::arg("values"),
            py::arg("n_cols") = py::none())
+      .def("last_output", &PyNetwork::last_output, py::arg("sample"),
+           "(ids, log_q): the output layer's active ids of a sample of the latest training batch and their log "
+           "inclusion probabilities (empty without logit_correction 'log_q')")
       .def("active_composition", &PyNetwork::active_composition,
            "Output neurons of the training samples so far, summed by origin: labels, lsh, random.")
       .def("get_weights", &PyNetwork::get_weights, py::arg("layer"))
@@ -488,6 +522,8 @@ PYBIND11_MODULE(_slide, m) {
       },
       py::arg("name"), "Force scalar | avx2 | avx512 | auto; returns the kernel now in use.");
   m.def("kernel", []() { return std::string(kernels().name); });
+  m.def("hash_kernel", []() { return std::string(hash_kernel()); },
+        "The instruction set of the hashing loops now: avx2 or scalar (follows select_kernel).");
   m.def("kernels_supported", &kernels_supported);
   m.def("kernels_compiled", &kernels_compiled);
 }

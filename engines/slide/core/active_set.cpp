@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -12,6 +13,12 @@ namespace {
 constexpr uint32_t kMark = 1u << 31;
 constexpr uint32_t kCount = kMark - 1;
 }  // namespace
+
+float inclusion_log_q_retrieved(int count, int L, double keep, double r) {
+  const double p = std::min(1.0, static_cast<double>(count) / static_cast<double>(L));
+  const double q_lsh = (1.0 - std::pow(1.0 - p, static_cast<double>(L))) * keep;
+  return static_cast<float>(std::log(q_lsh + (1.0 - q_lsh) * r));
+}
 
 SelectionKind parse_selection_kind(const std::string& name) {
   std::string n = name;
@@ -32,6 +39,7 @@ ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_
   if (cfg.max_active > 0 && cfg.min_active > cfg.max_active)
     throw std::invalid_argument(p + "min_active (" + std::to_string(cfg.min_active) + ") exceeds max_active (" +
                                 std::to_string(cfg.max_active) + ")");
+  if (cfg.pad_below < 0) throw std::invalid_argument(p + "pad_below: must be >= 0, got " + std::to_string(cfg.pad_below));
   if (cfg.kind == SelectionKind::Threshold && cfg.threshold < 1)
     throw std::invalid_argument(p + "threshold: must be >= 1, got " + std::to_string(cfg.threshold));
   if (cfg.kind == SelectionKind::TopK && cfg.max_active < 1)
@@ -56,24 +64,29 @@ void ActiveSetSelector::add_forced(const int32_t* forced, int n_forced, std::vec
   }
 }
 
-void ActiveSetSelector::select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out) {
+void ActiveSetSelector::select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out,
+                                      std::vector<float>* log_q) {
   out.clear();
   touched_.clear();
   add_forced(forced, n_forced, out);
   last_.forced = static_cast<int>(out.size());
   const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
-  if (out.size() < target) pad_random(out, target);
+  if (out.size() < target && below_pad_limit(out.size())) pad_random(out, target);
   last_.retrieved = 0;
   last_.padded = static_cast<int>(out.size()) - last_.forced;
+  if (log_q != nullptr) fill_log_q(out, static_cast<size_t>(last_.forced), 0, 0, 1, *log_q);
   for (int32_t id : touched_) count_[id] = 0;
 }
 
 void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
-                               int n_forced, std::vector<int32_t>& out, bool pad) {
+                               int n_forced, std::vector<int32_t>& out, bool pad, std::vector<float>* log_q) {
   out.clear();
   touched_.clear();
   cand_.clear();
   const int L = tables.L();
+  if (log_q != nullptr && cfg_.kind != SelectionKind::Vanilla)
+    throw std::invalid_argument("ActiveSetSelector: inclusion probabilities are defined for vanilla and random "
+                                "selection only");
   if (cfg_.kind == SelectionKind::Threshold && cfg_.threshold > L)
     throw std::invalid_argument("SelectionConfig.threshold: " + std::to_string(cfg_.threshold) + " exceeds L = " +
                                 std::to_string(L));
@@ -165,10 +178,28 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
 
   last_.retrieved = static_cast<int>(out.size()) - last_.forced;
   const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
-  if (pad && out.size() < target) pad_random(out, target);
+  const size_t before_pad = out.size();
+  if (pad && out.size() < target && below_pad_limit(out.size())) pad_random(out, target);
   last_.padded = static_cast<int>(out.size()) - last_.forced - last_.retrieved;
+  // (before the reset: fill_log_q reads the retrieved neurons' table counts)
+  if (log_q != nullptr) fill_log_q(out, before_pad, cand_.size(), room, L, *log_q);
 
   for (int32_t id : touched_) count_[id] = 0;
+}
+
+void ActiveSetSelector::fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room,
+                                   int L, std::vector<float>& log_q) const {
+  const size_t forced = static_cast<size_t>(last_.forced);
+  const size_t n_pad = out.size() - n_before_pad;
+  // Padding drew n_pad of the n - n_before_pad ids not chosen before it (0 when it drew nothing).
+  const double r = n_pad == 0 ? 0.0
+                              : static_cast<double>(n_pad) / static_cast<double>(static_cast<size_t>(n_) - n_before_pad);
+  const double keep = n_cand > room ? static_cast<double>(room) / static_cast<double>(n_cand) : 1.0;
+  log_q.assign(out.size(), 0.0f);
+  for (size_t p = forced; p < n_before_pad; ++p)
+    log_q[p] = inclusion_log_q_retrieved(static_cast<int>(count_[out[p]] & kCount), L, keep, r);
+  const float log_r = n_pad == 0 ? 0.0f : static_cast<float>(std::log(r));
+  for (size_t p = n_before_pad; p < out.size(); ++p) log_q[p] = log_r;
 }
 
 void ActiveSetSelector::pad_random(std::vector<int32_t>& out, size_t target) {

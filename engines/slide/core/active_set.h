@@ -27,7 +27,25 @@ struct SelectionConfig {
   int min_active = 0;   // fewer selected: pad with uniform random neurons up to this total
   int max_active = 0;   // total cap (forced ids included; forced ids are never dropped). 0 = no cap
   int threshold = 1;    // Threshold: minimum number of tables; 1..L
+  // Pad only when fewer than this many neurons were chosen before padding (forced + retrieved);
+  // 0: whenever fewer than min_active (the original SLIDE code pads to 1,000 below 1,500).
+  int pad_below = 0;
 };
+
+// Inclusion probability of a neuron in one selection, as sampled softmax's correction needs it:
+//  - forced ids (labels): 1;
+//  - uniform padding: m ids are chosen before padding and `need` more are drawn uniformly without
+//    replacement from the n - m others, so each of those is included with probability
+//    r = need / (n - m), exactly (given what was retrieved);
+//  - a retrieved neuron found in c of the L tables: each table's bucket holds it with some
+//    probability p (its collision probability times the bucket's keep rate under the capacity);
+//    c / L is the unbiased estimate of p from this query's L independent tables, so the union of
+//    the L buckets holds it with probability 1 - (1 - c/L)^L, estimated. (It is an estimate
+//    conditioned on having been found, so biased up for rarely found neurons: their correction
+//    is smaller than the exact one.) When the union exceeds max_active, a uniform `room` of its
+//    `cand` neurons are kept: times room / cand. Had it not been retrieved, padding would have
+//    included it with probability r, so q = q_lsh + (1 - q_lsh) r.
+float inclusion_log_q_retrieved(int count, int L, double keep, double r);
 
 class ActiveSetSelector {
  public:
@@ -40,10 +58,13 @@ class ActiveSetSelector {
   // max(n_forced_unique, min(selected, max_active)) padded to min(min_active, n_neurons).
   // buckets_L has tables.L() entries.
   // With pad = false the result stops before the random padding (what the tables retrieved).
+  // With log_q given, log_q[p] is the log of out[p]'s inclusion probability (see inclusion_log_q;
+  // forced ids: 0), for sampled softmax's logit correction. Vanilla and Random selection only.
   void select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
-              int n_forced, std::vector<int32_t>& out, bool pad = true);
+              int n_forced, std::vector<int32_t>& out, bool pad = true, std::vector<float>* log_q = nullptr);
   // Selection without tables (SelectionKind::Random): forced ids, then uniform random padding.
-  void select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out);
+  void select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out,
+                     std::vector<float>* log_q = nullptr);
 
   // Where the last selection's neurons came from: forced (labels), tables, random padding.
   struct Composition {
@@ -57,6 +78,12 @@ class ActiveSetSelector {
 
  private:
   void pad_random(std::vector<int32_t>& out, size_t target);
+  bool below_pad_limit(size_t chosen) const {
+    return cfg_.pad_below == 0 || chosen < static_cast<size_t>(cfg_.pad_below);
+  }
+  // log_q for out[first..) (retrieved with their table counts, then padding); see select().
+  void fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room, int L,
+                  std::vector<float>& log_q) const;
   void add_forced(const int32_t* forced, int n_forced, std::vector<int32_t>& out);
 
   int n_;

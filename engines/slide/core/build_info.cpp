@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include "hash_family.h"
 #include "kernels.h"
 
 #include "build_config.h"
@@ -26,6 +27,7 @@ std::vector<std::pair<std::string, std::string>> build_info() {
       {"kernels_compiled", join(kernels_compiled())},
       {"kernels_supported", join(kernels_supported())},
       {"kernel_selected", kernels().name},
+      {"hash_kernel", hash_kernel()},
       {"max_threads", std::to_string(omp_get_max_threads())},
   };
 }

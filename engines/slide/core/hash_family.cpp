@@ -5,11 +5,13 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 
+#include "kernels.h"
 #include "rng.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -89,9 +91,8 @@ struct BinLayout {
 };
 
 // Hot loops of a rebuild (670K neurons x K*L codes). The library is built without -mavx2, so each
-// loop exists as a baseline version and an AVX2+FMA version (function target attribute); the
-// AVX2 one is chosen once at first use when the CPU has it (__builtin_cpu_supports), and the
-// environment variable SLIDE_KERNEL=scalar forces the baseline, as for the core's kernels.
+// loop exists as a baseline version and an AVX2+FMA version (function target attribute); use_avx2()
+// picks one per call from the core's kernel selection (kernels.h), on CPUs with AVX2 and FMA.
 constexpr uint32_t kEmptyCode = 0xFFFFFFFFu;
 
 // Arg-max position per window for 8 windows at a time (lanes), windows given lane-interleaved:
@@ -283,19 +284,26 @@ __attribute__((target("avx2,fma"))) void signsum_rows8_avx2(const float* __restr
 }
 #endif
 
+// The hashing loops follow the core's kernel selection (kernels.h: SLIDE_KERNEL, select_kernels),
+// so choosing the scalar kernels makes hashing scalar too. The AVX-512 table hashes with the AVX2
+// loops (there are no AVX-512 hashing loops).
 bool use_avx2() {
-  static const bool yes = [] {
 #ifdef SLIDE_LSH_HAVE_AVX2
-    const char* env = std::getenv("SLIDE_KERNEL");
-    if (env && std::string(env) == "scalar") return false;
+  static const bool cpu = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
   }();
-  return yes;
+  return cpu && std::strcmp(kernels().name, "scalar") != 0;
+#else
+  return false;
+#endif
 }
+
+}  // namespace
+
+const char* hash_kernel() { return use_avx2() ? "avx2" : "scalar"; }
+
+namespace {
 
 void argmax_windows(const float* x, const int32_t* T, int groups, int w, bool skip_zero, uint32_t* out) {
 #ifdef SLIDE_LSH_HAVE_AVX2

@@ -9,7 +9,8 @@
 // and the top bucket_bits bits are kept.
 //
 // Inputs must be finite (NaN/inf are not meaningful to any family). The hot loops have a
-// baseline and an AVX2+FMA version chosen at first use; SLIDE_KERNEL=scalar forces the baseline.
+// baseline and an AVX2+FMA version; the core's kernel selection (kernels.h) chooses between them,
+// so SLIDE_KERNEL=scalar or select_kernels("scalar") makes hashing scalar too.
 //
 // All hashing methods are const and thread-safe (any scratch lives on the caller's stack or in
 // thread_local storage), so many threads may hash with one family at once.
@@ -25,6 +26,10 @@ namespace slide {
 // |[w, b]|, queries x as [x, 1, 0]. Every key then has norm M, and the angle between a query and a
 // key falls as the logit w.x + b rises, so the neurons a softmax weighs most collide most often.
 enum class HashKind { SimHash, WTA, DWTA, DOPH, SimHashMips };
+
+// The instruction set the hashing loops run with now: "avx2" or "scalar" (it follows the core's
+// kernel selection, kernels.h; the AVX-512 table hashes with the AVX2 loops).
+const char* hash_kernel();
 
 // Parse "simhash" | "wta" | "dwta" | "doph" | "simhash_mips" (case-insensitive); throws
 // std::invalid_argument.

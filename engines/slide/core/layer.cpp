@@ -114,6 +114,7 @@ void Layer::ensure_selectors(int threads) {
   sc.min_active = settings_.lsh.min_active;
   sc.max_active = settings_.lsh.max_active;
   sc.threshold = settings_.lsh.threshold;
+  sc.pad_below = settings_.lsh.pad_below;
   while (static_cast<int>(selectors_.size()) < threads)
     selectors_.push_back(std::make_unique<ActiveSetSelector>(n_out_, sc, derive_seed(seed_, 0x5E1, selectors_.size())));
 }

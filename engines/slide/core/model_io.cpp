@@ -17,7 +17,7 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 2;  // 2: batch_padding, bf16_moments
+constexpr uint32_t kVersion = 3;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction
 
 class Writer {
  public:
@@ -72,7 +72,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
     const LshSettings& s = l.lsh;
     for (int32_t v : {static_cast<int32_t>(s.hash), s.K, s.L, s.bucket_bits, s.bucket_capacity,
                       static_cast<int32_t>(s.insertion), static_cast<int32_t>(s.selection), s.min_active,
-                      s.max_active, s.threshold, s.wta_bin_size})
+                      s.max_active, s.threshold, s.wta_bin_size, s.pad_below})
       w.put<int32_t>(v);
     w.put<float>(s.simhash_density);
   }
@@ -86,6 +86,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
   w.put<uint64_t>(c.seed);
   w.put<float>(c.init_std);
   w.put<int32_t>(c.batch_padding ? 1 : 0);
+  w.put<int32_t>(c.logit_correction_log_q ? 1 : 0);
 }
 
 NetworkConfig get_config(Reader& r) {
@@ -117,6 +118,7 @@ NetworkConfig get_config(Reader& r) {
     s.max_active = r.get<int32_t>("max_active");
     s.threshold = r.get<int32_t>("threshold");
     s.wta_bin_size = r.get<int32_t>("wta_bin_size");
+    s.pad_below = r.get<int32_t>("pad_below");
     s.simhash_density = r.get<float>("simhash_density");
     c.layers.push_back(l);
   }
@@ -135,6 +137,8 @@ NetworkConfig get_config(Reader& r) {
   c.seed = r.get<uint64_t>("seed");
   c.init_std = r.get<float>("init_std");
   c.batch_padding = r.get<int32_t>("batch_padding") != 0;
+  c.logit_correction_log_q = r.get<int32_t>("logit_correction") != 0;
+  c.threads = 1;  // not part of the model: a loaded network starts on one thread (set_threads changes it)
   return c;
 }
 

@@ -20,6 +20,7 @@ namespace slide {
 struct LayerState {
   std::vector<int32_t> ids;
   std::vector<float> val, delta;
+  std::vector<float> log_q;  // output layer, training with the log-q correction: per active neuron
   bool dense = true;
 };
 
@@ -236,6 +237,7 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       }
     } else if (L.all_active() || !use_lsh) {
       o.dense = true;
+      o.log_q.clear();
       o.val.resize(n_out);
       for (int j = 0; j < n_out; ++j) o.val[j] = b[j] + dot_in(k, L.row(j), in);
     } else {
@@ -244,11 +246,13 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       // Per-sample stream: the random padding does not depend on which thread runs the sample.
       sel.reseed(derive_seed(stream, static_cast<uint64_t>(l)));
       const bool force = force_labels && l + 1 == nl;
+      std::vector<float>* log_q = force && cfg_.logit_correction_log_q ? &o.log_q : nullptr;
+      if (log_q == nullptr) o.log_q.clear();
       if (L.hashed()) {
         hash_query(*L.family(), in, ts.buckets);
-        sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids);
+        sel.select(*L.tables(), ts.buckets.data(), force ? labels : nullptr, force ? n_labels : 0, o.ids, true, log_q);
       } else {
-        sel.select_random(force ? labels : nullptr, force ? n_labels : 0, o.ids);
+        sel.select_random(force ? labels : nullptr, force ? n_labels : 0, o.ids, log_q);
       }
       if (force) {
         const ActiveSetSelector::Composition& c = sel.last();
@@ -288,15 +292,27 @@ double Network::backward(int64_t /*row*/, const int32_t* labels, int n_labels, d
 
   // Softmax cross-entropy over the active outputs against 1/|y| on each true label. Training puts
   // the labels first in a sampled output's active list; in a dense list label y sits at index y.
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int p = 0; p < n; ++p) mx = std::max(mx, o.val[p]);
-  double sum = 0.0;
-  for (int p = 0; p < n; ++p) sum += std::exp(static_cast<double>(o.val[p] - mx));
-  const double lse = mx + std::log(sum);
+  // With the log-q correction the softmax runs over z - log q (labels: log q = 0); the shift is a
+  // constant of the weights, so d loss / d z is that softmax minus the targets, as without it.
+  double lse;
+  if (o.log_q.empty()) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int p = 0; p < n; ++p) mx = std::max(mx, o.val[p]);
+    double sum = 0.0;
+    for (int p = 0; p < n; ++p) sum += std::exp(static_cast<double>(o.val[p] - mx));
+    lse = mx + std::log(sum);
+    for (int p = 0; p < n; ++p) o.delta[p] = static_cast<float>(std::exp(static_cast<double>(o.val[p]) - lse) * inv_batch);
+  } else {
+    auto logit = [&](int p) { return static_cast<double>(o.val[p]) - static_cast<double>(o.log_q[p]); };
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int p = 0; p < n; ++p) mx = std::max(mx, logit(p));
+    double sum = 0.0;
+    for (int p = 0; p < n; ++p) sum += std::exp(logit(p) - mx);
+    lse = mx + std::log(sum);
+    for (int p = 0; p < n; ++p) o.delta[p] = static_cast<float>(std::exp(logit(p) - lse) * inv_batch);
+  }
   const double t = 1.0 / n_labels;
   double loss = lse;
-  for (int p = 0; p < n; ++p)
-    o.delta[p] = static_cast<float>(std::exp(static_cast<double>(o.val[p]) - lse) * inv_batch);
   for (int i = 0; i < n_labels; ++i) {
     const int pos = o.dense ? labels[i] : i;
     loss -= t * o.val[pos];
@@ -580,6 +596,14 @@ void Network::lsh_candidates(const CsrView& x, std::vector<std::vector<int32_t>>
     sel.reseed(derive_seed(cfg_.seed, 0xCA9D, static_cast<uint64_t>(s)));
     sel.select(*Lo.tables(), ts.buckets.data(), nullptr, 0, (*out)[s], /*pad=*/false);
   });
+}
+
+void Network::last_output(int64_t s, std::vector<int32_t>* ids, std::vector<float>* log_q) const {
+  if (s < 0 || s >= static_cast<int64_t>(samples_.size()) || samples_[s].layer.empty())
+    throw std::out_of_range("last_output: no sample " + std::to_string(s) + " in the latest batch");
+  const LayerState& o = samples_[s].layer.back();
+  *ids = o.ids;
+  *log_q = o.log_q;
 }
 
 void Network::predict_scores(const CsrView& x, float* out) {

@@ -80,6 +80,10 @@ class Network {
   // layers, same selection, no labels, no random padding). Empty when the output is not hashed.
   void lsh_candidates(const CsrView& features, std::vector<std::vector<int32_t>>* out);
 
+  // For tests: the output layer's active ids of sample s of the latest training batch, and their
+  // log inclusion probabilities (empty without the log-q correction).
+  void last_output(int64_t s, std::vector<int32_t>* ids, std::vector<float>* log_q) const;
+
   // Rebuild every sampled layer's tables now (also done on construction and by the schedule).
   void rebuild_tables();
   int64_t rebuilds() const { return rebuilds_; }

@@ -21,6 +21,9 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
   else if (s.max_active < 0) e << where << ".max_active must be >= 0, got " << s.max_active;
   else if (s.max_active > 0 && s.min_active > s.max_active)
     e << where << ".min_active (" << s.min_active << ") must not exceed max_active (" << s.max_active << ")";
+  else if (s.pad_below < 0) e << where << ".pad_below must be >= 0 (0: pad whenever below min_active), got " << s.pad_below;
+  else if (s.pad_below > 0 && s.pad_below < s.min_active)
+    e << where << ".pad_below (" << s.pad_below << ") must be 0 or >= min_active (" << s.min_active << ")";
   if (!e.str().empty()) return e.str();
   if (s.min_active >= ls.size) return "";  // every neuron active: no hashing, nothing else to check
   if (s.selection == SelectionKind::TopK && s.max_active <= 0)
@@ -138,6 +141,12 @@ std::string validate_config(const NetworkConfig& cfg) {
     }
     bytes += 3.0 * 4.0 * static_cast<double>(n_in) * static_cast<double>(ls.size);
     n_in = ls.size;
+  }
+  if (cfg.logit_correction_log_q) {
+    const LshSettings& out = cfg.layers.back().lsh;
+    if (out.selection != SelectionKind::Vanilla && out.selection != SelectionKind::Random)
+      return "logit_correction 'log_q' needs the output layer's selection 'vanilla' or 'random' (inclusion "
+             "probabilities of threshold and top-k selection are not defined)";
   }
   if (bytes > kMaxModelBytes) {
     e << "model too large: weights and Adam moments would take " << bytes / (1 << 30) << " GiB";

@@ -17,6 +17,7 @@
 
 #include "network.h"
 #include "rng.h"
+#include "test_util.h"
 
 using namespace slide;
 using Clock = std::chrono::steady_clock;
@@ -54,11 +55,13 @@ int main(int argc, char** argv) {
   auto arg = [&](int i, int dflt) { return argc > i ? std::stoi(argv[i]) : dflt; };
   const int threads = arg(1, 2), min_active = arg(2, 2000), steps = arg(3, 20), warmup = arg(4, 3);
   NetworkConfig cfg;
+  slide_test::set_training(cfg);
   cfg.num_features = kFeatures;
   LayerSettings hidden, out;
   hidden.size = 128;
   out.size = kLabels;
   out.sampled = true;
+  out.lsh = slide_test::lsh_settings(min_active);
   out.lsh.bucket_capacity = 8;  // the engine's auto sizing at this width
   out.lsh.min_active = min_active;
   cfg.layers = {hidden, out};

@@ -182,6 +182,51 @@ void test_vanilla_truncation_uniform() {
     LSH_CHECK(std::fabs(kept[i] - e) < 4 * sd, "neuron %d kept %d times, expected %.0f +- %.0f", i, kept[i], e, 4 * sd);
 }
 
+// pad_below: padding up to min_active happens only when fewer than pad_below were chosen; log_q
+// gives forced ids 0, padding log(need / (n - chosen)) and a neuron found in c of L tables
+// log(1 - (1 - c/L)^L) (combined with the padding rate when padding happened).
+void test_pad_below_and_log_q() {
+  const int L = 4, n = 100;
+  HashTables t(L, 3, 16, Insertion::FIFO, 1);
+  uint32_t all[L] = {0, 0, 0, 0};
+  uint32_t two[L] = {0, 0, 5, 5};
+  for (uint32_t id = 10; id < 16; ++id) t.insert(id, all);  // 6 neurons in every table
+  t.insert(20, two);                                        // 1 neuron in tables 0 and 1 only
+  const int32_t forced[2] = {3, 4};
+  std::vector<int32_t> out;
+  std::vector<float> log_q;
+  SelectionConfig c = sel(SelectionKind::Vanilla, 12, 0);
+  c.pad_below = 9;  // 2 forced + 7 retrieved = 9 chosen: not below 9, so no padding
+  ActiveSetSelector no_pad(n, c, 1);
+  no_pad.select(t, all, forced, 2, out, true, &log_q);
+  LSH_CHECK(out.size() == 9, "pad_below 9 with 9 chosen must not pad: %zu", out.size());
+  LSH_CHECK(no_pad.last().padded == 0, "padded %d", no_pad.last().padded);
+  LSH_CHECK(log_q.size() == out.size() && log_q[0] == 0.0f && log_q[1] == 0.0f, "forced ids: log q = 0");
+  for (size_t p = 2; p < out.size(); ++p) {
+    const double q = out[p] == 20 ? 1.0 - std::pow(0.5, L) : 1.0;
+    LSH_CHECK(std::fabs(log_q[p] - std::log(q)) < 1e-6, "neuron %d: log q %g, want %g", out[p], log_q[p], std::log(q));
+  }
+  c.pad_below = 10;  // now 9 < 10: pad to 12, 3 of the 91 not chosen
+  ActiveSetSelector pad(n, c, 1);
+  pad.select(t, all, forced, 2, out, true, &log_q);
+  LSH_CHECK(out.size() == 12 && pad.last().padded == 3, "pad_below 10 must pad to 12: %zu", out.size());
+  const double r = 3.0 / 91.0;
+  for (size_t p = 2; p < out.size(); ++p) {
+    const double q_lsh = p >= 9 ? 0.0 : (out[p] == 20 ? 1.0 - std::pow(0.5, L) : 1.0);
+    const double want = std::log(q_lsh + (1.0 - q_lsh) * r);
+    LSH_CHECK(std::fabs(log_q[p] - want) < 1e-6, "position %zu: log q %g, want %g", p, log_q[p], want);
+  }
+  c.pad_below = 0;  // 0: pad whenever below min_active
+  ActiveSetSelector always(n, c, 1);
+  always.select(t, all, forced, 2, out);
+  LSH_CHECK(out.size() == 12, "pad_below 0 must pad to min_active: %zu", out.size());
+  SelectionConfig bad = sel(SelectionKind::Vanilla, 0, 0);
+  bad.pad_below = -1;
+  LSH_CHECK_THROWS(std::invalid_argument, "pad_below", ActiveSetSelector(10, bad, 1));
+  ActiveSetSelector topk(n, sel(SelectionKind::TopK, 0, 5), 1);
+  LSH_CHECK_THROWS(std::invalid_argument, "vanilla and random", topk.select(t, all, nullptr, 0, out, true, &log_q));
+}
+
 }  // namespace
 
 int main() {
@@ -189,5 +234,6 @@ int main() {
   test_against_reference();
   test_budget_edges();
   test_vanilla_truncation_uniform();
+  test_pad_below_and_log_q();
   return lsh_test::finish("test_lsh_select");
 }

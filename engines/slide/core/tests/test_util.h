@@ -80,11 +80,47 @@ inline void make_batch(slide::Rng& rng, int n, int n_features, int n_labels, int
 
 namespace slide_test {
 
+// config.h holds no engine defaults (they live in the Python adapter's DEFAULTS): C++ programs set
+// every setting. These are small-model values for the tests and benchmarks.
+inline slide::LshSettings lsh_settings(int min_active) {
+  slide::LshSettings s;
+  s.hash = slide::HashKind::DWTA;
+  s.K = 6;
+  s.L = 50;
+  s.bucket_bits = 18;
+  s.bucket_capacity = 128;
+  s.insertion = slide::Insertion::FIFO;
+  s.selection = slide::SelectionKind::Vanilla;
+  s.min_active = min_active;
+  s.max_active = 0;
+  s.threshold = 1;
+  s.pad_below = 0;
+  s.simhash_density = 1.0f / 3.0f;
+  s.wta_bin_size = 8;
+  return s;
+}
+
+// Adam's usual constants, lazy updates, fp32 moments; tables rebuilt every 50 batches, never rehashed.
+inline void set_training(slide::NetworkConfig& c) {
+  c.optimizer.lr = 1e-3f;
+  c.optimizer.beta1 = 0.9f;
+  c.optimizer.beta2 = 0.999f;
+  c.optimizer.eps = 1e-8f;
+  c.optimizer.mode = slide::AdamMode::Sparse;
+  c.optimizer.bf16_moments = false;
+  c.schedule.rebuild_n0 = 50;
+  c.schedule.rebuild_decay = 0.0;
+  c.schedule.rehash_m = 0;
+  c.init_std = 0.0f;
+  c.threads = 1;
+}
+
 // features -> hidden (dense, ReLU) [-> hidden2 (sampled, all active, ReLU)] -> output (sampled).
 // all_active_output: min_active = num_labels, so every output neuron is computed.
 inline slide::NetworkConfig small_config(int n_features, int hidden, int n_labels, bool all_active_output,
                                          bool second_hidden_sampled = false) {
   slide::NetworkConfig c;
+  set_training(c);
   c.num_features = n_features;
   slide::LayerSettings h;
   h.size = hidden;
@@ -93,12 +129,13 @@ inline slide::NetworkConfig small_config(int n_features, int hidden, int n_label
     slide::LayerSettings h2;
     h2.size = hidden;
     h2.sampled = true;
-    h2.lsh.min_active = hidden;  // all active: exact gradients through a neuron-major hidden layer
+    h2.lsh = lsh_settings(hidden);  // all active: exact gradients through a neuron-major hidden layer
     c.layers.push_back(h2);
   }
   slide::LayerSettings o;
   o.size = n_labels;
   o.sampled = true;
+  o.lsh = lsh_settings(all_active_output ? n_labels : 8);
   o.lsh.hash = slide::HashKind::SimHash;
   o.lsh.K = 4;
   o.lsh.L = 8;
