@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import records, results, runner
+from harness import env, records, results, runner
 from harness.tuning import TUNING_FILE_VERSION, plain_number, reference_engine, split_values, tuning_file
 from harness.workload import RunSpec, Workload
 
@@ -172,7 +171,7 @@ def tune(
             "budget_s": decl.budget_fraction * (w.training.max_seconds or 0),
             "validation_points": w.evaluation.subset,
             "tuned_at": results.utc_now(),
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            "machine": {"cpu": env.cpu_info().get("cpu_model"), "cores": os.cpu_count()},
             "load_before": [round(x, 2) for x in load_before],
         })  # fmt: skip
         if reference and decl.reference is not None and set(w.engines) <= set(doc["engines"]):

@@ -16,7 +16,10 @@ any real set. This one is a topic model whose knobs are measurable statistics of
   model must find the label-specific words to tell them apart.
 - A point's feature draws: with probability `signal * label_share` a signature word of one of its
   labels, with probability `signal * (1 - label_share)` a word of one of its clusters, else a
-  background word from a Zipf law over the vocabulary (common words, no information).
+  background word from a Zipf law over the vocabulary (common words, no information). With
+  `background_topical` > 0 that share of the background draws uses the point's first cluster's own
+  ordering of the TOPICAL_HEAD most common ranks: which common words a document uses then depends
+  on its topic, as in real text, and the most frequent features carry (topic-level) information.
 - Label frequencies follow `label_profile` (relative frequency against rank fraction, log-log
   interpolated; measured from a real set or a Zipf law for a preset), labels per point and
   features per point follow quantile tables (`labels_quantiles`, `nnz_quantiles`, 101 points from
@@ -55,6 +58,7 @@ BLOCK_POINTS = 32_768
 QUANTILE_POINTS = 101  # p = 0, 0.01, ..., 1
 PROFILE_POINTS = 64
 CALIBRATION_POINTS = 6_000
+TOPICAL_HEAD = 1_000  # most common background ranks a cluster reorders (background_topical)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class TwinKnobs:
     duplicate_rate: float = 0.0  # share of points that are near-copies of a shared prototype
     duplicate_copies: float = 3.0  # mean copies per prototype (over both splits)
     duplicate_keep: float = 0.8  # share of a prototype's features a copy keeps
+    # Share of background draws taken from the point's first cluster's own ordering of the common
+    # words (its permutation of the TOPICAL_HEAD most common background ranks): in real text which
+    # common words a document uses depends on its topic. 0 (the default) leaves the output as before.
+    background_topical: float = 0.0
     fitted_from: str = ""  # provenance: the real set, or the published figures of a preset
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -138,6 +146,7 @@ class TwinKnobs:
         for what, x in (("coherence", self.coherence), ("signal", self.signal), ("label_share", self.label_share),
                         ("signature_sharing", self.signature_sharing),
                         ("signature_common", self.signature_common), ("duplicate_rate", self.duplicate_rate),
+                        ("background_topical", self.background_topical),
                         ("duplicate_keep", self.duplicate_keep)):
             if not 0 <= x <= 1:
                 raise ValueError(f"{self.name}: {what} must be in [0, 1], got {x}")
@@ -201,6 +210,8 @@ class _World:
     background_cdf: np.ndarray  # float64[D + 1] over background ranks
     background_order: np.ndarray  # int64[D]: rank -> feature id
     idf: np.ndarray  # float32[D]
+    # int64[C, H]: each cluster's feature ids for background ranks 0..H-1 (background_topical > 0)
+    topical_head: np.ndarray | None = None
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -251,8 +262,14 @@ def _world(k: TwinKnobs, seed: int, label_weight: np.ndarray | None = None) -> _
     own = np.where(common, background_order[bg_rank], own).astype(np.int32)
     from_topic = topic_words[label_cluster[:, None], rng.integers(0, V, size=(L, S))]
     signatures = np.where(shared, from_topic, own).astype(np.int32)
+    topical_head = None
+    if k.background_topical > 0:
+        # Its own stream: the default's output must not change.
+        head = min(TOPICAL_HEAD, D)
+        trng = _rng(seed, 6)
+        topical_head = background_order[np.argsort(trng.random((n_clusters, head)), axis=1)]
     return _World(label_order, label_cdf, cluster_start, cluster_cdf, label_cluster, signatures,
-                  topic_words, background_cdf, background_order, np.ones(D, dtype=np.float32))
+                  topic_words, background_cdf, background_order, np.ones(D, dtype=np.float32), topical_head)
 
 
 def _first_distinct(rows: np.ndarray, ids: np.ndarray, width: int, want: np.ndarray):
@@ -332,8 +349,15 @@ def _block(k: TwinKnobs, w: _World, n: int, rng: np.random.Generator) -> tuple[C
     r = rows[is_topic]
     c = clusters[t_indptr[r] + (rng.random(len(r)) * t_counts[r]).astype(np.int64)]
     feats[is_topic] = w.topic_words[c, rng.integers(0, w.topic_words.shape[1], size=len(r))]
-    rank = np.searchsorted(w.background_cdf, rng.random(int(is_bg.sum())), side="right") - 1
-    feats[is_bg] = w.background_order[np.clip(rank, 0, D - 1)]
+    rank = np.clip(np.searchsorted(w.background_cdf, rng.random(int(is_bg.sum())), side="right") - 1, 0, D - 1)
+    bg = w.background_order[rank]
+    if w.topical_head is not None:
+        r = rows[is_bg]
+        head = w.topical_head.shape[1]
+        topical = (rng.random(len(r)) < k.background_topical) & (rank < head)
+        first_cluster = clusters[t_indptr[r[topical]]]
+        bg[topical] = w.topical_head[first_cluster, rank[topical]]
+    feats[is_bg] = bg
     f_rows, f_ids, counts = _first_distinct(rows, feats, D, want)
     if k.binary:
         values = np.ones(len(f_ids), dtype=np.float32)

@@ -27,11 +27,18 @@ def _private_cache(tmp_path, monkeypatch):
 
 def knobs(**over) -> twin.TwinKnobs:
     base = twin.TwinKnobs(
-        name="unit", num_features=1_000, num_labels=200, train_points=3_000, test_points=1_000,
+        name="unit",
+        num_features=1_000,
+        num_labels=200,
+        train_points=3_000,
+        test_points=1_000,
         labels_quantiles=twin.negbin_quantiles(4.0, 2.0),
         nnz_quantiles=twin.lognormal_quantiles(30.0, 0.6),
         label_profile=twin.zipf_profile(200, 1.0, 2.0),
-        cluster_size=8.0, coherence=0.8, signal=0.6, label_share=0.5,
+        cluster_size=8.0,
+        coherence=0.8,
+        signal=0.6,
+        label_share=0.5,
     )
     return replace(base, **over)
 
@@ -39,8 +46,16 @@ def knobs(**over) -> twin.TwinKnobs:
 def write_pair(folder, train, test):
     folder.mkdir(parents=True, exist_ok=True)
     for split, ds in (("train", train), ("test", test)):
-        write_xmc(folder / f"set_{split}.txt", ds.labels.indptr, ds.labels.indices, ds.features.indptr,
-                  ds.features.indices, ds.features.values, ds.num_features, ds.num_labels)
+        write_xmc(
+            folder / f"set_{split}.txt",
+            ds.labels.indptr,
+            ds.labels.indices,
+            ds.features.indptr,
+            ds.features.indices,
+            ds.features.values,
+            ds.num_features,
+            ds.num_labels,
+        )
 
 
 def test_deterministic_per_seed():
@@ -65,8 +80,10 @@ def test_rows_are_well_formed_and_tfidf_or_binary():
         assert m.indices.min() >= 0 and m.indices.max() < m.n_cols
     v = train.features.values
     assert np.all(np.isfinite(v)) and np.all(v > 0) and len(np.unique(v)) > 50
-    norms = np.bincount(np.repeat(np.arange(train.num_points), np.diff(train.features.indptr)),
-                        weights=v.astype(np.float64) ** 2)
+    norms = np.bincount(
+        np.repeat(np.arange(train.num_points), np.diff(train.features.indptr)),
+        weights=v.astype(np.float64) ** 2,
+    )
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     binary, _ = twin.generate(knobs(binary=True), 0)
     assert np.all(binary.features.values == 1.0)
@@ -75,8 +92,10 @@ def test_rows_are_well_formed_and_tfidf_or_binary():
 def test_reproduces_the_distribution_tables():
     k = knobs(train_points=6_000)
     train, _ = twin.generate(k, 0)
-    for counts, table in ((np.diff(train.labels.indptr), k.labels_quantiles),
-                          (np.diff(train.features.indptr), k.nnz_quantiles)):
+    for counts, table in (
+        (np.diff(train.labels.indptr), k.labels_quantiles),
+        (np.diff(train.features.indptr), k.nnz_quantiles),
+    ):
         got = np.quantile(counts, [0.1, 0.25, 0.5, 0.75, 0.9])
         want = np.interp([0.1, 0.25, 0.5, 0.75, 0.9], np.linspace(0, 1, len(table)), table)
         np.testing.assert_allclose(got, want, rtol=0.15, atol=1.0)
@@ -92,7 +111,12 @@ def test_scaled_twin_keeps_per_point_distributions():
     big = k.scaled(2.0)
     assert (big.num_features, big.num_labels, big.train_points, big.test_points) == (2_000, 400, 6_000, 2_000)
     train, test = twin.generate(big, 0)
-    assert (train.num_points, test.num_points, train.num_features, train.num_labels) == (6_000, 2_000, 2_000, 400)
+    assert (train.num_points, test.num_points, train.num_features, train.num_labels) == (
+        6_000,
+        2_000,
+        2_000,
+        400,
+    )
     small, _ = twin.generate(k, 0)
     for a, b in ((train.labels, small.labels), (train.features, small.features)):
         qa = np.quantile(np.diff(a.indptr), [0.25, 0.5, 0.75])
@@ -107,8 +131,10 @@ def test_near_duplicates_raise_nearest_neighbour_similarity():
     plain_tr, plain_te = twin.generate(k, 0)
     dup_tr, dup_te = twin.generate(replace(k, duplicate_rate=0.5), 0)
     rows = calibrate.eval_rows(plain_te)
-    assert (calibrate.nn_similarity(dup_tr, dup_te, rows)
-            > calibrate.nn_similarity(plain_tr, plain_te, rows) + 0.1)
+    assert (
+        calibrate.nn_similarity(dup_tr, dup_te, rows)
+        > calibrate.nn_similarity(plain_tr, plain_te, rows) + 0.1
+    )
     # Copies keep their prototype's labels: test label sets recur exactly in train more often.
 
     def recurring(tr, te):
@@ -128,8 +154,14 @@ def test_labels_of_a_cluster_cooccur_and_independent_labels_do_not():
 
 
 def test_fit_recovers_known_knobs():
-    truth = knobs(coherence=0.6, signal=0.5, label_share=0.5, duplicate_rate=0.2, **calibrate.FREE_KNOBS,
-                  cluster_size=round(calibrate.CLUSTER_RATIO * 4.0, 2))
+    truth = knobs(
+        coherence=0.6,
+        signal=0.5,
+        label_share=0.5,
+        duplicate_rate=0.2,
+        **calibrate.FREE_KNOBS,
+        cluster_size=round(calibrate.CLUSTER_RATIO * 4.0, 2),
+    )
     train, test = twin.generate(truth, seed=11)
     measured = calibrate.measured_knobs("unit", train, test)
     assert (measured.num_features, measured.num_labels) == (truth.num_features, truth.num_labels)
@@ -217,9 +249,12 @@ def test_twins_of_the_real_sets_match_distributions_and_popularity():
             got = calibrate.distributions(tw_train)[key]
             assert np.all(np.abs(np.subtract(got, q)) <= 0.25 * np.asarray(q) + 1e-9), (name, key, q, got)
         rows, tw_rows = calibrate.eval_rows(test), calibrate.eval_rows(tw_test)
-        pop = calibrate.p_at_1(np.full(len(rows), calibrate.popularity_top(train, 1)[0]), test.labels.take(rows))
-        tw_pop = calibrate.p_at_1(np.full(len(tw_rows), calibrate.popularity_top(tw_train, 1)[0]),
-                                  tw_test.labels.take(tw_rows))
+        pop = calibrate.p_at_1(
+            np.full(len(rows), calibrate.popularity_top(train, 1)[0]), test.labels.take(rows)
+        )
+        tw_pop = calibrate.p_at_1(
+            np.full(len(tw_rows), calibrate.popularity_top(tw_train, 1)[0]), tw_test.labels.take(tw_rows)
+        )
         assert abs(pop - tw_pop) <= 0.05, (name, pop, tw_pop)
 
 
@@ -236,7 +271,9 @@ def test_full_size_amazon_preset_generates_in_minutes():
     assert elapsed < 600
 
 
-def test_workloads_get_the_twin_presets_through_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workloads_get_the_twin_presets_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cached path every workload takes must give the twin generator's data, not the old one's
     under the new cache key."""
     from harness import synth
@@ -249,4 +286,184 @@ def test_workloads_get_the_twin_presets_through_the_cache(tmp_path: Path, monkey
         assert np.array_equal(got.labels.indptr, direct.labels.indptr)
         assert np.array_equal(got.labels.indices, direct.labels.indices)
     old, _ = synth.generate(synth.preset("amazon-670k"), 0.0005, 0)  # the pre-twin generator
-    assert old.labels.nnz != direct.labels.nnz or not np.array_equal(old.labels.indices, direct.labels.indices)
+    assert old.labels.nnz != direct.labels.nnz or not np.array_equal(
+        old.labels.indices, direct.labels.indices
+    )
+
+
+def test_cooccurrence_ratio_follows_its_definition():
+    """Brute force of the documented definition on a small set: C[c, t] counts train points holding
+    both c and t; `wrong` is the mean over (point, wrong label c) of the sum over true t of C[c, t]."""
+    train, test = twin.generate(knobs(train_points=800, test_points=120), 2)
+    rows = calibrate.eval_rows(test)
+    rng = np.random.default_rng(1)
+    ranked = np.stack([rng.permutation(train.num_labels)[:30] for _ in rows])
+    got = calibrate.cooccurrence_ratios(train, test, rows, ranked)
+    sets = [set(train.labels.row(i).tolist()) for i in range(train.num_points)]
+    total, count = 0, 0
+    for i, r in enumerate(rows):
+        true = set(test.labels.row(r).tolist())
+        if not true:
+            continue
+        wrong = [c for c in ranked[i] if c not in true][:10]
+        total += sum(sum(1 for s in sets if c in s and t in s) for c in wrong for t in true)
+        count += len(wrong)
+    assert got["wrong"] == pytest.approx(total / count)
+    assert got["ratio_uniform"] == pytest.approx(got["wrong"] / got["uniform"])
+    assert got["ratio_frequency"] == pytest.approx(got["wrong"] / got["by_frequency"])
+
+
+def test_cooccurrence_ratio_separates_related_from_random_mistakes():
+    """Mistakes drawn from the true labels' clusters score far above 1; random ones about 1."""
+    k = knobs(coherence=0.95, train_points=2_000, test_points=300)
+    train, test = twin.generate(k, 0)
+    rows = calibrate.eval_rows(test)
+    y = calibrate.to_scipy(train.labels)
+    cooc = (y.T @ y).toarray()
+    np.fill_diagonal(cooc, 0)
+    truth = test.labels.take(rows)
+    related = np.stack(
+        [np.argsort(-cooc[truth.row(i)].sum(axis=0), kind="stable")[:40] for i in range(len(rows))]
+    )
+    rng = np.random.default_rng(0)
+    random = np.stack([rng.permutation(train.num_labels)[:40] for _ in rows])
+    assert calibrate.cooccurrence_ratios(train, test, rows, related)["ratio_uniform"] > 3.0
+    assert calibrate.cooccurrence_ratios(train, test, rows, random)["ratio_uniform"] == pytest.approx(
+        1.0, abs=0.35
+    )
+
+
+def test_chunked_prediction_equals_one_batch(monkeypatch):
+    train, test = twin.generate(knobs(train_points=600, test_points=90), 0)
+    rows = calibrate.eval_rows(test)
+    whole_p1, whole = calibrate.dense_reference(train, test, rows, epochs=(1,))
+    monkeypatch.setattr(calibrate, "PREDICT_LOGITS", 7 * train.num_labels)  # chunks of 7 rows
+    chunked_p1, chunked = calibrate.dense_reference(train, test, rows, epochs=(1,))
+    np.testing.assert_array_equal(whole, chunked)
+    assert whole_p1 == chunked_p1 and chunked.shape == (len(rows), 110)
+    with pytest.raises(ValueError, match="numpy_dense, tf_dense"):
+        calibrate.dense_reference(train, test, rows, engine="slide")
+
+
+def test_transfer_keeps_the_shape_and_takes_the_donors_structure():
+    measured = calibrate.measured_knobs("target", *twin.generate(knobs(num_labels=150), 0))
+    donor = knobs(
+        coherence=0.31, duplicate_rate=0.12, signal=0.44, label_share=0.77, signature_common=0.3, name="donor"
+    )
+    held_out = calibrate.transfer_knobs(measured, donor)
+    for knob in (*calibrate.FITTED_KNOBS, "signature_common"):
+        assert getattr(held_out, knob) == getattr(donor, knob)
+    assert (held_out.num_labels, held_out.labels_quantiles, held_out.cluster_size) == (
+        150,
+        measured.labels_quantiles,
+        measured.cluster_size,
+    )
+    assert "donor" in held_out.fitted_from and set(held_out.notes) == set(calibrate.FITTED_KNOBS)
+
+
+def test_twin_structure_from_profile_and_compare_json(tmp_path, capsys):
+    train, test = twin.generate(knobs(train_points=900, test_points=300), 5)
+    write_pair(tmp_path / "real", train, test)
+    donor = knobs(coherence=0.3, duplicate_rate=0.1, signal=0.4, label_share=0.7, name="donor")
+    twin.save_knobs(donor, tmp_path / "donor_knobs.json")
+    out = tmp_path / "held-out"
+    argv = [
+        "data",
+        "twin",
+        str(tmp_path / "real"),
+        "--structure-from",
+        str(tmp_path / "donor_knobs.json"),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    made = twin.load_knobs(out / "real-twin_knobs.json")
+    assert (made.coherence, made.signal, made.num_labels) == (0.3, 0.4, 200)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "data",
+                "compare",
+                str(tmp_path / "real"),
+                str(out),
+                "--epochs",
+                "1,2",
+                "--json",
+                str(tmp_path / "cmp.json"),
+            ]
+        )
+        == 0
+    )
+    report = capsys.readouterr().out
+    assert "dense P@1 after 2 epochs" in report and "co-occurrence / uniform random labels" in report
+    doc = json.loads((tmp_path / "cmp.json").read_text())
+    assert [p["name"] for p in doc["profiles"]] == ["real", "held-out"]
+    for p in doc["profiles"]:
+        assert set(p["dense_p1"]) == {"1", "2"} and p["dense_engine"] == "numpy_dense"
+        assert p["cooccurrence"]["ratio_uniform"] > 0
+    assert (
+        main(["data", "profile", "synthetic:tiny@0.5", "--no-dense", "--json", str(tmp_path / "p.json")]) == 0
+    )
+    assert "| popularity P@1 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["profiles"][0]["name"] == "synthetic:tiny@0.5/s0"
+
+
+def test_profile_refuses_bad_sources_and_epochs(capsys, caplog):
+    assert main(["data", "profile", "synthetic:tiny@big", "--no-dense"]) == 2
+    assert "expected synthetic:PRESET@SCALE" in caplog.text
+    assert main(["data", "profile", "synthetic:no-such-preset@1", "--no-dense"]) == 2
+    with pytest.raises(SystemExit):
+        main(["data", "profile", "synthetic:tiny@1", "--epochs", "0"])
+    assert "epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_free_knobs_can_be_set_for_a_fit_and_nothing_else(capsys):
+    train, test = twin.generate(knobs(train_points=400, test_points=100), 0)
+    measured = calibrate.measured_knobs(
+        "unit", train, test, free={"feature_zipf": 1.5, "signature_sharing": 0.5}
+    )
+    assert (measured.feature_zipf, measured.signature_sharing) == (1.5, 0.5)
+    assert measured.topic_vocab == calibrate.FREE_KNOBS["topic_vocab"]
+    with pytest.raises(ValueError, match="not free knobs: coherence"):
+        calibrate.measured_knobs("unit", train, test, free={"coherence": 0.5})
+    with pytest.raises(SystemExit):
+        main(["data", "twin", "bibtex", "--out", "x", "--free", "signal=0.5"])
+    assert "KNOB one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "twin", "bibtex", "--out", "x", "--free", "topic_vocab=many"])
+    assert "not a number" in capsys.readouterr().err
+
+
+def test_head_centroid_sees_only_the_common_words():
+    """Informative words that are common ones (signature_common = 1) are visible to a centroid on the
+    5 % most frequent features; rare informative words (the default) are not."""
+    scores = {}
+    for common in (0.0, 1.0):
+        train, test = twin.generate(knobs(signal=0.8, label_share=0.9, signature_common=common), 0)
+        rows = calibrate.eval_rows(test)
+        scores[common] = calibrate.head_centroid_p1(train, test, rows)
+        assert calibrate.head_centroid_p1(train, test, rows, share=1.0) == pytest.approx(
+            calibrate.centroid_p1(train, test, rows)
+        )
+    assert scores[1.0] > scores[0.0] + 0.1
+
+
+def test_topical_background_makes_common_words_tell_the_topic():
+    """background_topical: each cluster reorders the common words, so the most frequent features
+    carry label information (seen by the head centroid) while the nnz table still holds."""
+    k = knobs(signal=0.3, label_share=0.2)
+    got = {}
+    for share in (0.0, 1.0):
+        train, test = twin.generate(replace(k, background_topical=share), 0)
+        rows = calibrate.eval_rows(test)
+        got[share] = calibrate.head_centroid_p1(train, test, rows)
+        q = np.quantile(np.diff(train.features.indptr), [0.25, 0.5, 0.75])
+        want = np.interp([0.25, 0.5, 0.75], np.linspace(0, 1, len(k.nnz_quantiles)), k.nnz_quantiles)
+        np.testing.assert_allclose(q, want, rtol=0.15, atol=1.0)
+    assert got[1.0] > max(3 * got[0.0], got[0.0] + 0.05)
+    a, _ = twin.generate(replace(k, background_topical=0.5), 3)
+    b, _ = twin.generate(replace(k, background_topical=0.5), 3)
+    np.testing.assert_array_equal(a.features.indices, b.features.indices)
+    with pytest.raises(ValueError, match="background_topical"):
+        twin.generate(replace(k, background_topical=1.5))

@@ -1,4 +1,4 @@
-"""`slidebench data info | synth | verify` (and `twin | compare`, in harness.commands.twin): look at, generate and check data sets."""
+"""`slidebench data info | synth | verify` (and `twin | compare | profile`, in harness.commands.twin): look at, generate and check data sets."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ Registered under the `data` group by `harness.commands.data`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -25,13 +26,42 @@ def register(sub: argparse._SubParsersAction) -> None:
         "NAME_train.txt, NAME_test.txt and NAME_knobs.json into --out.",
     )
     tw.add_argument("source", metavar="PATH_OR_NAME")
-    tw.add_argument("--scale", type=common.positive_number, default=1.0,
-                    help="multiplies points, features and labels (default 1)")
+    tw.add_argument(
+        "--scale",
+        type=common.positive_number,
+        default=1.0,
+        help="multiplies points, features and labels (default 1)",
+    )
     tw.add_argument("--seed", type=int, default=0)
     tw.add_argument("--out", type=Path, required=True)
-    tw.add_argument("--knobs", type=Path, default=None,
-                    help="use these fitted knobs (a *_knobs.json) instead of fitting again")
-    tw.add_argument("--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA")
+    tw.add_argument(
+        "--knobs",
+        type=Path,
+        default=None,
+        help="use these fitted knobs (a *_knobs.json) instead of fitting again",
+    )
+    tw.add_argument(
+        "--structure-from",
+        type=Path,
+        default=None,
+        metavar="KNOBS",
+        help="measure only the shape and distributions of PATH_OR_NAME and take the fitted "
+        "structure knobs (" + ", ".join(calibrate.FITTED_KNOBS) + ") from this *_knobs.json "
+        "of another set: a twin that holds PATH_OR_NAME out of the calibration",
+    )
+    tw.add_argument(
+        "--free",
+        type=_free_knob,
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="fit with this free knob changed (repeatable; free knobs: "
+        + ", ".join(calibrate.FREE_KNOBS)
+        + ")",
+    )
+    tw.add_argument(
+        "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
+    )
     tw.set_defaults(func=_twin)
 
     cmp = sub.add_parser(
@@ -44,9 +74,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmp.add_argument("real")
     cmp.add_argument("twin")
-    cmp.add_argument("--no-dense", action="store_true", help="skip the dense reference (fast)")
-    cmp.add_argument("--data-dir", type=Path, default=None)
+    _profile_options(cmp)
     cmp.set_defaults(func=_compare)
+
+    prof = sub.add_parser(
+        "profile",
+        help="the statistics and baselines of `data compare` for one set (e.g. a paper preset)",
+        description="SOURCE: a manifest entry, a folder with one *train* and one *test* file, a train file "
+        "with its test file beside it, or synthetic:PRESET@SCALE (e.g. synthetic:amazon-670k@0.02).",
+    )
+    prof.add_argument("source")
+    _profile_options(prof)
+    prof.set_defaults(func=_profile)
+
+
+def _free_knob(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in calibrate.FREE_KNOBS:
+        raise argparse.ArgumentTypeError(
+            f"--free: expected KNOB=VALUE with KNOB one of {', '.join(calibrate.FREE_KNOBS)}, got {text!r}"
+        )
+    try:
+        number = type(calibrate.FREE_KNOBS[key])(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--free {key}: not a number: {value!r}") from None
+    return key, number
+
+
+def _epochs(text: str) -> tuple[int, ...]:
+    try:
+        epochs = tuple(sorted({int(x) for x in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"epochs: a comma-separated list of integers, got {text!r}"
+        ) from None
+    if not epochs or epochs[0] < 1:
+        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+    return epochs
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-dense", action="store_true", help="skip the dense reference (fast)")
+    p.add_argument(
+        "--epochs",
+        type=_epochs,
+        default=calibrate.DENSE_EPOCHS,
+        help="evaluate the dense reference after these epochs (default 1,5,20)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=calibrate.DENSE_ENGINES,
+        default=calibrate.DENSE_ENGINE,
+        help="the dense reference: numpy_dense (default) or tf_dense (faster at wide outputs)",
+    )
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the profile(s) here")
+    p.add_argument("--data-dir", type=Path, default=None)
 
 
 def resolve_pair(source: str, data_dir: Path | None) -> tuple[str, Path | None, Path | None]:
@@ -57,14 +139,17 @@ def resolve_pair(source: str, data_dir: Path | None) -> tuple[str, Path | None, 
         if source in manifest:
             return source, None, None
         raise FileNotFoundError(
-            f"{source}: neither a file, a folder nor a manifest entry (manifest: {', '.join(sorted(manifest))})")
+            f"{source}: neither a file, a folder nor a manifest entry (manifest: {', '.join(sorted(manifest))})"
+        )
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         trains = [p for p in files if "train" in p.name]
         tests = [p for p in files if "test" in p.name]
         if len(trains) != 1 or len(tests) != 1:
-            raise ValueError(f"{path}: need exactly one *train* and one *test* file, found "
-                             f"{[p.name for p in trains]} and {[p.name for p in tests]}")
+            raise ValueError(
+                f"{path}: need exactly one *train* and one *test* file, found "
+                f"{[p.name for p in trains]} and {[p.name for p in tests]}"
+            )
         return path.name, trains[0], tests[0]
     if "train" not in path.name:
         raise ValueError(f"{path}: a train file's name must contain 'train' (its test file is found by it)")
@@ -74,7 +159,28 @@ def resolve_pair(source: str, data_dir: Path | None) -> tuple[str, Path | None, 
     return path.stem.replace("_train", "").replace("train", "") or path.stem, path, test
 
 
+def _synthetic_spec(source: str) -> hdata.DatasetSpec:
+    """synthetic:PRESET@SCALE[/sSEED] -> the spec of that generated set."""
+    body = source.removeprefix("synthetic:")
+    preset, _, rest = body.partition("@")
+    scale_text, _, seed_text = rest.partition("/s")
+    try:
+        scale = float(scale_text) if scale_text else 1.0
+        seed = int(seed_text) if seed_text else 0
+    except ValueError:
+        raise ValueError(
+            f"{source}: expected synthetic:PRESET@SCALE or synthetic:PRESET@SCALE/sSEED"
+        ) from None
+    if not preset or not scale > 0:
+        raise ValueError(f"{source}: expected synthetic:PRESET@SCALE with a positive scale")
+    return hdata.DatasetSpec(synthetic=preset, scale=scale, seed=seed)
+
+
 def load_pair(source: str, data_dir: Path | None) -> tuple[str, hdata.Dataset, hdata.Dataset]:
+    if source.startswith("synthetic:"):
+        spec = _synthetic_spec(source)
+        train, test = hdata.load(spec, data_dir)
+        return spec.label, train, test
     name, train_path, test_path = resolve_pair(source, data_dir)
     if train_path is None:
         train, test = hdata.load(hdata.DatasetSpec(name=name), data_dir)
@@ -91,25 +197,53 @@ def _twin(args: argparse.Namespace) -> int:
         name = knobs.name
     else:
         name, train, test = load_pair(args.source, args.data_dir)
-        print(f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ...")
-        knobs = calibrate.fit_knobs(name, train, test, seed=args.seed)
-        print(f"fitted in {time.perf_counter() - started:.1f} s: coherence {knobs.coherence}, "
-              f"duplicate_rate {knobs.duplicate_rate}, signal {knobs.signal}, label_share {knobs.label_share}")
+        if args.structure_from is not None:
+            donor = twin.load_knobs(args.structure_from)
+            knobs = calibrate.transfer_knobs(calibrate.measured_knobs(name, train, test), donor)
+            print(
+                f"measured {name}; structure knobs from the fit to {donor.name}: "
+                + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
+            )
+        else:
+            print(
+                f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ..."
+            )
+            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free))
+            print(
+                f"fitted in {time.perf_counter() - started:.1f} s: "
+                + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
+            )
     scaled = knobs.scaled(args.scale)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-twin" + ("" if args.scale == 1 else f"-x{args.scale:g}")
     twin.save_knobs(scaled, args.out / f"{stem}_knobs.json")
     started = time.perf_counter()
     train, test = twin.generate(scaled, args.seed)
-    print(f"generated {train.num_points:,} train / {test.num_points:,} test points, "
-          f"{scaled.num_features:,} features, {scaled.num_labels:,} labels in {time.perf_counter() - started:.1f} s")
+    print(
+        f"generated {train.num_points:,} train / {test.num_points:,} test points, "
+        f"{scaled.num_features:,} features, {scaled.num_labels:,} labels in {time.perf_counter() - started:.1f} s"
+    )
     for split, ds in (("train", train), ("test", test)):
         path = args.out / f"{stem}_{split}.txt"
-        write_xmc(path, ds.labels.indptr, ds.labels.indices, ds.features.indptr, ds.features.indices,
-                  ds.features.values, ds.num_features, ds.num_labels)
+        write_xmc(
+            path,
+            ds.labels.indptr,
+            ds.labels.indices,
+            ds.features.indptr,
+            ds.features.indices,
+            ds.features.values,
+            ds.num_features,
+            ds.num_labels,
+        )
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     print(f"wrote {args.out / (stem + '_knobs.json')}")
     return 0
+
+
+COOCCURRENCE_ROWS = (
+    ("ratio_uniform", "top-10 wrong labels: co-occurrence / uniform random labels"),
+    ("ratio_frequency", "top-10 wrong labels: co-occurrence / frequency-drawn labels"),
+)
 
 
 def _fmt_q(q: tuple[float, float, float]) -> str:
@@ -123,41 +257,128 @@ def _within(a: float, b: float, rel: float) -> bool:
 def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
     """Markdown table of two profiles, with whether each criterion holds (P@1 within 0.05, quartiles
     within 25 %)."""
-    lines = [f"| statistic | real: {real.name} | twin: {other.name} | criterion | holds |", "|---|---|---|---|---|"]
-    lines.append(f"| shape (train/test/features/labels) | {'/'.join(f'{x:,}' for x in real.shape)} | "
-                 f"{'/'.join(f'{x:,}' for x in other.shape)} | | |")
+    lines = [
+        f"| statistic | real: {real.name} | twin: {other.name} | criterion | holds |",
+        "|---|---|---|---|---|",
+    ]
+    lines.append(
+        f"| shape (train/test/features/labels) | {'/'.join(f'{x:,}' for x in real.shape)} | "
+        f"{'/'.join(f'{x:,}' for x in other.shape)} | | |"
+    )
     for key, q in real.distributions.items():
         t = other.distributions[key]
         ok = all(_within(a, b, 0.25) for a, b in zip(q, t, strict=True))
-        lines.append(f"| {key} quartiles | {_fmt_q(q)} | {_fmt_q(t)} | each within 25 % | {'yes' if ok else 'NO'} |")
-    rows = [("popularity P@1", real.popularity_p1, other.popularity_p1),
-            ("label-centroid P@1", real.centroid_p1, other.centroid_p1),
-            (f"{calibrate.KNN_K}-NN P@1", real.knn_p1, other.knn_p1)]
-    rows += [(f"dense P@1 after {e} epoch{'s' if e > 1 else ''}", real.dense_p1[e], other.dense_p1[e])
-             for e in sorted(real.dense_p1) if e in other.dense_p1]
+        lines.append(
+            f"| {key} quartiles | {_fmt_q(q)} | {_fmt_q(t)} | each within 25 % | {'yes' if ok else 'NO'} |"
+        )
+    rows = [
+        ("popularity P@1", real.popularity_p1, other.popularity_p1),
+        ("label-centroid P@1", real.centroid_p1, other.centroid_p1),
+        (f"{calibrate.KNN_K}-NN P@1", real.knn_p1, other.knn_p1),
+    ]
+    rows += [
+        (f"dense P@1 after {e} epoch{'s' if e > 1 else ''}", real.dense_p1[e], other.dense_p1[e])
+        for e in sorted(real.dense_p1)
+        if e in other.dense_p1
+    ]
     for title, a, b in rows:
-        lines.append(f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |")
+        lines.append(
+            f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |"
+        )
+    lines.append(
+        f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | "
+        f"{real.head_centroid_p1:.3f} | {other.head_centroid_p1:.3f} | | |"
+    )
     lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
-    lines.append(f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |")
-    lines.append(f"| feature occurrences in the top 1 % of features | {real.feature_head_share:.3f} | "
-                 f"{other.feature_head_share:.3f} | | |")
+    lines.append(
+        f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |"
+    )
+    lines.append(
+        f"| feature occurrences in the top 1 % of features | {real.feature_head_share:.3f} | "
+        f"{other.feature_head_share:.3f} | | |"
+    )
     if real.cooccurrence and other.cooccurrence:
-        for key, title in (("ratio_uniform", "top-10 wrong labels: co-occurrence / uniform random labels"),
-                           ("ratio_frequency", "top-10 wrong labels: co-occurrence / frequency-drawn labels")):
+        for key, title in COOCCURRENCE_ROWS:
             lines.append(f"| {title} | {real.cooccurrence[key]:.2f} | {other.cooccurrence[key]:.2f} | | |")
     return "\n".join(lines)
 
 
-def _compare(args: argparse.Namespace) -> int:
+def render_one(p: calibrate.Profile) -> str:
+    """Markdown table of one profile."""
+    lines = [
+        f"| statistic | {p.name} |",
+        "|---|---|",
+        f"| shape (train/test/features/labels) | {'/'.join(f'{x:,}' for x in p.shape)} |",
+    ]
+    lines += [f"| {key} quartiles | {_fmt_q(q)} |" for key, q in p.distributions.items()]
+    lines += [
+        f"| popularity P@1 | {p.popularity_p1:.3f} |",
+        f"| label-centroid P@1 | {p.centroid_p1:.3f} |",
+        f"| {calibrate.KNN_K}-NN P@1 | {p.knn_p1:.3f} |",
+    ]
+    lines += [
+        f"| dense ({p.dense_engine}) P@1 after {e} epoch{'s' if e > 1 else ''} | {v:.3f} |"
+        for e, v in sorted(p.dense_p1.items())
+    ]
+    lines += [
+        f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | {p.head_centroid_p1:.3f} |",
+        f"| label-pair lift (mean log(1+lift)) | {p.pair_lift:.3f} |",
+        f"| mean cosine to nearest train point | {p.nn_similarity:.3f} |",
+        f"| feature occurrences in the top 1 % of features | {p.feature_head_share:.3f} |",
+    ]
+    if p.cooccurrence:
+        lines += [f"| {title} | {p.cooccurrence[key]:.2f} |" for key, title in COOCCURRENCE_ROWS]
+    return "\n".join(lines)
+
+
+def _footer() -> str:
+    load = os.getloadavg()
+    return (
+        f"(evaluation on up to {calibrate.EVAL_POINTS} test points, seed 0; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f})"
+    )
+
+
+def _write_json(path: Path, profiles: list[calibrate.Profile]) -> None:
+    doc = {
+        "profiles": [p.to_dict() for p in profiles],
+        "eval_points": calibrate.EVAL_POINTS,
+        "load_average": list(os.getloadavg()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def _profiles(args: argparse.Namespace, sources: list[str]) -> list[calibrate.Profile]:
     profiles = []
-    for source in (args.real, args.twin):
+    for source in sources:
         name, train, test = load_pair(source, args.data_dir)
         started = time.perf_counter()
-        profiles.append(calibrate.profile(name, train, test, dense=not args.no_dense))
+        profiles.append(
+            calibrate.profile(
+                name, train, test, dense=not args.no_dense, epochs=args.epochs, engine=args.engine
+            )
+        )
         print(f"profiled {name} in {time.perf_counter() - started:.1f} s")
+    return profiles
+
+
+def _compare(args: argparse.Namespace) -> int:
+    profiles = _profiles(args, [args.real, args.twin])
     print()
     print(render(*profiles))
-    load = os.getloadavg()
-    print(f"\n(evaluation on up to {calibrate.EVAL_POINTS} test points, seed 0; load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    print("\n" + _footer())
+    if args.json is not None:
+        _write_json(args.json, profiles)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    profiles = _profiles(args, [args.source])
+    print()
+    print(render_one(profiles[0]))
+    print("\n" + _footer())
+    if args.json is not None:
+        _write_json(args.json, profiles)
     return 0
