@@ -14,6 +14,7 @@ commit asv installed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -77,20 +78,24 @@ def fix_thread_env(threads: int) -> None:
 
 @dataclass
 class EngineFixture:
-    """A prepared engine, its batches and a held-out set, advanced one step per `step()`."""
+    """A prepared engine, its batches and a held-out set, advanced one step per `step()` (one
+    `harness.loop.Loop` step over the batches, round and round)."""
 
     engine: Any
     batches: list[Any]
     test_features: Any
     test_labels: Any
     threads: int
-    position: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    loop: Any = None
+
+    def __post_init__(self) -> None:
+        from harness.loop import Loop
+
+        self.loop = Loop(self.engine, itertools.cycle(self.batches))
 
     def step(self) -> float:
-        batch = self.batches[self.position % len(self.batches)]
-        self.position += 1
-        return self.engine.fit_step(batch).loss
+        return self.loop.step().loss
 
 
 _FIXTURES: dict[tuple[Any, ...], EngineFixture] = {}
@@ -126,30 +131,28 @@ def build_fixture(
     fix_thread_env(threads)  # before any engine (TensorFlow, the native module) is imported
 
     from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-    from harness.registry import engine_class
-    from harness.worker import batch_order
-    from harness.worker import eval_rows as eval_subset
+    from harness.loop import batch_order, prepare_engine
+    from harness.loop import eval_rows as eval_subset
 
     shape = SHAPES[shape_name]
     train, test = load_data(shape)
-    engine = engine_class(engine_name)(params or {})
-    in_effect = engine.set_threads(threads)  # before prepare: TF's pools are fixed at the first op
-    if in_effect != threads:
-        raise RuntimeError(
-            f"{engine_name}: asked for {threads} threads, the engine reports {in_effect} in effect"
-        )
     n = train.features.n_rows
-    engine.prepare(
-        TrainMeta(
-            num_features=train.features.n_cols,
-            num_labels=train.labels.n_cols,
-            num_train=n,
-            batch_size=shape.batch_size,
-            model=ModelSpec(hidden=(shape.hidden,)),
-            optimizer=OptimizerSpec(lr=shape.lr if lr is None else lr),
-            seed=SEED,
-        )
+    meta = TrainMeta(
+        num_features=train.features.n_cols,
+        num_labels=train.labels.n_cols,
+        num_train=n,
+        batch_size=shape.batch_size,
+        model=ModelSpec(hidden=(shape.hidden,)),
+        optimizer=OptimizerSpec(lr=shape.lr if lr is None else lr),
+        seed=SEED,
     )
+    # Threads are set before prepare: TF's pools are fixed at the first op.
+    prepared = prepare_engine(engine_name, params, threads, meta)
+    engine = prepared.engine
+    if prepared.threads_in_effect != threads:
+        raise RuntimeError(
+            f"{engine_name}: asked for {threads} threads, the engine reports {prepared.threads_in_effect} in effect"
+        )
     order = batch_order(n, shape.batch_size, SEED, 0)[: max_batches or shape.max_batches]
     batches = [Batch(train.features.take(idx), train.labels.take(idx)) for idx in order]
     rows = eval_subset(test.features.n_rows, eval_rows, SEED)

@@ -77,7 +77,7 @@ def scaling_spec(engine: str):  # -> harness.workload.RunSpec
     benchmark also runs from an installed wheel, which does not ship workloads/."""
     from harness.engine import ModelSpec
     from harness.registry import engine_class
-    from harness.workload import CountersSpec, DatasetRef, EvalSpec, RunSpec, TrainingSpec
+    from harness.workload import CountersSpec, DatasetSpec, EvalSpec, RunSpec, TrainingSpec
 
     return RunSpec(
         workload="asv-parallel-efficiency",
@@ -85,7 +85,7 @@ def scaling_spec(engine: str):  # -> harness.workload.RunSpec
         engine_params=engine_class(engine).check_params({}),
         threads=1,
         seed=SEED,
-        dataset=DatasetRef(synthetic="small", scale=0.25, seed=SEED),
+        dataset=DatasetSpec(synthetic="small", scale=0.25, seed=SEED),
         model=ModelSpec(hidden=(128,)),
         training=TrainingSpec(batch_size=128, lr=1e-3, max_epochs=2),
         evaluation=EvalSpec(subset=500),

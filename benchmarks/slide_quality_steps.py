@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engines.slide import SlideEngine
 from harness import data, workload
-from harness.engine import Batch
+from harness.loop import EpochFeed, Loop, eval_rows, prepare_engine
 from harness.metrics import ranking_metrics
-from harness.worker import DIAGNOSTIC_POINTS, batch_order, eval_rows, row_slice
+from harness.worker import DIAGNOSTIC_POINTS
 
 
 def _value(text: str) -> Any:
@@ -47,55 +45,42 @@ def run(
     wl: Any, name: str, params: dict[str, Any], seed: int, steps: list[int], threads: int, out: Any
 ) -> None:
     spec = wl.expand(engines=[name], threads=[threads], seeds=[seed])[0]
-    train, test = data.load(spec.dataset.to_data_spec(), None)
+    train, test = data.load(spec.dataset, None)
     ev = spec.evaluation
     rows = eval_rows(test.features.n_rows, ev.subset, ev.seed)
     eval_labels = test.labels.take(rows)
     chunks = [test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)]
     diag_rows = rows[:DIAGNOSTIC_POINTS]
     diag_x, diag_y = test.features.take(diag_rows), test.labels.take(diag_rows)
-    engine = SlideEngine(SlideEngine.check_params(params))
-    engine.set_threads(threads)
-    engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, train.features.n_rows))
-    n = train.features.n_rows
-    step, epoch, train_s = 0, 0, 0.0
-    while step < steps[-1]:
-        batches = batch_order(n, spec.training.batch_size, seed, epoch)
-        perm = np.concatenate(batches)
-        x, y = train.features.take(perm), train.labels.take(perm)
-        start = 0
-        for idx in batches:
-            batch = Batch(row_slice(x, start, start + len(idx)), row_slice(y, start, start + len(idx)))
-            start += len(idx)
-            t0 = time.perf_counter()
-            engine.fit_step(batch)
-            train_s += time.perf_counter() - t0
-            step += 1
-            if step in steps:
-                top = np.concatenate([engine.predict_topk(c, ev.k) for c in chunks])
-                p1 = ranking_metrics(top, eval_labels, (1,))["p1"]
-                record = {
-                    "engine": name,
-                    "params": params,
-                    "seed": seed,
-                    "step": step,
-                    "p1": p1,
-                    "train_s": train_s,
-                    "diagnostics": engine.diagnostics(diag_x, diag_y),
-                }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
-                d = record["diagnostics"] or {}
-                lsh = d.get("lsh") or {}
-                print(
-                    f"{name} seed {seed} step {step}: P@1 {p1:.3f}, candidates {lsh.get('candidates')}, "
-                    f"recall@10 {lsh.get('recall_top10')}, enrichment {lsh.get('enrichment')}, "
-                    f"active {d.get('active')}",
-                    flush=True,
-                )
-            if step >= steps[-1]:
-                break
-        epoch += 1
+    meta = spec.train_meta(train.features.n_cols, train.labels.n_cols, train.features.n_rows)
+    engine = prepare_engine("slide", params, threads, meta).engine
+    loop = Loop(engine, EpochFeed(train.features, train.labels, spec.training.batch_size, seed))
+    while loop.clock.step < steps[-1]:
+        loop.step()
+        step = loop.clock.step
+        if step not in steps:
+            continue
+        top = np.concatenate([engine.predict_topk(c, ev.k) for c in chunks])
+        p1 = ranking_metrics(top, eval_labels, (1,))["p1"]
+        record = {
+            "engine": name,
+            "params": params,
+            "seed": seed,
+            "step": step,
+            "p1": p1,
+            "train_s": loop.clock.train_s,
+            "diagnostics": engine.diagnostics(diag_x, diag_y),
+        }
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+        d = record["diagnostics"] or {}
+        lsh = d.get("lsh") or {}
+        print(
+            f"{name} seed {seed} step {step}: P@1 {p1:.3f}, candidates {lsh.get('candidates')}, "
+            f"recall@10 {lsh.get('recall_top10')}, enrichment {lsh.get('enrichment')}, "
+            f"active {d.get('active')}",
+            flush=True,
+        )
 
 
 def main() -> None:

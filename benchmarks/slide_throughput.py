@@ -81,29 +81,27 @@ def _batches(n_batches: int, batch: int, seed: int) -> tuple[list[Batch], str]:
 
 
 def child(args: argparse.Namespace) -> None:
-    from engines.slide import SlideEngine
+    from harness.loop import Loop, prepare_engine
 
     params = dict(args.param)
-    engine = SlideEngine(params)
-    threads = engine.set_threads(args.threads[0])
     batches, source = _batches(args.warmup + args.steps, args.batch, args.seed)
     meta = TrainMeta(
         N_FEATURES, N_LABELS, 490_449, args.batch, ModelSpec((128,)), OptimizerSpec(lr=1e-4), seed=0
     )
-    t0 = time.perf_counter()
-    engine.prepare(meta)
-    init_s = time.perf_counter() - t0
-    for b in batches[: args.warmup]:
-        engine.fit_step(b)
+    prepared = prepare_engine("slide", params, args.threads[0], meta)
+    engine, threads, init_s = prepared.engine, prepared.threads_in_effect, prepared.prepare_s
+    loop = Loop(engine, iter(batches))
+    for _ in range(args.warmup):
+        loop.step()
     active, losses = [], []
     phases0 = engine._net.phase_times()
     cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    for b in batches[args.warmup :]:
-        st = engine.fit_step(b)
+    train0 = loop.clock.train_s
+    for _ in range(args.steps):
+        st = loop.step()
         active.append(st.active_outputs)
         losses.append(st.loss)
-    train_s = time.perf_counter() - t0
+    train_s = loop.clock.train_s - train0
     cpu_s = time.process_time() - cpu0
     phases = {
         k: 1000 * (v - phases0[k]) / args.steps

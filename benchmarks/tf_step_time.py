@@ -58,15 +58,13 @@ def _batches(n_batches: int, num_features: int, num_labels: int, seed: int):
 def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, scale: float) -> dict:
     """Runs in a fresh process: set threads, prepare, time `steps` steps after `warmup`."""
     from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
-    from harness.registry import engine_class
+    from harness.loop import Loop, prepare_engine
 
     num_features = max(1000, int(AMAZON["num_features"] * scale))
     num_labels = max(1000, int(AMAZON["num_labels"] * scale))
     params = {"xla": xla}
     if engine_name == "tf_sampled" and xla:
         params["remove_accidental_hits"] = False
-    engine = engine_class(engine_name)(params)
-    got = engine.set_threads(threads)
     meta = TrainMeta(
         num_features=num_features,
         num_labels=num_labels,
@@ -75,17 +73,17 @@ def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, sc
         model=ModelSpec(hidden=(AMAZON["hidden"],)),
         optimizer=OptimizerSpec(lr=1e-4),
     )
-    t0 = time.perf_counter()
-    engine.prepare(meta)
-    prepare_s = time.perf_counter() - t0
+    prepared = prepare_engine(engine_name, params, threads, meta)
+    engine, got = prepared.engine, prepared.threads_in_effect
     batches = _batches(warmup + steps, num_features, num_labels, seed=0)
-    for b in batches[:warmup]:  # tracing / compilation happens here
-        engine.fit_step(b)
+    loop = Loop(engine, iter(batches))
+    for _ in range(warmup):  # tracing / compilation happens here
+        loop.step()
     times, cpu = [], []
-    for b in batches[warmup:]:
-        t, c = time.perf_counter(), time.process_time()
-        loss = engine.fit_step(b).loss
-        times.append(time.perf_counter() - t)
+    for _ in range(steps):
+        c = time.process_time()
+        loss = loop.step().loss
+        times.append(loop.clock.last_step_s)
         cpu.append(time.process_time() - c)
     t = time.perf_counter()
     engine.predict_topk(batches[0].features, 5)
@@ -97,7 +95,7 @@ def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, sc
         "xla": xla,
         "num_features": num_features,
         "num_labels": num_labels,
-        "prepare_s": prepare_s,
+        "prepare_s": prepared.prepare_s,
         "step_s_median": float(np.median(times)),
         "step_s_min": float(np.min(times)),
         # CPU seconds (all threads) per step: less sensitive than wall time to a loaded machine.

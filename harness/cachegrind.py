@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_ROOT
+
 log = logging.getLogger("slidebench.cachegrind")
 
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -61,7 +63,6 @@ WARMUP_STEPS = 2
 #: The evaluation that separates warm-up from slice runs uninstrumented; a small subset keeps it short
 #: (at Amazon-670K width, exact scoring of 64 rows took 355 s under valgrind; 8 rows take an eighth).
 WARMUP_EVAL_SUBSET = 8
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_LINE = 16
 
 

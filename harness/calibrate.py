@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from harness import twin
-from harness.data import Dataset
+from harness.dataset import Dataset
 from harness.sparse import Csr
 
 log = logging.getLogger(__name__)
@@ -228,35 +228,40 @@ def dense_reference(
 ):
     """P@1 of a full-softmax dense model (`engine`: numpy_dense or tf_dense, its default
     parameters) after each of `epochs`, and its final top-110 on `rows`."""
-    from harness import registry
     from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+    from harness.loop import Loop, prepare_engine
 
     if engine not in DENSE_ENGINES:
         raise ValueError(f"dense reference engine must be one of {', '.join(DENSE_ENGINES)}, got {engine!r}")
     if not epochs or min(epochs) < 1:
         raise ValueError(f"epochs must be positive integers, got {epochs!r}")
-    eng = registry.engine_class(engine)()
-    eng.set_threads(2)
-    eng.prepare(
-        TrainMeta(
-            train.num_features,
-            train.num_labels,
-            train.num_points,
-            batch,
-            ModelSpec((hidden,)),
-            OptimizerSpec(lr=lr),
-            seed,
-        )
+    meta = TrainMeta(
+        train.num_features,
+        train.num_labels,
+        train.num_points,
+        batch,
+        ModelSpec((hidden,)),
+        OptimizerSpec(lr=lr),
+        seed,
     )
+    eng = prepare_engine(engine, {}, 2, meta).engine
     rng = np.random.default_rng(seed)
+
+    def feed():
+        while True:
+            order = rng.permutation(train.num_points)
+            for a in range(0, len(order), batch):
+                idx = order[a : a + batch]
+                yield Batch(train.features.take(idx), train.labels.take(idx))
+
+    loop = Loop(eng, feed())
+    per_epoch = -(-train.num_points // batch)
     xt, yt = test.features.take(rows), test.labels.take(rows)
     out: dict[int, float] = {}
     started = time.perf_counter()
     for epoch in range(1, max(epochs) + 1):
-        order = rng.permutation(train.num_points)
-        for a in range(0, len(order), batch):
-            idx = order[a : a + batch]
-            eng.fit_step(Batch(train.features.take(idx), train.labels.take(idx)))
+        for _ in range(per_epoch):
+            loop.step()
         if epoch in epochs:
             out[epoch] = p_at_1(_predict_topk(eng, xt, 1, train.num_labels)[:, 0], yt)
             log.info(

@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import registry, workload
+from harness import REPO_ROOT, registry, workload
 from harness.scaling import core_count, measure_throughput
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASELINE = Path(__file__).resolve().parent.parent / ".ci" / "scaling-baseline.toml"
+DEFAULT_BASELINE = REPO_ROOT / ".ci" / "scaling-baseline.toml"
 _BASELINE_KEYS = {
     "workload": str, "engine": str, "steps": int, "warmup": int, "rounds": int,
     "efficiency": float, "tolerance": float, "max_foreign_cpus": float, "measured": str,

@@ -16,8 +16,9 @@ import importlib.metadata
 import logging
 import sys
 import tomllib
-from pathlib import Path
 from typing import Any
+
+from harness import REPO_ROOT
 
 COMMAND_MODULES = (
     "harness.commands.listing",  # list workloads / engines / suites
@@ -28,7 +29,6 @@ COMMAND_MODULES = (
     "harness.commands.report",  # plots and report from stored records
     "harness.commands.check_scaling",  # CI regression check on parallel efficiency
 )
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def package_version() -> str:

@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_ROOT
 from harness.results import utc_now
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Environment variables that decide how many threads anything uses.
 THREAD_ENV_PREFIXES = (

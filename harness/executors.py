@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import results, runner
+from harness import records, results, runner
 from harness.workload import RunSpec, build_id
 
 log = logging.getLogger("slidebench.executors")
@@ -97,12 +97,7 @@ class LocalExecutor:
         timeout_s: float | None,
         progress: runner.Progress,
     ) -> Iterator[runner.Outcome]:
-        for i, spec in enumerate(todo, 1):
-            progress.run_started(i, spec)
-            # Looked up on the module at call time, so that tests patching runner.run_one see it used.
-            outcome = runner.run_one(spec, results_dir, data_dir, progress, timeout_s)
-            progress.run_finished(outcome)
-            yield outcome
+        yield from runner.run_here(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
 
     def close(self) -> None:
         pass
@@ -159,7 +154,7 @@ def run_on_node(spec: RunSpec, data_dir: Path | None, timeout_s: float | None, t
             outcome = runner.run_one(spec, scratch, data_dir, None, timeout_s)
         except KeyboardInterrupt as exc:
             raise RunStopped(f"run stopped on {socket.gethostname()}: {exc}") from None
-        record = results.read_record(outcome.path)
+        record = dict(records.read(outcome.path))
         events_file = results.events_path(outcome.path)
         events = events_file.read_text(encoding="utf-8") if events_file.exists() else ""
     finally:
@@ -446,12 +441,12 @@ class DaskExecutor:
                 got = None
         if got is None:
             record = runner.failure_record(spec, spec.run_id, message, events_file, _no_counters(message))
-            results.EventLog(events_file).emit("run_stop", state="error", message=message)
-            state, wall_s = "error", time.monotonic() - submitted
+            results.EventLog(events_file).emit(records.RUN_STOP, state=records.ERROR, message=message)
+            state, wall_s = records.ERROR, time.monotonic() - submitted
         else:
             state, wall_s = record["status"]["state"], float(got["wall_s"])
             placement = {
-                "event": "placement", "utc": results.utc_now(), "executor": self.name,
+                "event": records.PLACEMENT, "utc": results.utc_now(), "executor": self.name,
                 "scheduler": self.address, "worker": got["worker"], "host": got["host"],
                 "started_unix": got["started"], "stopped_unix": got["stopped"],
             }  # fmt: skip
@@ -459,7 +454,7 @@ class DaskExecutor:
             results.write_atomic(events_file, got["events"] + line + "\n")
         if final.exists():  # --force: the old record is kept aside, as run_one does
             final.rename(final.with_name(f"{final.name}.replaced-{runner._utc_stamp()}"))
-        results.write_record(final, record)
+        records.write(final, record)
         return runner.Outcome(
             spec, spec.run_id, final, state, message.splitlines()[0] if message else "", wall_s
         )
@@ -472,4 +467,4 @@ class DaskExecutor:
 
 
 def _no_counters(reason: str) -> Mapping[str, Any]:
-    return runner._Unwrapped([], f"no counters: {reason.splitlines()[0]}").collect(0)
+    return records.unavailable_counters(f"no counters: {reason.splitlines()[0]}")

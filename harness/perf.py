@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import records
+
 log = logging.getLogger("slidebench.perf")
 
 HARDWARE_EVENTS: tuple[str, ...] = (
@@ -487,16 +489,8 @@ def _wants_cachegrind(cfg: Mapping[str, Any]) -> bool:
 
 
 def unavailable(reason: str) -> dict[str, Any]:
-    """A ``counters`` section for a run without counters."""
-    return {
-        "source": "unavailable",
-        "scope": None,
-        "reason": reason,
-        "events": {e: None for e in EVENTS},
-        "per_sample": {},
-        "running_pct": {},
-        "cachegrind": None,
-    }
+    """A ``counters`` section for a run without counters: every perf event listed as null."""
+    return dict(records.unavailable_counters(reason, EVENTS))
 
 
 def per_sample(events: Mapping[str, float | int | None], samples: int) -> dict[str, float | None]:

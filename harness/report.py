@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import REPO_ROOT
 from harness.plots import ablation, group, render_all, summary, tables, target_of
 from harness.plots.markup import Block, Bullets, Heading, Image, Para, to_html, to_markdown
 from harness.plots.records import Run, scan
@@ -23,7 +24,7 @@ from harness.results import inside, safe_name, write_atomic
 log = logging.getLogger(__name__)
 
 # The source tree's workloads/ folder, where the workload descriptions live (see workload_text).
-DEFAULT_WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "workloads"
+DEFAULT_WORKLOADS_DIR = REPO_ROOT / "workloads"
 
 PLOT_TITLES = {
     "seed_comparison": "slide on the CPU against tf_dense on the GPU (time to accuracy, samples/s per device)",

@@ -1,9 +1,10 @@
-"""Result records on disk: where they live, how they are written, how they are read back.
+"""The results folder: where records live, the campaign lock, atomic writing, strict JSON, event logs.
 
 One JSON file per run at ``<results>/runs/<workload>/<engine>/<run_id>.json``, written atomically
 (temporary file in the same folder, fsync, rename, fsync of the folder) so that a reader, or a
 campaign resumed after a crash, sees either the whole record or none. Records are never rewritten.
 Non-finite floats (a diverged loss) are stored as ``null``: strict JSON, readable by any tool.
+What a record holds, and reading and writing one, is `harness.records`.
 
 The event log beside a record (``<run_id>.events.jsonl``) holds one JSON object per line with
 named keys (``event``, ``utc``, ``wall_s`` and the event's own fields), MLPerf-logging style.
@@ -26,13 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Self, TextIO
 
-SCHEMA_VERSION = 2  # 2: training records carry popularity_p1 and flags
+from harness import REPO_ROOT
+
 RECORD_SUFFIX = ".json"
 EVENTS_SUFFIX = ".events.jsonl"
 DRAFT_SUFFIX = ".draft.json"
-STATES = ("target_reached", "budget_spent", "diverged", "error")
 RESULTS_ENV = "SLIDEBENCH_RESULTS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_NAME = ".lock"
 
 # A name that becomes one path component: no separator, no leading dot (so never "." or ".." and
@@ -162,35 +162,6 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     with open_atomic(path) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
-
-
-def write_record(path: Path, record: Mapping[str, Any]) -> None:
-    """Atomically write one record (any kind). Refuses a record without schema_version/run_id."""
-    for key in ("schema_version", "run_id", "kind", "spec", "status"):
-        if key not in record:
-            raise ValueError(f"record for {path} lacks the key {key!r}")
-    state = record["status"].get("state") if isinstance(record["status"], Mapping) else None
-    if state not in STATES:
-        raise ValueError(f"record for {path}: status.state {state!r} is not one of {', '.join(STATES)}")
-    try:
-        write_atomic(Path(path), dumps(record))
-    except OSError as exc:
-        if exc.filename is not None:
-            raise
-        # A failed write(2) (a full disk) names no file; the one being written is the useful part.
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """One record; ValueError naming the file when it is not a JSON object with a schema_version."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(record, dict) or "schema_version" not in record:
-        raise ValueError(f"{path}: not a slidebench record (no schema_version)")
-    return record
 
 
 def utc_now() -> str:

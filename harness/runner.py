@@ -41,13 +41,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import results
+from harness import REPO_ROOT, perf, records, results
 from harness.results import inside, safe_name
 from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("slidebench.runner")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_LINES = 30
 # Run in each worker's direct child (the worker, or `perf stat` wrapping it) between fork and exec:
 # that process is then killed by the kernel when this one dies, even by kill -9.
@@ -88,20 +87,7 @@ class _Unwrapped:
         self._reason = reason
 
     def collect(self, samples: int) -> dict[str, Any]:
-        return {
-            "source": "unavailable", "scope": None, "reason": self._reason,
-            "events": {}, "per_sample": {}, "cachegrind": None,
-        }  # fmt: skip
-
-
-def wrap(argv: list[str], counters: Mapping[str, Any], workdir: Path) -> Any:
-    try:
-        from harness import perf
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.perf":
-            raise
-        return _Unwrapped(argv, "harness.perf is not installed in this checkout")
-    return perf.wrap_command(argv, dict(counters), workdir)
+        return dict(records.unavailable_counters(self._reason))
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +129,7 @@ class Progress:
 
     def event(self, ev: Mapping[str, Any]) -> None:
         kind = ev.get("event")
-        if kind == "eval_accuracy":
+        if kind == records.EVAL_ACCURACY:
             self._measure(ev)
             eta = self._eta(ev)
             self._run_eta = eta
@@ -300,43 +286,27 @@ def failure_record(
     """An `error` record for a worker that died without writing one; the curve comes from its events."""
     from harness import env
 
-    curve: list[dict[str, Any]] = []
-    last: dict[str, Any] = {}
-    for ev in _EventTail(events_file).poll():
-        if ev.get("event") == "eval_accuracy":
-            point = {
-                k: ev.get(k)
-                for k in ("step", "epoch", "samples", "train_s", "wall_s", "p1", "p3", "p5", "ndcg5", "loss")
-            }
-            curve.append(point)
-    if curve:
-        last = curve[-1]
-    return {
-        "schema_version": results.SCHEMA_VERSION,
-        "run_id": run_id,
-        "build_id": build_id(spec.engine_class_name),
-        "kind": "train",
-        "spec": spec.to_dict(),
-        "status": {"state": "error", "message": message},
-        "timing": {
-            "data_s": None,
-            "init_s": None,
-            "train_s": last.get("train_s"),
-            "eval_s": None,
-            "wall_s": None,
-            "time_to_target_s": None,
-            "steps": last.get("step"),
-            "samples": last.get("samples"),
-            "epochs": last.get("epoch"),
-        },
-        "curve": curve,
-        "final": None,
-        "throughput": {"samples_per_s": None},
-        "counters": dict(counters),
-        "resources": None,
-        "engine_info": {},
-        "environment": env.capture(None),
-    }
+    curve = [records.curve_point(ev) for ev in _EventTail(events_file).poll() if ev.get("event") == records.EVAL_ACCURACY]
+    last = curve[-1] if curve else {}
+    return dict(
+        records.build(
+            records.TRAIN,
+            run_id,
+            spec.to_dict(),
+            records.ERROR,
+            message,
+            build_id=build_id(spec.engine_class_name),
+            timing={
+                "train_s": last.get("train_s"),
+                "steps": last.get("step"),
+                "samples": last.get("samples"),
+                "epochs": last.get("epoch"),
+            },
+            curve=curve,
+            counters=counters,
+            environment=env.capture(None),
+        )
+    )
 
 
 def _describe_exit(rc: int) -> str:
@@ -389,7 +359,7 @@ def run_one(
     spec_file.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
 
     argv = [sys.executable, "-m", "harness.worker", str(spec_file), str(draft)]
-    wrapped = wrap(argv, _plain_counters(spec), workdir)
+    wrapped = perf.wrap_command(argv, _plain_counters(spec), workdir)
     env = dict(os.environ)
     env.update(thread_env(spec.threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -450,7 +420,7 @@ def run_one(
     if draft.exists():
         # The draft is written atomically as the worker's last act: if it exists it is complete,
         # even when a wrapper (perf) reports a non-zero status afterwards.
-        record = results.read_record(draft)
+        record = dict(records.read(draft))
         samples = int((record.get("timing") or {}).get("samples") or 0)
         try:
             record["counters"] = wrapped.collect(samples)
@@ -474,11 +444,11 @@ def run_one(
         except Exception as exc:  # noqa: BLE001 - counters of a dead run are a nicety
             counters = _Unwrapped([], f"counter collection failed: {exc}").collect(0)
         record = failure_record(spec, run_id, message, events_file, counters)
-        state = "error"
-        results.EventLog(events_file).emit("run_stop", state="error", message=message)
+        state = records.ERROR
+        results.EventLog(events_file).emit(records.RUN_STOP, state=records.ERROR, message=message)
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{_utc_stamp()}"))
-    results.write_record(final, record)
+    records.write(final, record)
     shutil.rmtree(workdir, ignore_errors=True)
     return Outcome(
         spec, run_id, final, state, summary.splitlines()[0] if summary else "", time.monotonic() - t0
@@ -574,10 +544,10 @@ def plan(
         path = results.record_path(results_dir, spec.workload, spec.engine, spec.run_id)
         if path.exists() and not force:
             try:
-                state = results.read_record(path)["status"]["state"]
+                state = records.read(path)["status"]["state"]
             except (ValueError, KeyError, TypeError):
-                state = "error"
-            if not (retry_errors and state == "error"):
+                state = records.ERROR
+            if not (retry_errors and state == records.ERROR):
                 skipped.append(Outcome(spec, spec.run_id, path, "skipped", f"recorded earlier as {state}"))
                 continue
         todo.append(spec)
@@ -656,15 +626,32 @@ def _campaign(
     )  # fmt: skip
     outcomes = list(skipped)
     progress = Progress(len(todo), specs=todo)
-    if executor is None:
-        from harness.executors import LocalExecutor  # imported here: that module imports this one
-
-        executor = LocalExecutor()
-    for outcome in executor.run(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress):
+    runs = (
+        run_here(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
+        if executor is None
+        else executor.run(todo, results_dir, data_dir=data_dir, timeout_s=timeout_s, progress=progress)
+    )
+    for outcome in runs:
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
     return outcomes
+
+
+def run_here(
+    todo: Sequence[RunSpec],
+    results_dir: Path,
+    *,
+    data_dir: Path | None,
+    timeout_s: float | None,
+    progress: Progress,
+) -> Iterator[Outcome]:
+    """One run at a time on this machine, each in a fresh worker (the local executor's work)."""
+    for i, spec in enumerate(todo, 1):
+        progress.run_started(i, spec)
+        outcome = run_one(spec, results_dir, data_dir, progress, timeout_s)
+        progress.run_finished(outcome)
+        yield outcome
 
 
 def summarize(outcomes: Sequence[Outcome]) -> str:

@@ -5,8 +5,8 @@ every thread pool fixed through the environment before any engine import, exactl
 run (:func:`harness.worker.thread_env`). The child loads the data, prepares the engine (untimed),
 runs ``warmup`` steps (untimed: first-step costs such as graph tracing, page faults of fresh
 weights, hash-table warm-up) and then times ``steps`` calls of ``fit_step`` with the same batches,
-in the same order, as the worker would feed (:func:`harness.worker.batch_order`). The clock runs
-only around ``fit_step``, as the worker's train clock does.
+in the same order, as the worker feeds them (:class:`harness.loop.EpochFeed`). The clock runs
+only around ``fit_step``, as the worker's train clock does (:class:`harness.loop.Loop`).
 
 :func:`measure_throughput` is the reusable unit (the CI check ``slidebench check-scaling`` uses it);
 :func:`run_sweep` sweeps engines x thread counts, derives speedup and efficiency against one
@@ -14,7 +14,7 @@ thread, attaches time-to-target from existing training records of the same workl
 count (``results/runs/<workload>/<engine>/``), and writes one ``kind: "scaling"`` record per
 (engine, threads) under ``results/runs/<workload>-scaling/<engine>/``.
 
-Scaling record (schema_version 1; the common keys as in docs/design.md)::
+Scaling record (built by `harness.records.build`; the common keys as in docs/design.md)::
 
     scaling {threads, threads_in_effect, samples_per_s, steps, warmup_steps, samples, train_s,
              step_s_median, speedup, efficiency, baseline_threads, baseline_samples_per_s,
@@ -41,12 +41,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_ROOT
+
 log = logging.getLogger("slidebench.scaling")
 
 DEFAULT_STEPS = 50
 DEFAULT_WARMUP = 5
 MEASURE_TIMEOUT_S = 900.0
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -214,40 +215,28 @@ def measure_throughput(
 
 def _child(spec_path: Path, out_path: Path) -> int:
     """The measuring process: see the module docstring. Thread variables are already set."""
-    from harness import data, registry
-    from harness.engine import Batch
-    from harness.worker import batch_order
+    from harness import data
+    from harness.loop import EpochFeed, Loop, prepare_for_spec
     from harness.workload import RunSpec
 
     doc = json.loads(spec_path.read_text(encoding="utf-8"))
     spec = RunSpec.from_dict(doc["spec"])
     steps, warmup = int(doc["steps"]), int(doc["warmup"])
-    train, _test = data.load(spec.dataset.to_data_spec(), doc.get("data_dir"))
-    n = train.features.n_rows
-    engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
-    in_effect = int(engine.set_threads(spec.threads))
-    engine.prepare(spec.train_meta(train.features.n_cols, train.labels.n_cols, n))
-
+    train, _test = data.load(spec.dataset, doc.get("data_dir"))
+    prepared = prepare_for_spec(spec, train.features, train.labels)
+    engine, in_effect = prepared.engine, prepared.threads_in_effect
+    loop = Loop(engine, EpochFeed(train.features, train.labels, spec.training.batch_size, spec.seed))
+    for _ in range(warmup):
+        loop.step()
     step_s: list[float] = []
     step_samples: list[int] = []
-    done, epoch = 0, 0
-    region: tuple[float, float | None, float] | None = None  # wall, machine busy, own CPU at the first timed step
-    while done < warmup + steps:
-        for idx in batch_order(n, spec.training.batch_size, spec.seed, epoch):
-            batch = Batch(train.features.take(idx), train.labels.take(idx))
-            if done == warmup:
-                region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
-            t0 = time.perf_counter()
-            engine.fit_step(batch)
-            elapsed = time.perf_counter() - t0
-            if done >= warmup:
-                step_s.append(elapsed)
-                step_samples.append(len(idx))
-            done += 1
-            if done >= warmup + steps:
-                break
-        epoch += 1
-    assert region is not None
+    # Wall, machine busy and own CPU at the first timed step.
+    region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
+    for _ in range(steps):
+        samples = loop.clock.samples
+        loop.step()
+        step_s.append(loop.clock.last_step_s)
+        step_samples.append(loop.clock.samples - samples)
     busy_end, wall = cpu_busy_s(), time.perf_counter() - region[0]
     foreign = None
     if region[1] is not None and busy_end is not None and wall > 0:
@@ -283,7 +272,8 @@ def time_to_target(
     results_dir: Path, workload: str, engine: str, threads: int
 ) -> tuple[float | None, list[str]]:
     """Median time to target of existing training records at `threads`, and their run ids."""
-    from harness.results import read_record, run_dir
+    from harness import records
+    from harness.results import run_dir
 
     times, ids = [], []
     folder = run_dir(results_dir, workload, engine)
@@ -291,14 +281,14 @@ def time_to_target(
         if path.name.endswith(".draft.json"):
             continue
         try:
-            rec = read_record(path)
+            rec = records.read(path)
         except ValueError as exc:
             log.warning("skipping %s", exc)
             continue
-        if rec.get("kind") != "train" or rec.get("spec", {}).get("threads") != threads:
+        if rec["kind"] != records.TRAIN or rec.get("spec", {}).get("threads") != threads:
             continue
-        ttt = (rec.get("timing") or {}).get("time_to_target_s")
-        if rec.get("status", {}).get("state") == "target_reached" and ttt is not None:
+        ttt = rec["timing"].get("time_to_target_s")
+        if rec["status"].get("state") == records.TARGET_REACHED and ttt is not None:
             times.append(float(ttt))
             ids.append(str(rec.get("run_id")))
     return (statistics.median(times) if times else None), ids
@@ -307,8 +297,7 @@ def time_to_target(
 def _record(
     spec: Any, run_id: str, steps: int, warmup: int, m: Throughput | None, error: str | None, cores: int
 ) -> dict[str, Any]:
-    from harness import env
-    from harness.results import SCHEMA_VERSION
+    from harness import env, records
 
     info = m.engine_info if m else {}
     scaling = {
@@ -325,26 +314,25 @@ def _record(
         "oversubscribed": spec.threads > cores,
         "cores": cores,
     }
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "kind": "scaling",
-        "spec": spec.to_dict(),
-        "status": {
-            "state": "error" if error else "budget_spent",
-            "message": error or f"{steps} steps timed after {warmup} warm-up steps",
-        },
-        "timing": {
-            "train_s": m.train_s if m else None,
-            "wall_s": m.wall_s if m else None,
-            "steps": m.steps if m else 0,
-            "samples": m.samples if m else 0,
-        },
-        "throughput": {"samples_per_s": m.samples_per_s if m else None},
-        "scaling": scaling,
-        "engine_info": info,
-        "environment": env.capture(info),
-    }
+    return dict(
+        records.build(
+            records.SCALING,
+            run_id,
+            spec.to_dict(),
+            records.ERROR if error else records.BUDGET_SPENT,
+            error or f"{steps} steps timed after {warmup} warm-up steps",
+            timing={
+                "train_s": m.train_s if m else None,
+                "wall_s": m.wall_s if m else None,
+                "steps": m.steps if m else 0,
+                "samples": m.samples if m else 0,
+            },
+            throughput={"samples_per_s": m.samples_per_s if m else None},
+            scaling=scaling,
+            engine_info=info,
+            environment=env.capture(info),
+        )
+    )
 
 
 def _derive(records: list[dict[str, Any]], results_dir: Path, workload: str, engine: str) -> None:
@@ -388,8 +376,9 @@ def run_sweep(
     status ``error`` and the sweep goes on. The machine's load average is recorded before each
     measurement.
     """
+    from harness import records
     from harness import workload as workload_mod
-    from harness.results import read_record, record_path, write_record
+    from harness.results import record_path
 
     wl = workload if isinstance(workload, workload_mod.Workload) else workload_mod.load(workload)
     if steps < 1:
@@ -409,14 +398,14 @@ def run_sweep(
     sweep_name = f"{wl.name}-scaling"
     out: list[dict[str, Any]] = []
     for base in base_specs:
-        records, paths = [], []
+        measured, paths = [], []
         for t in counts:
             spec = replace(base, threads=t)
             run_id = scaling_run_id(spec, steps, warmup)
             path = record_path(results_dir, sweep_name, spec.engine, run_id)
             if path.exists() and not force:
                 log.info("%s %d threads: record exists (%s), reused", spec.engine, t, path)
-                records.append(read_record(path))
+                measured.append(dict(records.read(path)))
                 paths.append(None)
                 continue
             log.info(
@@ -434,13 +423,13 @@ def run_sweep(
             except RuntimeError as exc:
                 log.error("%s", exc)
                 rec = _record(spec, run_id, steps, warmup, None, str(exc), cores)
-            records.append(rec)
+            measured.append(rec)
             paths.append(path)
-        _derive(records, results_dir, wl.name, base.engine)
-        for rec, path in zip(records, paths, strict=True):
+        _derive(measured, results_dir, wl.name, base.engine)
+        for rec, path in zip(measured, paths, strict=True):
             if path is not None:
-                write_record(path, rec)
-        out.extend(records)
+                records.write(path, rec)
+        out.extend(measured)
     return out
 
 

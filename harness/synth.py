@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness import twin
-from harness.data import Dataset, Progress, cache_dir, load_pair, save_pair
+from harness.dataset import Dataset, cache_dir, load_pair, save_pair
+from harness.progress import Progress
 from harness.sparse import Csr, vstack
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import env, results, runner
+from harness import env, records, results, runner
 from harness.tuning import TUNING_FILE_VERSION, plain_number, reference_engine, split_values, tuning_file
 from harness.workload import RunSpec, Workload
 
@@ -100,14 +100,14 @@ def _run_all(
     for s in specs:
         path = results.record_path(results_dir, s.workload, s.engine, s.run_id)
         out[s.run_id] = (
-            results.read_record(path) if path.exists() else {"status": {"state": "missing"}, "curve": []}
+            records.read(path) if path.exists() else {"status": {"state": "missing"}, "curve": []}
         )
     return out
 
 
 def _score(record: dict[str, Any]) -> float | None:
     """The last validated P@1 of a trial that ran to its budget; None for a failed trial."""
-    if record.get("status", {}).get("state") not in ("budget_spent", "target_reached"):
+    if record.get("status", {}).get("state") not in records.OK_STATES:
         return None
     curve = record.get("curve") or []
     return float(curve[-1]["p1"]) if curve else None
@@ -141,10 +141,10 @@ def tune(
         trials = trial_specs(w, chosen_engines)
         log.info("%s: %d trials (%d per engine) of %.0f s train clock each", w.name, len(trials),
                  len(decl.configs()), decl.budget_fraction * (w.training.max_seconds or 0))  # fmt: skip
-        records = _run_all([s for _, _, s in trials], tune_dir, data_dir, timeout_s)
+        trial_records = _run_all([s for _, _, s in trials], tune_dir, data_dir, timeout_s)
         per_engine: dict[str, dict[str, Any]] = {}
         for engine, values, spec in trials:
-            rec = records[spec.run_id]
+            rec = trial_records[spec.run_id]
             entry = per_engine.setdefault(engine, {"trials": []})
             entry["trials"].append({
                 "values": {k: plain_number(v) for k, v in values.items()},
@@ -212,7 +212,7 @@ def _reference(
         spec = replace(spec, evaluation=replace(spec.evaluation, every_seconds=every))
     rec = _run_all([spec], tune_dir, data_dir, timeout_s)[spec.run_id]
     curve = rec.get("curve") or []
-    if rec.get("status", {}).get("state") not in ("budget_spent", "target_reached") or not curve:
+    if rec.get("status", {}).get("state") not in records.OK_STATES or not curve:
         raise RuntimeError(f"{w.name}: the reference run of {engine} failed: {rec.get('status')}")
     best = max(float(p["p1"]) for p in curve)
     last = float(curve[-1]["p1"])

@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import Dataset, Progress
+from harness.dataset import Dataset
+from harness.progress import Progress
 from harness.sparse import Csr, vstack
 
 # Part of every twin's identity (and of the synth cache key of presets built on this generator):

@@ -2,14 +2,16 @@
 
 SPEC.json is ``{"spec": <RunSpec.to_dict()>, "run_id": ..., "build_id": ..., "data_dir": ...,
 "events": <path of the JSON-lines event log>}`` (a bare RunSpec dict is accepted too). The
-worker writes one record (schema in docs/design.md) to OUT.json atomically, whatever the outcome
-— target reached, budget spent, diverged, or an engine/data error with its message — and exits 0.
+worker writes one record (`harness.records`; fields in docs/design.md) to OUT.json atomically,
+whatever the outcome — target reached, budget spent, diverged, or an engine/data error with its
+message — and exits 0.
 It writes nothing when interrupted (SIGINT/SIGTERM) or killed, so a resumed campaign simply runs
 it again. Its `counters` section says "unavailable: worker run without the campaign runner"; the
 runner (`harness.runner`) replaces it with what `harness.perf` collected.
 
 Thread counts are fixed through the environment here, before numpy or any engine is imported
-(this module imports only the standard library at the top for that reason); the runner sets the
+(this module imports only the standard library and `harness.records`, which imports nothing
+more, at the top for that reason); the runner sets the
 same variables, so either way an engine's thread pools are sized before they exist.
 
 Measurement protocol:
@@ -34,10 +36,8 @@ under `overrides` and in `status.message`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 import resource
 import signal
@@ -48,6 +48,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from harness import records
 
 log = logging.getLogger("slidebench.worker")
 
@@ -60,9 +62,7 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
     "TF_NUM_INTRAOP_THREADS",
 )
-BATCH_SALT = 0x5B1DE  # keeps the batch stream independent of other streams seeded with the same seed
-EVAL_SALT = 0xE7A1
-VALIDATION_SALT = 0x7A11D
+VALIDATION_SALT = 0x7A11D  # keeps the held-out rows independent of other streams seeded alike
 # At most this fraction of the training points is held out as the validation split.
 MAX_VALIDATION_FRACTION = 0.2
 
@@ -147,49 +147,8 @@ def _on_signal(signum: int, _frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-class _NoRegion:
-    """Stand-in for harness.perf.TrainingRegion when that module is absent."""
-
-    def enable(self) -> None:
-        pass
-
-    def disable(self) -> None:
-        pass
-
-
-def training_region() -> Any:
-    try:
-        from harness.perf import TrainingRegion
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.perf":
-            raise
-        return _NoRegion()
-    return TrainingRegion.from_env()
-
-
 # --------------------------------------------------------------------------------------------
-# Data order and evaluation subset (pure functions: tests hash them)
-
-
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[Any]:
-    """Row indices of each minibatch of `epoch`: a seeded shuffle cut into batches (last one short).
-
-    Depends only on (n, batch_size, seed, epoch), so every engine with the same seed sees the
-    very same batches in the same order.
-    """
-    import numpy as np
-
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"batch_order needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-    perm = np.random.default_rng([seed, epoch, BATCH_SALT]).permutation(n)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def eval_rows(n_test: int, subset: int, seed: int) -> Any:
-    """The fixed evaluation subset: a seeded shuffle of the test rows (test files are often sorted)."""
-    import numpy as np
-
-    return np.random.default_rng([seed, EVAL_SALT]).permutation(n_test)[: min(subset, n_test)]
+# The validation split (data order and the evaluation subset: harness.loop)
 
 
 def validation_rows(n_train: int, subset: int, seed: int) -> Any:
@@ -213,15 +172,6 @@ def split_for_validation(features: Any, labels: Any, subset: int, seed: int) -> 
     held = validation_rows(features.n_rows, subset, seed)
     keep = np.setdiff1d(np.arange(features.n_rows), held, assume_unique=True)
     return features.take(keep), labels.take(keep), features.take(held), labels.take(held)
-
-
-def row_slice(m: Any, start: int, stop: int) -> Any:
-    """Rows [start, stop) of a Csr as views of its arrays (indptr rebased to 0)."""
-    from harness.sparse import Csr
-
-    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
-    values = None if m.values is None else m.values[lo:hi]
-    return Csr(m.indptr[start : stop + 1] - lo, m.indices[lo:hi], values, m.n_cols)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,18 +209,21 @@ class _Run:
         self.spec = RunSpec.from_dict(doc["spec"])
         self.events = events
         self.overrides = overrides
-        self.state = "error"
+        self.state = records.ERROR
         self.message = ""
-        self.timing: dict[str, Any] = {
-            "data_s": None, "init_s": None, "train_s": 0.0, "eval_s": 0.0, "feed_s": 0.0, "loop_s": 0.0,
-            "overhead_s": 0.0, "wall_s": None, "time_to_target_s": None, "steps": 0, "samples": 0, "epochs": 0.0,
-        }  # fmt: skip
+        self.timing: dict[str, Any] = dict(
+            records.timing(
+                train_s=0.0, eval_s=0.0, feed_s=0.0, loop_s=0.0, overhead_s=0.0, steps=0, samples=0, epochs=0.0
+            )
+        )
         self.curve: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
         self.engine_info: dict[str, Any] = {}
         self.threads_in_effect: int | None = None
         self.data_info: dict[str, Any] = {}
         self.popularity_p1: float | None = None
+        self.clock: Any = None  # harness.loop.Clock of the training loop, once it exists
+        self._predict_s = 0.0  # the last evaluation's predict_topk and scoring, for its event
         self.t_start = time.perf_counter()
 
     # -- the run ---------------------------------------------------------------------------
@@ -278,19 +231,28 @@ class _Run:
     def execute(self) -> None:
         import numpy as np
 
-        from harness import data, registry
-        from harness.engine import Batch
+        from harness import data
+        from harness.loop import (
+            Budget,
+            Clock,
+            EpochFeed,
+            EvalSchedule,
+            Loop,
+            Target,
+            eval_rows,
+            prepare_for_spec,
+        )
         from harness.metrics import popularity_p1, ranking_metrics
 
         spec = self.spec
         ev = spec.evaluation
         tr = spec.training
         self.events.emit(
-            "run_start", run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides
+            records.RUN_START, run_id=self.doc.get("run_id"), spec=spec.to_dict(), overrides=self.overrides
         )
 
         t0 = time.perf_counter()
-        train, test = data.load(spec.dataset.to_data_spec(), self.doc.get("data_dir"))
+        train, test = data.load(spec.dataset, self.doc.get("data_dir"))
         x_train, y_train = train.features, train.labels
         if ev.split == "validation":
             # Tuning never sees the test split: it scores on training rows the run does not train on.
@@ -309,7 +271,7 @@ class _Run:
         }
         if n_train == 0 or x_eval.n_rows == 0:
             raise ValueError(f"dataset {spec.dataset.label} has an empty split: {self.data_info}")
-        self.events.emit("data_loaded", seconds=self.timing["data_s"], **self.data_info)
+        self.events.emit(records.DATA_LOADED, seconds=self.timing["data_s"], **self.data_info)
 
         # Evaluation subset, cut into predict batches once: identical for every engine.
         rows = eval_rows(x_eval.n_rows, ev.subset, ev.seed)
@@ -322,24 +284,18 @@ class _Run:
         diag_rows = rows[:DIAGNOSTIC_POINTS]
         diag_features, diag_labels = x_eval.take(diag_rows), y_eval.take(diag_rows)
 
-        t0 = time.perf_counter()
-        engine = registry.engine_class(spec.engine_class_name)(spec.engine_params)
-        self.threads_in_effect = int(engine.set_threads(spec.threads))
-        engine.prepare(spec.train_meta(x_train.n_cols, y_train.n_cols, n_train))
-        self.timing["init_s"] = time.perf_counter() - t0
-        self.events.emit("init_stop", seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
+        prepared = prepare_for_spec(spec, x_train, y_train)
+        engine = prepared.engine
+        self.threads_in_effect = prepared.threads_in_effect
+        self.timing["init_s"] = prepared.init_s
+        self.events.emit(records.INIT_STOP, seconds=self.timing["init_s"], threads_in_effect=self.threads_in_effect)
 
         max_steps = tr.max_steps
         if "max_steps" in self.overrides:
             max_steps = min(max_steps or self.overrides["max_steps"], self.overrides["max_steps"])
-        do_eval = not self.overrides.get("no_eval", False)
         k = ev.k
-        loss_sum, loss_n = 0.0, 0
-        next_eval_s = ev.every_seconds if ev.every_seconds else math.inf
-        t_loop = time.perf_counter()
 
-        def evaluate(step: int, samples: int) -> dict[str, Any]:
-            nonlocal loss_sum, loss_n
+        def evaluate(clock: Clock) -> dict[str, Any]:
             te = time.perf_counter()
             parts = []
             for chunk in eval_chunks:
@@ -351,107 +307,52 @@ class _Run:
                     )
                 parts.append(top)
             m = ranking_metrics(np.concatenate(parts), eval_labels, (1, 3, 5))
-            elapsed = time.perf_counter() - te
-            self.timing["eval_s"] += elapsed
+            self._predict_s = time.perf_counter() - te
             point = {
-                "step": step,
-                "epoch": samples / n_train,
-                "samples": samples,
-                "train_s": self.timing["train_s"],
-                "wall_s": time.perf_counter() - t_loop,
+                "step": clock.step,
+                "epoch": clock.samples / n_train,
+                "samples": clock.samples,
+                "train_s": clock.train_s,
+                "wall_s": clock.wall_s(),
                 "p1": m["p1"], "p3": m["p3"], "p5": m["p5"], "ndcg5": m["ndcg5"],
-                "loss": loss_sum / loss_n if loss_n else None,
+                "loss": clock.mean_loss(),
             }  # fmt: skip
-            loss_sum, loss_n = 0.0, 0
             td = time.perf_counter()
             diag = engine.diagnostics(diag_features, diag_labels) if ev.diagnostics else None
             if diag is not None:
                 # Part of the evaluation time (never of the train clock); also kept on its own.
-                spent = time.perf_counter() - td
-                self.timing["eval_s"] += spent
-                self.timing["diagnostics_s"] = self.timing.get("diagnostics_s", 0.0) + spent
+                self.timing["diagnostics_s"] = self.timing.get("diagnostics_s", 0.0) + time.perf_counter() - td
                 point["diagnostics"] = diag
             self.curve.append(point)
-            self.final = {key: m[key] for key in ("p1", "p3", "p5", "ndcg1", "ndcg3", "ndcg5")}
-            self.events.emit("eval_accuracy", eval_seconds=elapsed, **point)
+            self.final = {key: m[key] for key in records.FINAL_KEYS}
             return point
 
-        def target_hit(point: dict[str, Any]) -> bool:
-            return ev.target_p1 is not None and point["p1"] >= ev.target_p1
+        from harness.perf import TrainingRegion
 
-        region = training_region()
-        if do_eval and ev.at_start:
-            evaluate(0, 0)
-        self.events.emit("train_start")
-        region.enable()
-        step, samples, epoch = 0, 0, 0
-        stream = hashlib.sha256()  # fingerprint of the batches trained on: equal across engines
-        stop: tuple[str, str] | None = None
-        while stop is None:
-            tf = time.perf_counter()
-            batches = batch_order(n_train, tr.batch_size, spec.seed, epoch)
-            # One gather per epoch puts the shuffled rows in order; each batch is then a
-            # contiguous slice (no copy), which keeps the per-step harness cost to microseconds.
-            perm = np.concatenate(batches)
-            x_epoch, y_epoch = x_train.take(perm), y_train.take(perm)
-            self.timing["feed_s"] += time.perf_counter() - tf
-            start = 0
-            for idx in batches:
-                tf = time.perf_counter()
-                stream.update(idx.astype("<i8").tobytes())
-                stop_row = start + len(idx)
-                batch = Batch(row_slice(x_epoch, start, stop_row), row_slice(y_epoch, start, stop_row))
-                start = stop_row
-                ts = time.perf_counter()
-                stats = engine.fit_step(batch)
-                te = time.perf_counter()
-                self.timing["feed_s"] += ts - tf
-                self.timing["train_s"] += te - ts
-                step += 1
-                samples += len(idx)
-                loss = float(stats.loss)
-                if not math.isfinite(loss):
-                    stop = ("diverged", f"loss became {loss} at step {step}")
-                    self.events.emit("diverged", step=step, loss=loss)
-                    break
-                loss_sum += loss
-                loss_n += 1
-                budget = None
-                if max_steps is not None and step >= max_steps:
-                    budget = f"max_steps {max_steps} reached"
-                elif tr.max_seconds is not None and self.timing["train_s"] >= tr.max_seconds:
-                    budget = f"max_seconds {tr.max_seconds:g} of train clock spent"
-                elif tr.max_epochs is not None and samples >= tr.max_epochs * n_train:
-                    budget = f"max_epochs {tr.max_epochs:g} done"
-                due = bool(ev.every_steps and step % ev.every_steps == 0)
-                if self.timing["train_s"] >= next_eval_s:
-                    due = True
-                    while next_eval_s <= self.timing["train_s"]:
-                        next_eval_s += ev.every_seconds or math.inf
-                if do_eval and (due or budget):
-                    region.disable()
-                    point = evaluate(step, samples)
-                    region.enable()
-                    if target_hit(point):
-                        self.timing["time_to_target_s"] = point["train_s"]
-                        stop = (
-                            "target_reached",
-                            f"P@1 {point['p1']:.4f} >= target {ev.target_p1:g} at step {step}",
-                        )
-                        break
-                if budget:
-                    stop = ("budget_spent", budget)
-                    break
-            epoch += 1
-        region.disable()
-        self.data_info["batch_stream_sha256"] = stream.hexdigest()
-        self.timing["loop_s"] = time.perf_counter() - t_loop
+        feed = EpochFeed(x_train, y_train, tr.batch_size, spec.seed)
+        self.clock = Clock()
+        loop = Loop(engine, feed, self.clock)
+        stop = loop.run(
+            Budget(max_steps, tr.max_seconds, tr.max_epochs, n_train),
+            target=Target(ev.target_p1),
+            schedule=EvalSchedule(
+                ev.every_steps, ev.every_seconds, at_start=ev.at_start, enabled=not self.overrides.get("no_eval")
+            ),
+            evaluate=evaluate,
+            region=TrainingRegion.from_env(),
+            hooks=_EventHooks(self),
+        )
+        self.data_info["batch_stream_sha256"] = feed.fingerprint()
+        self._take_clock()
+        self.timing["loop_s"] = self.clock.wall_s()
         self.timing["overhead_s"] = max(
             0.0, self.timing["loop_s"] - self.timing["train_s"] - self.timing["eval_s"]
         )
-        self.timing["steps"], self.timing["samples"] = step, samples
-        self.timing["epochs"] = samples / n_train
-        self.state, self.message = stop
+        self.timing["steps"], self.timing["samples"] = self.clock.step, self.clock.samples
+        self.timing["epochs"] = self.clock.samples / n_train
+        if stop.state == records.TARGET_REACHED:
+            self.timing["time_to_target_s"] = self.curve[-1]["train_s"]
+        self.state, self.message = stop.state, stop.message
         if self.overrides:
             self.message += (
                 f" (overrides: {', '.join(f'{k}={v}' for k, v in sorted(self.overrides.items()))})"
@@ -461,61 +362,76 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a broken info() must not lose the run's numbers
             self.engine_info = {"error": f"{type(exc).__name__}: {exc}"}
 
+    def _take_clock(self) -> None:
+        """The loop's clocks into `timing` (also for a run that failed part way)."""
+        if self.clock is not None:
+            for key in ("train_s", "feed_s", "eval_s"):
+                self.timing[key] = getattr(self.clock, key)
+
     # -- the record ------------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
         from harness import env
         from harness.flags import run_flags
-        from harness.results import SCHEMA_VERSION
 
+        self._take_clock()
         self.timing["wall_s"] = time.perf_counter() - self.t_start
         usage = resource.getrusage(resource.RUSAGE_SELF)
         train_s = self.timing["train_s"]
         info = dict(self.engine_info)
         if self.threads_in_effect is not None:
             info.setdefault("threads_in_effect", self.threads_in_effect)
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.doc.get("run_id") or self.spec.run_id,
-            "build_id": self.doc.get("build_id"),
-            "kind": "train",
-            "spec": self.spec.to_dict(),
-            "status": {"state": self.state, "message": self.message},
-            "timing": dict(self.timing),
-            "curve": self.curve,
-            "final": self.final,
-            "throughput": {"samples_per_s": self.timing["samples"] / train_s if train_s > 0 else None},
-            "counters": {
-                "source": "unavailable",
-                "scope": None,
-                "reason": "not collected: worker run without the campaign runner",
-                "events": {},
-                "per_sample": {},
-                "cachegrind": None,
-            },
-            "resources": {
+        return records.build(
+            records.TRAIN,
+            self.doc.get("run_id") or self.spec.run_id,
+            self.spec.to_dict(),
+            self.state,
+            self.message,
+            build_id=self.doc.get("build_id"),
+            timing=self.timing,
+            curve=self.curve,
+            final=self.final,
+            throughput={"samples_per_s": self.timing["samples"] / train_s if train_s > 0 else None},
+            counters=records.unavailable_counters("not collected: worker run without the campaign runner"),
+            resources={
                 # ru_maxrss is in KiB on Linux.
                 "peak_rss_mb": usage.ru_maxrss / 1024.0,
                 "cpu_user_s": usage.ru_utime,
                 "cpu_sys_s": usage.ru_stime,
             },
-            "engine_info": info,
-            "environment": env.capture(info),
-            "data": self.data_info,
-            "overrides": self.overrides,
-            "popularity_p1": self.popularity_p1,
-            "flags": run_flags(
+            engine_info=info,
+            environment=env.capture(info),
+            data=self.data_info,
+            overrides=self.overrides,
+            popularity_p1=self.popularity_p1,
+            flags=run_flags(
                 self.curve,
                 self.popularity_p1,
                 self.data_info.get("eval_rows", 0),
-                self.state == "target_reached",
+                self.state == records.TARGET_REACHED,
             ),
-        }
+        )
+
+
+class _EventHooks:
+    """The loop's events into the run's event log."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def train_start(self) -> None:
+        self.run.events.emit(records.TRAIN_START)
+
+    def evaluated(self, point: dict[str, Any]) -> None:
+        self.run.events.emit(records.EVAL_ACCURACY, eval_seconds=self.run._predict_s, **point)
+
+    def diverged(self, step: int, loss: float) -> None:
+        self.run.events.emit(records.DIVERGED_EVENT, step=step, loss=loss)
 
 
 def run(spec_path: Path, out_path: Path) -> int:
     """Execute one run and write its record; see the module docstring. Returns the exit status."""
-    from harness.results import EventLog, events_path, write_record
+    from harness.results import EventLog, events_path
 
     doc = _read_spec(spec_path)
     events_file = Path(doc["events"]) if doc.get("events") else events_path(out_path)
@@ -524,23 +440,23 @@ def run(spec_path: Path, out_path: Path) -> int:
             overrides = _overrides()
             state = _Run(doc, events, overrides)
         except Exception as exc:
-            events.emit("run_stop", state="error", message=f"bad spec: {exc}")
+            events.emit(records.RUN_STOP, state=records.ERROR, message=f"bad spec: {exc}")
             raise
         try:
             state.execute()
         except Interrupted as exc:
-            events.emit("run_abort", reason=str(exc))
+            events.emit(records.RUN_ABORT, reason=str(exc))
             return 130
         except KeyboardInterrupt:
-            events.emit("run_abort", reason="SIGINT")
+            events.emit(records.RUN_ABORT, reason="SIGINT")
             return 130
         except Exception as exc:  # noqa: BLE001 - any engine/data failure becomes an `error` record
-            state.state, state.message = "error", f"{type(exc).__name__}: {exc}"
-            events.emit("error", message=state.message, traceback=traceback.format_exc())
+            state.state, state.message = records.ERROR, f"{type(exc).__name__}: {exc}"
+            events.emit(records.ERROR_EVENT, message=state.message, traceback=traceback.format_exc())
             log.error("run failed: %s", state.message)
         record = state.record()
-        write_record(out_path, record)
-        events.emit("run_stop", state=state.state, message=state.message, timing=record["timing"])
+        records.write(out_path, record)
+        events.emit(records.RUN_STOP, state=state.state, message=state.message, timing=record["timing"])
     return 0
 
 

@@ -34,11 +34,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from harness import registry
+from harness import REPO_ROOT, registry
+from harness.dataset import DatasetSpec, SplitFile
 from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
 from harness.tuning import (
     BEST_TUNED,
@@ -51,10 +52,6 @@ from harness.tuning import (
     tuning_file,
 )
 
-if TYPE_CHECKING:
-    from harness.data import SplitFile
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = REPO_ROOT / "workloads"
 SOURCE_SUFFIXES = (".py", ".cpp", ".cc", ".h", ".hpp", ".txt", ".cmake")
 
@@ -65,55 +62,6 @@ class WorkloadError(ValueError):
 
 # --------------------------------------------------------------------------------------------
 # Specs
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A manifest entry (`name`), a synthetic preset (`synthetic`, `scale`, `seed`), or users' own
-    files (`train`, `test`: `harness.data.SplitFile`s with the path as written, the header's shape,
-    size and sha256, measured when the workload was loaded). The files' checksums are part of the
-    spec, so a run's id and record say exactly which bytes it trained on, as for a manifest entry."""
-
-    name: str | None = None
-    synthetic: str | None = None
-    scale: float = 1.0
-    seed: int = 0
-    train: SplitFile | None = None
-    test: SplitFile | None = None
-
-    def __post_init__(self) -> None:
-        # A spec read back from JSON (the worker's SPEC.json) carries the files as tables.
-        from harness.data import SplitFile
-
-        for key in ("train", "test"):
-            value = getattr(self, key)
-            if isinstance(value, Mapping):
-                object.__setattr__(self, key, SplitFile(**value))
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.name is not None:
-            return {"name": self.name}
-        if self.train is not None and self.test is not None:
-            return {"train": _plain(self.train), "test": _plain(self.test)}
-        return {"synthetic": self.synthetic, "scale": self.scale, "seed": self.seed}
-
-    @property
-    def label(self) -> str:
-        if self.name is not None:
-            return self.name
-        if self.train is not None and self.test is not None:
-            return f"files:{self.train.file},{self.test.file}"
-        return f"{self.synthetic}@{self.scale:g}/seed{self.seed}"
-
-    def to_data_spec(self) -> Any:
-        """The data layer's `DatasetSpec` (imported here so validating a workload never loads data code)."""
-        from harness.data import DatasetSpec
-
-        if self.name is not None:
-            return DatasetSpec(name=self.name)
-        if self.train is not None or self.test is not None:
-            return DatasetSpec(train=self.train, test=self.test)
-        return DatasetSpec(synthetic=self.synthetic, scale=self.scale, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -186,7 +134,7 @@ class RunSpec:
     engine_params: Mapping[str, Any]
     threads: int
     seed: int
-    dataset: DatasetRef
+    dataset: DatasetSpec
     model: ModelSpec
     training: TrainingSpec
     evaluation: EvalSpec
@@ -233,7 +181,7 @@ class RunSpec:
                 engine_params=dict(d.get("engine_params") or {}),
                 threads=int(d["threads"]),
                 seed=int(d["seed"]),
-                dataset=DatasetRef(**d["dataset"]),
+                dataset=DatasetSpec(**d["dataset"]),
                 model=ModelSpec(
                     hidden=tuple(int(h) for h in model["hidden"]), activation=model["activation"]
                 ),
@@ -273,7 +221,7 @@ class Workload:
     name: str
     description: str
     target_source: str
-    dataset: DatasetRef
+    dataset: DatasetSpec
     model: ModelSpec
     training: TrainingSpec
     evaluation: EvalSpec
@@ -735,8 +683,8 @@ def _user_file(ds: Mapping[str, Any], key: str, where: str, data_dir: str | Path
         raise _fail(where, name, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> tuple[DatasetRef, int, int]:
-    """The `[dataset]` table as a DatasetRef, with the data's (features, labels), which the model and
+def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> tuple[DatasetSpec, int, int]:
+    """The `[dataset]` table as a DatasetSpec, with the data's (features, labels), which the model and
     evaluation checks need. Cheap: a manifest lookup, a preset, or the files' headers (and hashes)."""
     from harness import data, synth
 
@@ -763,7 +711,7 @@ def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> 
                 f"{test.file} declares {test.features} features and {test.labels} labels, "
                 f"{train.file} (train) {train.features} and {train.labels}",
             )
-        return DatasetRef(train=train, test=test), train.features, train.labels
+        return DatasetSpec(train=train, test=test), train.features, train.labels
 
     if ("name" in ds) == ("synthetic" in ds):
         raise _fail(
@@ -782,7 +730,7 @@ def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> 
                 f"unknown data set {_got(ds['name'])}; the manifest has: {', '.join(sorted(known))}",
             )
         entry = known[ds["name"]]
-        return DatasetRef(name=ds["name"]), entry.train.features, entry.train.labels
+        return DatasetSpec(name=ds["name"]), entry.train.features, entry.train.labels
 
     if ds["synthetic"] not in synth.PRESETS:
         raise _fail(
@@ -790,9 +738,8 @@ def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> 
             "[dataset] synthetic",
             f"unknown preset {_got(ds['synthetic'])}; known: {', '.join(sorted(synth.PRESETS))}",
         )
-    dataset = DatasetRef(synthetic=ds["synthetic"], scale=ds.get("scale", 1.0), seed=ds.get("seed", 0))
     try:
-        dataset.to_data_spec()
+        dataset = DatasetSpec(synthetic=ds["synthetic"], scale=ds.get("scale", 1.0), seed=ds.get("seed", 0))
     except ValueError as exc:
         raise _fail(where, "[dataset]", str(exc)) from None
     preset = synth.PRESETS[ds["synthetic"]]
@@ -801,7 +748,7 @@ def _dataset(ds: Mapping[str, Any], where: str, data_dir: str | Path | None) -> 
 
 def _check_against_data(
     where: str,
-    dataset: DatasetRef,
+    dataset: DatasetSpec,
     features: int,
     labels: int,
     model: ModelSpec,

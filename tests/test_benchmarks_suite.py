@@ -76,9 +76,9 @@ def test_fixture_is_built_once_and_advances(monkeypatch):
     monkeypatch.setattr(bench_common, "_FIXTURES", {})
     first = bench_common.engine_fixture("t", "numpy_dense", 1)
     assert bench_common.engine_fixture("t", "numpy_dense", 1) is first
-    assert first.position == bench_common.WARMUP_STEPS
+    assert first.loop.clock.step == bench_common.WARMUP_STEPS
     loss = first.step()
-    assert first.position == bench_common.WARMUP_STEPS + 1 and math.isfinite(loss)
+    assert first.loop.clock.step == bench_common.WARMUP_STEPS + 1 and math.isfinite(loss)
     assert first.test_features.n_rows == 256 and len(first.batches) == 2000 // 64 + 1
 
 

@@ -56,7 +56,10 @@ def test_reproduce_exits_1_when_a_run_diverged(
     (wdir / "suites.toml").write_text('[mini]\nworkloads = ["ok", "nan"]\n')
     monkeypatch.setattr(workload, "WORKLOADS_DIR", wdir)
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
-    monkeypatch.setattr(run_cmd, "_optional", lambda *a: lambda *a, **k: None)
+    from harness import report, scaling
+
+    monkeypatch.setattr(scaling, "run_sweep", lambda *a, **k: None)
+    monkeypatch.setattr(report, "render", lambda *a, **k: tmp_path / "report.md")
     assert cli.main(["reproduce", "--suite", "mini", "--results-dir", str(tmp_path / "res")]) == 1
     failed = [x for x in capsys.readouterr().err.splitlines() if x.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith("FAILED nan/numpy_dense/")
@@ -111,11 +114,10 @@ def test_dry_run_prints_the_matrix_and_runs_nothing(
     res = tmp_path / "res"
     specs = workload.load(path).expand()
     done = specs[0]
-    record = {
-        "schema_version": 1, "run_id": done.run_id, "kind": "train", "spec": done.to_dict(),
-        "status": {"state": "budget_spent", "message": ""},
-    }  # fmt: skip
-    results.write_record(results.record_path(res, "tw", "numpy_dense", done.run_id), record)
+    from harness import records
+
+    record = records.build(records.TRAIN, done.run_id, done.to_dict(), records.BUDGET_SPENT, "")
+    records.write(results.record_path(res, "tw", "numpy_dense", done.run_id), record)
     before = sorted(p for p in res.rglob("*"))
     assert cli.main(["run", str(path), "--results-dir", str(res), "--dry-run"]) == 0
     out = capsys.readouterr().out

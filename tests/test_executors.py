@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from test_runner import records, write_workload
 
-from harness import executors, results, runner, workload
+from harness import executors, runner, workload
+from harness import records as hrecords
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = "[engines.numpy_dense]\nsleep_per_step = 0.25"
@@ -243,12 +244,12 @@ def test_node_lost_mid_run_is_an_error_record_and_the_campaign_goes_on(
     states = sorted(o.state for o in out)
     assert states == ["budget_spent", "error"], [o.message for o in out]
     (lost,) = [o for o in out if o.state == "error"]
-    rec = results.read_record(lost.path)
+    rec = hrecords.read(lost.path)
     assert rec["status"]["state"] == "error" and "node was lost during the run" in rec["status"]["message"]
     assert "KilledWorker" in rec["status"]["message"] and killed[0][0] in rec["status"]["message"]
     assert rec["run_id"] == lost.run_id and rec["spec"]["seed"] in (0, 1)
     (done,) = [o for o in out if o.state == "budget_spent"]
-    assert results.read_record(done.path)["timing"]["steps"] == 16
+    assert hrecords.read(done.path)["timing"]["steps"] == 16
     # The run's own worker process died with its node (parent-death signal), nothing trains on.
     scratch = killed[0][1].parents[4]
     t0 = time.monotonic()

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import flags, results, runner, tune, workload
+from harness import flags, runner, tune, workload
+from harness.loop import batch_order, eval_rows
 from harness.metrics import popularity_p1
 from harness.sparse import Csr
-from harness.worker import batch_order, eval_rows, split_for_validation, validation_rows
+from harness.worker import split_for_validation, validation_rows
 from harness.workload import WorkloadError
 from tests.test_runner import records, write_workload
 
@@ -237,7 +238,7 @@ def test_report_reads_both_schema_versions(tmp_path: Path) -> None:
     source = min((res / "runs").rglob("*.json"))
     rec = json.loads(source.read_text())
     assert rec["schema_version"] == 1
-    rec.update(schema_version=results.SCHEMA_VERSION, popularity_p1=0.99, flags=[flags.BELOW_POPULARITY])
+    rec.update(schema_version=2, popularity_p1=0.99, flags=[flags.BELOW_POPULARITY])
     source.write_text(json.dumps(rec))
     md = report.render(res).read_text()
     assert "## Summary" in md and md.index("## Summary") < md.index("## Workload")

@@ -1,4 +1,4 @@
-"""Records on disk: atomic writes, strict JSON, round trip, paths (harness/results.py)."""
+"""Records on disk: atomic writes, strict JSON, round trip, paths (harness/results.py, harness/records.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import env, results
+from harness import env, records, results
 
 
 def minimal(state: str = "budget_spent") -> dict:
     return {
-        "schema_version": results.SCHEMA_VERSION,
+        "schema_version": records.SCHEMA_VERSION,
         "run_id": "abc",
         "kind": "train",
         "spec": {"workload": "w", "engine": "numpy_dense", "threads": 1, "seed": 0},
@@ -28,10 +28,10 @@ def minimal(state: str = "budget_spent") -> dict:
 def test_round_trip_with_non_finite_and_numpy_values(tmp_path: Path) -> None:
     path = results.record_path(tmp_path, "w", "numpy_dense", "abc")
     assert path == tmp_path / "runs" / "w" / "numpy_dense" / "abc.json"
-    results.write_record(path, minimal())
+    records.write(path, minimal())
     text = path.read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
-    back = results.read_record(path)
+    back = records.read(path)
     assert back["curve"][0]["loss"] is None and back["timing"]["time_to_target_s"] is None
     assert back["curve"][0]["p1"] == 0.5 and back["timing"]["steps"] == 3
     assert isinstance(back["timing"]["steps"], int)
@@ -41,20 +41,20 @@ def test_refuses_incomplete_or_unknown_state(tmp_path: Path) -> None:
     rec = minimal()
     del rec["run_id"]
     with pytest.raises(ValueError, match="run_id"):
-        results.write_record(tmp_path / "x.json", rec)
+        records.write(tmp_path / "x.json", rec)
     with pytest.raises(ValueError, match="status.state"):
-        results.write_record(tmp_path / "x.json", minimal(state="finished"))
+        records.write(tmp_path / "x.json", minimal(state="finished"))
     assert not list(tmp_path.iterdir()), "nothing written for a refused record"
 
 
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
-    results.write_record(path, minimal())
+    records.write(path, minimal())
     before = path.read_text()
     bad = minimal()
     bad["curve"] = [object()]
     with pytest.raises(TypeError):
-        results.write_record(path, bad)
+        records.write(path, bad)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
@@ -70,10 +70,10 @@ def test_read_record_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.json"
     p.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
-        results.read_record(p)
+        records.read(p)
     p.write_text("[1, 2]")
     with pytest.raises(ValueError, match="schema_version"):
-        results.read_record(p)
+        records.read(p)
 
 
 def test_events_path_and_log(tmp_path: Path) -> None:
@@ -167,5 +167,5 @@ def test_write_record_names_the_file_when_the_disk_is_full(
     monkeypatch.setattr(results, "write_atomic", full)
     path = tmp_path / "r.json"
     with pytest.raises(OSError) as info:
-        results.write_record(path, minimal())
+        records.write(path, minimal())
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import records as hrecords
 from harness import results, runner, workload
-from harness.worker import batch_order, eval_rows
+from harness.loop import batch_order, eval_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +68,7 @@ perf = false
 
 
 def records(results_dir: Path) -> list[dict]:
-    return [results.read_record(p) for p in sorted((results_dir / "runs").rglob("*.json"))]
+    return [hrecords.read(p) for p in sorted((results_dir / "runs").rglob("*.json"))]
 
 
 # -- batch stream -----------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     out = runner.run_campaign(w, tmp_path / "res")
     assert [o.state for o in out] == ["budget_spent"]
     (rec,) = records(tmp_path / "res")
-    assert rec["schema_version"] == results.SCHEMA_VERSION == 2 and rec["kind"] == "train"
+    assert rec["schema_version"] == hrecords.SCHEMA_VERSION == 3 and rec["kind"] == "train"
     assert rec["run_id"] == w.expand()[0].run_id
     assert Path(out[0].path).name == f"{rec['run_id']}.json"
     t = rec["timing"]
@@ -210,7 +211,7 @@ def test_max_steps_override_is_recorded(tmp_path: Path) -> None:
     out = runner.run_one(
         spec, tmp_path / "res", extra_env={"SLIDEBENCH_MAX_STEPS": "3", "SLIDEBENCH_NO_EVAL": "1"}
     )
-    rec = results.read_record(out.path)
+    rec = hrecords.read(out.path)
     assert rec["timing"]["steps"] == 3 and rec["curve"] == []
     assert rec["overrides"] == {"max_steps": 3, "no_eval": True} and "overrides" in rec["status"]["message"]
 
@@ -289,7 +290,7 @@ def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path)
     assert killed
     states = [o.state for o in out]
     assert states == ["error", "budget_spent"], [o.message for o in out]
-    rec = results.read_record(out[0].path)
+    rec = hrecords.read(out[0].path)
     assert "SIGKILL" in rec["status"]["message"]
     assert rec["curve"] and rec["curve"][0]["step"] == 0, "partial curve recovered from the event log"
     # Skipped on the next campaign, rerun with retry_errors.
@@ -342,14 +343,17 @@ def test_reproduce_runs_suite_then_scaling_then_report(
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
     calls: list[tuple[str, object]] = []
 
-    def fake_optional(module: str, func: str, what: str):
+    from harness import report, scaling
+
+    def fake(func: str):
         def call(*args, **kwargs):
             calls.append((func, kwargs))
             return tmp_path / "report.md" if func == "render" else None
 
         return call
 
-    monkeypatch.setattr(run_cmd, "_optional", fake_optional)
+    monkeypatch.setattr(scaling, "run_sweep", fake("run_sweep"))
+    monkeypatch.setattr(report, "render", fake("render"))
     import argparse
 
     args = argparse.Namespace(
@@ -366,8 +370,8 @@ def test_reproduce_runs_suite_then_scaling_then_report(
 
 
 def test_row_slice_matches_take() -> None:
+    from harness.loop import row_slice
     from harness.sparse import Csr
-    from harness.worker import row_slice
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 5, size=20)
@@ -491,7 +495,7 @@ def test_timeout_ends_the_worker_behind_its_wrapper(tmp_path: Path, monkeypatch:
     w = workload.load(write_workload(tmp_path, max_steps=200, engine_params=slow))
     (spec,) = w.expand()
     res = tmp_path.resolve() / "res"
-    monkeypatch.setattr(runner, "wrap", lambda argv, counters, workdir: _Wrapped(argv))
+    monkeypatch.setattr(runner.perf, "wrap_command", lambda argv, counters, workdir: _Wrapped(argv))
     try:
         out = runner.run_one(spec, res, timeout_s=4)
         assert out.state == "error" and "timed out after 4 s" in out.message
@@ -508,7 +512,7 @@ def _campaign_with_wrapper_cmd(path: Path, res: Path, wrapped: bool) -> list[str
         "class Wrapped(runner._Unwrapped):\n"
         "    def __init__(self, argv):\n"
         "        super().__init__([sys.executable, '-c', W, *argv], 'test')\n"
-        f"if {wrapped}: runner.wrap = lambda argv, counters, workdir: Wrapped(argv)\n"
+        f"if {wrapped}: runner.perf.wrap_command = lambda argv, counters, workdir: Wrapped(argv)\n"
         "runner.run_campaign(workload.load(Path(sys.argv[1])), Path(sys.argv[2]))"
     )
     return [sys.executable, "-c", code, str(path), str(res)]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import scaling, workload
-from harness.results import read_record, record_path, write_record
+from harness import records, scaling, workload
+from harness.results import record_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,12 +71,9 @@ def test_measure_throughput_refuses_bad_protocol(smoke, steps, warmup, threads):
 
 
 def plant_train_record(results: Path, threads: int, ttt: float, run_id: str) -> None:
-    rec = {
-        "schema_version": 1, "run_id": run_id, "kind": "train",
-        "spec": {"workload": "smoke", "engine": "numpy_dense", "threads": threads},
-        "status": {"state": "target_reached", "message": ""}, "timing": {"time_to_target_s": ttt},
-    }  # fmt: skip
-    write_record(record_path(results, "smoke", "numpy_dense", run_id), rec)
+    spec = {"workload": "smoke", "engine": "numpy_dense", "threads": threads}
+    rec = records.build(records.TRAIN, run_id, spec, records.TARGET_REACHED, "", timing={"time_to_target_s": ttt})
+    records.write(record_path(results, "smoke", "numpy_dense", run_id), rec)
 
 
 def test_sweep_writes_scaling_records_and_reuses_them(smoke, tmp_path, monkeypatch):
@@ -101,7 +98,7 @@ def test_sweep_writes_scaling_records_and_reuses_them(smoke, tmp_path, monkeypat
     assert len(one["scaling"]["load_avg_before"]) == 3
     files = sorted((tmp_path / "runs" / "smoke-scaling" / "numpy_dense").glob("*.json"))
     assert len(files) == 2
-    stored = {read_record(f)["scaling"]["threads"]: read_record(f) for f in files}
+    stored = {records.read(f)["scaling"]["threads"]: records.read(f) for f in files}
     assert stored[2]["scaling"]["speedup"] == pytest.approx(two["scaling"]["speedup"])
     assert stored[1]["spec"]["threads"] == 1 and stored[1]["environment"]["cores"]
 

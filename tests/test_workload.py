@@ -366,7 +366,7 @@ def test_dataset_files_by_path_carry_shape_and_sha256(data_dir: Path) -> None:
     assert recorded["test"]["points"] == 2 and recorded["test"]["file"] == "mine/test.txt"
     again = workload.RunSpec.from_dict(json.loads(spec.canonical()))
     assert again == spec and again.run_id == spec.run_id
-    train, test = data.load(again.dataset.to_data_spec())
+    train, test = data.load(again.dataset)
     assert (train.num_points, test.num_points, train.num_labels) == (3, 2, 7)
     # An absolute path needs no data directory.
     absolute = parse(with_files(train=str(data_dir / "mine" / "train.txt")))
@@ -375,7 +375,7 @@ def test_dataset_files_by_path_carry_shape_and_sha256(data_dir: Path) -> None:
     (data_dir / "mine" / "train.txt").write_bytes(train_bytes.replace(b"2:0.5", b"2:0.7"))
     assert parse(with_files()).expand()[0].run_id != spec.run_id
     with pytest.raises(data.DataError, match="sha256"):
-        data.load(again.dataset.to_data_spec())
+        data.load(again.dataset)
 
 
 @pytest.mark.parametrize(

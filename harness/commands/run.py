@@ -7,7 +7,6 @@ a suite fails in a second rather than after twenty minutes of training.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
@@ -17,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import executors, results, runner, workload
+from harness import executors, records, results, runner, workload
 from harness.commands import common
 
 log = logging.getLogger("slidebench.run")
 
 SUITES_FILE = workload.WORKLOADS_DIR / "suites.toml"
 INTERRUPTED = 130
-FAILED_STATES = ("error", "diverged")
+FAILED_STATES = (records.ERROR, records.DIVERGED)
 
 
 @dataclass(frozen=True)
@@ -178,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from harness import report, scaling  # the report imports matplotlib: only where it is drawn
+
     suites = load_suites()
     if args.suite not in suites:
         raise ValueError(f"unknown suite {args.suite!r}; {SUITES_FILE} defines: {', '.join(sorted(suites))}")
@@ -217,7 +218,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 )
             if scaling_w is not None and not args.no_scaling:
                 counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
-                _optional("harness.scaling", "run_sweep", "thread-scaling sweep")(
+                scaling.run_sweep(
                     scaling_w,
                     data_dir=data_dir,
                     results_dir=results_dir,
@@ -227,24 +228,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         log.warning("interrupted: finished runs are kept; rerun the same command to resume")
         return INTERRUPTED
     print(f"suite {suite.name}: {runner.summarize(all_outcomes)}")
-    report = _optional("harness.report", "render", "report")(results_dir)
-    if report is not None:
-        print(f"report: {report}")
+    print(f"report: {report.render(results_dir)}")
     return _report_failures(all_outcomes)
-
-
-def _optional(module: str, func: str, what: str) -> Callable[..., Any]:
-    """A step owned by another module; skipped with a warning if that module is not in this checkout."""
-    try:
-        return getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-
-        def skipped(*_a: Any, **_k: Any) -> None:
-            log.warning("%s skipped: %s is not available", what, module)
-
-        return skipped
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -1,11 +1,12 @@
 """Reading stored result records for plots and the report.
 
 Only the JSON records under `<results>/runs/**/*.json` are read (never engines, never data), so
-this module imports nothing heavy. Each record becomes a frozen `Run`, a flat view of the fields
-the plots and tables use; the raw record is kept for anything else. Unknown extra keys are
-tolerated (the schema grows); a record whose `schema_version` this code does not know, or that
-lacks a key every consumer needs, is skipped with a warning naming the file, so that one bad file
-never hides a whole campaign.
+this module imports nothing heavy. Each record, brought to the current schema by
+`harness.records.upgrade` (which owns the versions), becomes a frozen `Run`, a flat view of the
+fields the plots and tables use; the record is kept for anything else. Unknown extra keys are
+tolerated (the schema grows); a record whose `schema_version` is unknown, or that lacks a key every
+consumer needs, is skipped with a warning naming the file, so that one bad file never hides a whole
+campaign.
 """
 
 from __future__ import annotations
@@ -18,19 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import flags
+from harness import records
+from harness.records import RecordError
 from harness.results import safe_name
 
 log = logging.getLogger(__name__)
-
-# 1: before popularity_p1 and flags; 2: with them (version 1 records get flags computed on reading,
-# from their curve; they have no popularity, so never the popularity flag).
-SCHEMA_VERSIONS = frozenset({1, 2})
-KNOWN_STATES = frozenset({"target_reached", "budget_spent", "diverged", "error"})
-
-
-class RecordError(ValueError):
-    """A record that cannot be used; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ class Run:
     @property
     def ok(self) -> bool:
         """A run whose numbers mean something: it neither failed nor diverged."""
-        return self.state in ("target_reached", "budget_spent")
+        return self.state in records.OK_STATES
 
 
 def _get(mapping: Any, key: str, path: Path, where: str) -> Any:
@@ -173,15 +166,9 @@ def _path_safe(value: str, key: str, path: Path) -> str:
 
 def parse_record(record: Any, path: Path) -> Run:
     """Validate one decoded record and flatten it; RecordError naming file and key otherwise."""
-    if not isinstance(record, Mapping):
-        raise RecordError(f"{path}: top level is not an object")
-    version = _get(record, "schema_version", path, "")
-    if version not in SCHEMA_VERSIONS:
-        raise RecordError(
-            f"{path}: unknown schema_version {version!r} (this report reads {sorted(SCHEMA_VERSIONS)})"
-        )
-    kind = record.get("kind", "train")
-    if kind not in ("train", "scaling"):
+    record = records.upgrade(record, path)
+    kind = record["kind"]
+    if kind not in records.KINDS:
         raise RecordError(f"{path}: unknown kind {kind!r} (expected 'train' or 'scaling')")
     spec = _get(record, "spec", path, "")
     engine = _get(spec, "engine", path, "spec")
@@ -190,7 +177,7 @@ def parse_record(record: Any, path: Path) -> Run:
     _path_safe(engine, "spec.engine", path)
     status = _get(record, "status", path, "")
     state = _get(status, "state", path, "status")
-    if state not in KNOWN_STATES:
+    if state not in records.STATES:
         log.warning("%s: unknown status.state %r; treating the run as failed", path, state)
     timing = _section(record, "timing")
     evaluation = _section(spec, "evaluation")
@@ -212,20 +199,6 @@ def parse_record(record: Any, path: Path) -> Run:
     popularity = _number(record.get("popularity_p1"))
     eval_rows = _section(record, "data").get("eval_rows")
     eval_rows = eval_rows if isinstance(eval_rows, int) and not isinstance(eval_rows, bool) else None
-    stored = record.get("flags")
-    if isinstance(stored, list) and all(isinstance(f, str) for f in stored):
-        run_flags = tuple(stored)
-    elif kind == "scaling":
-        run_flags = tuple(flags.scaling_flags(_number(scaling.get("efficiency")) if scaling else None))
-    else:
-        run_flags = tuple(
-            flags.run_flags(
-                [{"step": c.step, "p1": c.p1} for c in curve],
-                popularity,
-                eval_rows or 0,
-                state == "target_reached",
-            )
-        )
     return Run(
         path=path,
         run_id=str(record.get("run_id", path.stem)),
@@ -234,7 +207,7 @@ def parse_record(record: Any, path: Path) -> Run:
         engine=engine,
         threads=threads,
         seed=seed,
-        state=state if state in KNOWN_STATES else "error",
+        state=state if state in records.STATES else records.ERROR,
         message=str(status.get("message") or ""),
         target_p1=_number(evaluation.get("target_p1")),
         time_to_target_s=_number(timing.get("time_to_target_s")),
@@ -251,7 +224,7 @@ def parse_record(record: Any, path: Path) -> Run:
         raw=record,
         device=run_device(_section(record, "engine_info"), spec),
         popularity_p1=popularity,
-        flags=run_flags,
+        flags=tuple(record["flags"]),
         eval_rows=eval_rows,
     )
 

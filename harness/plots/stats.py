@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness import records
 from harness.plots.records import CurvePoint, Run
 
 
@@ -50,7 +51,7 @@ def time_to_target(runs: Sequence[Run]) -> Spread | None:
     if not runs:
         return None
     times = [
-        r.time_to_target_s if (r.state == "target_reached" and r.time_to_target_s is not None) else math.inf
+        r.time_to_target_s if (r.state == records.TARGET_REACHED and r.time_to_target_s is not None) else math.inf
         for r in runs
     ]
     arr = np.sort(np.asarray(times))

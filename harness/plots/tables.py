@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import records
 from harness.plots import style
 from harness.plots.counters import counter_table
 from harness.plots.markup import Block, Bullets, Para, Table
@@ -133,7 +134,7 @@ def time_to_target_table(by_engine: ByEngine) -> Table:
         ref_ttt = time_to_target([r for r in ref if r.state != "error"]) if ref else None
         sps = spread([r.samples_per_s for r in runs if r.ok])
         ref_sps = spread([r.samples_per_s for r in ref if r.ok]) if ref else None
-        reached = sum(1 for r in runs if r.state == "target_reached")
+        reached = sum(1 for r in runs if r.state == records.TARGET_REACHED)
         rows.append(
             (
                 label,
