@@ -70,6 +70,8 @@ trap 'rm -rf "$WL"' EXIT
 if [ "$CPU_RUNS" = 1 ]; then devices='["gpu", "cpu"]'; engines=slide,tf_dense; else devices='["gpu"]'; engines=tf_dense; fi
 sed "s/^devices = .*/devices = $devices/" workloads/amazon670k-gpu.toml >"$WL/amazon670k-gpu.toml"
 cp workloads/amazon670k-gpu-b1024.toml "$WL/amazon670k-gpu-b1024.toml"
+# The GPU workload takes amazon670k's tuning ([tuning] from), which lives beside the workloads.
+cp -r workloads/tuning "$WL/tuning"
 # Refuse a broken copy now rather than after the set-up's minutes.
 if [ -x "$PY" ]; then
   "$PY" -c "
@@ -77,7 +79,8 @@ import sys
 from harness import workload
 for path in sys.argv[1:]:
     w = workload.load(path)
-    print(f'{w.name}: batch {w.training.batch_size}, devices {list(w.devices)}, target P@1 {w.evaluation.target_p1}')
+    p1 = (w.target_section() or {}).get('p1')
+    print(f'{w.name}: batch {w.training.batch_size}, devices {list(w.devices)}, target P@1 {p1}')
 " "$WL/amazon670k-gpu.toml" "$WL/amazon670k-gpu-b1024.toml"
 fi
 
