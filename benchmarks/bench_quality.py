@@ -5,6 +5,10 @@
   The majority-label baseline is 0.095. One thread
   keeps SLIDE's HOGWILD updates in a fixed order, so the number moves only when the code does (an
   optimizer, hashing or initialisation change), not with scheduling.
+- `LshRetrievalSmall.track_recall_top10_after_steps`: the share of the exact top-10 wrong labels
+  that slide's LSH tables return for the first 64 evaluation points (`SlideEngine.diagnostics`,
+  before random padding) after `STEPS` steps, per hash family, at one thread, on the same data
+  as above. It moves when hashing, table sizing or selection changes, whatever P@1 does.
 - `ParallelEfficiency.track_efficiency_2_threads`: (samples/s at 2 threads) / (2 x samples/s at 1
   thread), each measured in a fresh process by `harness.scaling.measure_throughput` on the
   scaling-check shape (`small` preset at scale 0.25). 1.0 is perfect scaling. Skipped on a machine
@@ -49,6 +53,39 @@ class AccuracySmall:
         return ranking_metrics(topk, fixture.test_labels, ks=(1,))["p1"]
 
     track_p1_after_steps.unit = "P@1"  # type: ignore[attr-defined]
+
+
+# The hash families the retrieval track follows: the engine's default and the inner-product one.
+RETRIEVAL_PARAMS: dict[str, dict[str, Any]] = {
+    "dwta": {},
+    "simhash_mips": {"hash": "simhash_mips", "K": 10, "L": 16, "bucket_bits": 8, "insertion": "reservoir"},
+}
+DIAGNOSTIC_ROWS = 64
+
+
+class LshRetrievalSmall:
+    params: ClassVar[list[list[Any]]] = [sorted(RETRIEVAL_PARAMS)]
+    param_names: ClassVar[list[str]] = ["hash"]
+    timeout = 600
+
+    def setup_cache(self) -> None:
+        load_data(SHAPES["small"])
+
+    setup_cache.timeout = 600  # type: ignore[attr-defined]
+
+    def track_recall_top10_after_steps(self, hash_name: str) -> float:
+        fixture = build_fixture(
+            "small", "slide", 1, params=RETRIEVAL_PARAMS[hash_name], warmup=0, eval_rows=DIAGNOSTIC_ROWS,
+            max_batches=STEPS, lr=LR,
+        )  # fmt: skip
+        for _ in range(STEPS):
+            fixture.step()
+        diag = fixture.engine.diagnostics(fixture.test_features, fixture.test_labels)
+        if not diag or diag.get("lsh") is None:
+            raise RuntimeError(f"slide ({hash_name}) reported no LSH candidates to score")
+        return float(diag["lsh"]["recall_top10"])
+
+    track_recall_top10_after_steps.unit = "recall@10"  # type: ignore[attr-defined]
 
 
 class ParallelEfficiency:

@@ -33,7 +33,7 @@ from harness.dataset import (
 )
 from harness.progress import Progress
 from harness.sparse import Csr
-from harness.xmc_text import DataError, parse_xmc, read_header
+from harness.xmc_text import DataError, parse_xmc, read_header, write_xmc
 
 __all__ = [
     "DataError",
@@ -72,6 +72,15 @@ def file_sha256(path: Path) -> str:
         while block := fh.read(8 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_dataset(path: Path, ds: Dataset) -> Path:
+    """One split in the XMC text format (atomically, see harness.xmc_text.write_xmc)."""
+    write_xmc(
+        path, ds.labels.indptr, ds.labels.indices, ds.features.indptr, ds.features.indices,
+        ds.features.values, ds.num_features, ds.num_labels,
+    )  # fmt: skip
+    return path
 
 
 def read_xmc(

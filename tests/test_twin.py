@@ -16,8 +16,7 @@ import pytest
 from harness import calibrate, synth, twin
 from harness.cli import main
 from harness.commands.twin import resolve_pair
-from harness.data import DatasetSpec, load, read_xmc
-from harness.xmc_text import write_xmc
+from harness.data import DatasetSpec, load, read_xmc, write_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -46,16 +45,7 @@ def knobs(**over) -> twin.TwinKnobs:
 def write_pair(folder, train, test):
     folder.mkdir(parents=True, exist_ok=True)
     for split, ds in (("train", train), ("test", test)):
-        write_xmc(
-            folder / f"set_{split}.txt",
-            ds.labels.indptr,
-            ds.labels.indices,
-            ds.features.indptr,
-            ds.features.indices,
-            ds.features.values,
-            ds.num_features,
-            ds.num_labels,
-        )
+        write_dataset(folder / f"set_{split}.txt", ds)
 
 
 def test_deterministic_per_seed():

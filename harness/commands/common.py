@@ -45,3 +45,8 @@ def positive_seconds(text: str) -> float:
 def positive_number(text: str) -> float:
     """argparse type: a finite number above zero (a scale): refused before any work starts."""
     return _positive(text, "number")
+
+
+def comma_list(text: str) -> list[str]:
+    """`a,b, c` -> ["a", "b", "c"] (empty items dropped): engine and workload lists on the command line."""
+    return [x.strip() for x in text.split(",") if x.strip()]

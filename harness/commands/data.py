@@ -10,7 +10,7 @@ from pathlib import Path
 from harness import data as hdata
 from harness import synth
 from harness.commands import common
-from harness.xmc_text import write_xmc
+from harness.data import write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +103,7 @@ def _synth(args: argparse.Namespace) -> int:
         for split, ds in (("train", train), ("test", test)):
             path = args.out / f"{args.preset}_{split}.txt"
             started = time.perf_counter()
-            write_xmc(
-                path,
-                ds.labels.indptr,
-                ds.labels.indices,
-                ds.features.indptr,
-                ds.features.indices,
-                ds.features.values,
-                ds.num_features,
-                ds.num_labels,
-            )
+            write_dataset(path, ds)
             print(f"wrote {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -25,10 +25,6 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _str_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "scaling",
@@ -44,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated thread counts (default: powers of two up to the core count, and the core count)",
     )
     p.add_argument(
-        "--engines", type=_str_list, default=None, help="comma-separated engines (default: the workload's)"
+        "--engines", type=common.comma_list, default=None, help="comma-separated engines (default: the workload's)"
     )
     p.add_argument("--steps", type=int, default=scaling.DEFAULT_STEPS, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=scaling.DEFAULT_WARMUP, help="untimed warm-up steps first")

@@ -16,10 +16,6 @@ from harness import tune, workload
 from harness.commands import common
 
 
-def _str_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tune",
@@ -29,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("workload", help="workload name (workloads/<name>.toml) or path")
     p.add_argument(
-        "--engines", type=_str_list, default=None,
+        "--engines", type=common.comma_list, default=None,
         help="comma-separated engines to (re)tune (default: every engine of the matrix)",
     )  # fmt: skip
     p.add_argument("--no-reference", action="store_true", help="skip the reference run that sets the target")

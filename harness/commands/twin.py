@@ -14,7 +14,7 @@ from pathlib import Path
 from harness import calibrate, twin
 from harness import data as hdata
 from harness.commands import common
-from harness.xmc_text import write_xmc
+from harness.data import write_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -225,16 +225,7 @@ def _twin(args: argparse.Namespace) -> int:
     )
     for split, ds in (("train", train), ("test", test)):
         path = args.out / f"{stem}_{split}.txt"
-        write_xmc(
-            path,
-            ds.labels.indptr,
-            ds.labels.indices,
-            ds.features.indptr,
-            ds.features.indices,
-            ds.features.values,
-            ds.num_features,
-            ds.num_labels,
-        )
+        write_dataset(path, ds)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     print(f"wrote {args.out / (stem + '_knobs.json')}")
     return 0
