@@ -169,7 +169,10 @@ def tune(
             "workload": w.name,
             "search": decl.to_dict(),
             "budget_s": decl.budget_fraction * (w.training.max_seconds or 0),
-            "validation_points": w.evaluation.subset,
+            # What the trials scored on (the split is capped at a fraction of the training points).
+            "validation_points": next(
+                (r["data"].get("eval_rows") for r in trial_records.values() if isinstance(r.get("data"), dict)), None
+            ),
             "tuned_at": results.utc_now(),
             "machine": {"cpu": env.cpu_info().get("cpu_model"), "cores": os.cpu_count()},
             "load_before": [round(x, 2) for x in load_before],
