@@ -214,6 +214,7 @@ def test_tune_writes_choices_and_a_target_that_runs_then_use(tmp_path: Path) -> 
     out = tune.tune(workload.load(path), tmp_path / "res")
     doc = json.loads(out.read_text())
     assert set(doc["engines"]) == {"numpy_dense", "dense-b"}
+    assert doc["validation_points"] == 200  # the tiny preset's 2,000 training points allow all 200
     for entry in doc["engines"].values():
         assert len(entry["trials"]) == 2 and entry["p1"] == max(t["p1"] for t in entry["trials"])
     target = doc["target"]
