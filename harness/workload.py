@@ -327,7 +327,9 @@ class Workload:
                     model=self.model,
                     training=training,
                     evaluation=evaluation,
-                    counters=self.counters,
+                    # Simulated cache misses are a property of the code, not of the seed: one
+                    # valgrind slice per (engine, threads), on the first seed, is enough.
+                    counters=self.counters if s == seeds_t[0] else replace(self.counters, cachegrind=False),
                     tuning=tuning,
                     target=target,
                 )

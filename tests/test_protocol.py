@@ -270,3 +270,10 @@ def test_the_best_reference_is_the_engine_whose_choice_scored_highest() -> None:
     assert reference_engine("best", engines, ["a", "b", "c"]) == "b"  # ties: the matrix's order
     assert reference_engine("best", engines, ["c", "b", "a"]) == "c"
     assert reference_engine("a", engines, ["a", "b"]) == "a"
+
+
+def test_the_cachegrind_slice_runs_on_the_first_seed_only(tmp_path: Path) -> None:
+    path = write_workload(tmp_path, seeds="[3, 1, 2]")
+    path.write_text(path.read_text().replace("perf = false", "perf = false\ncachegrind = true"))
+    specs = workload.load(path).expand()
+    assert [(s.seed, s.counters.cachegrind) for s in specs] == [(3, True), (1, False), (2, False)]
