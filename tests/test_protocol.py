@@ -277,3 +277,14 @@ def test_the_cachegrind_slice_runs_on_the_first_seed_only(tmp_path: Path) -> Non
     path.write_text(path.read_text().replace("perf = false", "perf = false\ncachegrind = true"))
     specs = workload.load(path).expand()
     assert [(s.seed, s.counters.cachegrind) for s in specs] == [(3, True), (1, False), (2, False)]
+
+
+def test_speedup_column_names_who_missed_the_target() -> None:
+    import math
+
+    from harness.plots.tables import _ratio
+
+    assert _ratio(30.0, math.inf) == "not reached (tf_dense did)"
+    assert _ratio(math.inf, 8.0) == "tf_dense not reached"
+    assert _ratio(math.inf, math.inf) == "neither reached"
+    assert _ratio(32.0, 8.0) == "4.00×"

@@ -66,12 +66,13 @@ def _reference(by_engine: ByEngine, threads: str) -> Sequence[Run] | None:
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> str:
+    """Reference time over engine time (or engine rate over reference rate); infinity = not reached."""
     if numerator is None or denominator is None or denominator == 0:
         return "—"
     if math.isinf(numerator) and math.isinf(denominator):
         return "neither reached"
     if math.isinf(denominator):
-        return "only reference missed target"
+        return f"not reached ({REFERENCE_ENGINE} did)"
     if math.isinf(numerator):
         return f"{REFERENCE_ENGINE} not reached"
     return f"{numerator / denominator:.2f}×"
