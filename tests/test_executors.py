@@ -168,6 +168,8 @@ def test_interrupted_campaign_stops_its_runs_on_the_nodes(
             time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C reaching the client
 
+    # A shell that started the tests in the background hands them SIGINT ignored; a Ctrl-C must arrive.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t = threading.Thread(target=interrupt_once_training)
     t.start()
     try:
@@ -175,6 +177,7 @@ def test_interrupted_campaign_stops_its_runs_on_the_nodes(
             runner.run_campaign(w, res, executor=executor)
     finally:
         t.join(timeout=90)
+        signal.signal(signal.SIGINT, previous)
     assert records(res) == [], "no record for an interrupted run"
     # The runs' worker processes on the nodes were ended, not left training for nobody.
     local_dirs = list(executor.client.run(lambda dask_worker: dask_worker.local_directory).values())

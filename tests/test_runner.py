@@ -235,6 +235,10 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _training_started(res: Path) -> bool:
     return any("train_start" in p.read_text() for p in (res / "runs").rglob("*.events.jsonl"))
 
@@ -246,7 +250,12 @@ def test_killed_campaign_leaves_no_partial_record_and_resumes(tmp_path: Path, ho
     path = write_workload(tmp_path, seeds="[0, 1]", max_steps=20, engine_params=slow)
     res = tmp_path / "res"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(_campaign_cmd(path, res), cwd=REPO, env=env, start_new_session=True)
+    # A shell that started the tests in the background hands them SIGINT ignored; the campaign under
+    # test must get it as a user's Ctrl-C would.
+    proc = subprocess.Popen(
+        _campaign_cmd(path, res), cwd=REPO, env=env, start_new_session=True,
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads of this test exist yet
+    )  # fmt: skip
     try:
         _wait_for(lambda: _training_started(res))
         os.killpg(proc.pid, how)  # the whole campaign: runner and worker, like a Ctrl-C or a crash
