@@ -347,7 +347,7 @@ def slice_command(
     if warmup > 0:
         evaluation = spec.setdefault("evaluation", {})
         subset = evaluation.get("subset") or WARMUP_EVAL_SUBSET
-        evaluation.update(every_steps=warmup, every_seconds=None, target_p1=None)
+        evaluation.update(every_steps=warmup, every_seconds=None, growth=None, target_p1=None)
         evaluation["subset"] = min(int(subset), WARMUP_EVAL_SUBSET)
     slice_spec = workdir / "cachegrind-slice.spec.json"
     slice_spec.write_text(json.dumps(doc), encoding="utf-8")

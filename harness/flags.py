@@ -7,8 +7,8 @@ the report and other tools can test for it:
   run learned nothing a frequency count does not know);
 - ``falling``: an evaluation fell more than three standard errors below the run's running best
   (the run diverges or collapses; a time-to-target from it is luck of the cadence);
-- ``few_evaluations``: fewer than MIN_EVALUATIONS evaluations after step 0 in a run that did not
-  reach its target (its curve cannot be read as a curve);
+- ``few_evaluations``: fewer than MIN_EVALUATIONS evaluations after step 0 (its curve cannot be
+  read as a curve, and its time to target is only as fine as its cadence);
 - ``no_separation`` (a workload's): no run on it beats popularity, so it does not separate engines;
 - ``efficiency_above_1`` (a scaling point's): parallel efficiency above 100% is noise, not speed.
 
@@ -44,9 +44,7 @@ def beats_popularity(p1: float, popularity: float, n: int) -> bool:
     return p1 > popularity + BEAT_BY_SE * standard_error(popularity, n)
 
 
-def run_flags(
-    curve: Sequence[Mapping[str, Any]], popularity: float | None, n_eval: int, target_reached: bool = False
-) -> list[str]:
+def run_flags(curve: Sequence[Mapping[str, Any]], popularity: float | None, n_eval: int) -> list[str]:
     """The flags of one training run from its curve (points with `step` and `p1`)."""
     flags: list[str] = []
     values = [float(p["p1"]) for p in curve if p.get("p1") is not None]
@@ -61,7 +59,7 @@ def run_flags(
             break
         best = max(best, v)
     after_start = sum(1 for p in curve if p.get("step", 0) > 0)
-    if after_start < MIN_EVALUATIONS and not target_reached:
+    if after_start < MIN_EVALUATIONS:
         flags.append(FEW_EVALUATIONS)
     return flags
 

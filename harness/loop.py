@@ -202,27 +202,38 @@ class Target:
 class EvalSchedule:
     """Evaluations at step 0 (unless `at_start` is off), every `every_steps` steps and/or every
     `every_seconds` of train clock (and, decided by the loop, when the budget is spent).
-    `enabled=False` evaluates never."""
+    With `growth`, the seconds marks are geometric instead: every_seconds x growth^k, so that an
+    engine that reaches its target in a tenth of the budget still gets a curve of many points
+    while a slow one is not evaluated more often than it trains. `enabled=False` evaluates never."""
 
     def __init__(
         self,
         every_steps: int | None,
         every_seconds: float | None,
         *,
+        growth: float | None = None,
         at_start: bool = True,
         enabled: bool = True,
     ) -> None:
-        self.every_steps, self.every_seconds = every_steps, every_seconds
+        if growth is not None and not (growth > 1.0 and every_seconds):
+            raise ValueError(f"growth needs every_seconds and must be > 1, got {growth}")
+        self.every_steps, self.every_seconds, self.growth = every_steps, every_seconds, growth
         self.at_start, self.enabled = at_start, enabled
         self._next_s = every_seconds if every_seconds else math.inf
 
+    def _after(self, mark: float) -> float:
+        if self.growth is not None:
+            return mark * self.growth
+        return mark + (self.every_seconds or math.inf)
+
     def due(self, clock: Clock) -> bool:
-        """Whether this step ends on an evaluation; passes the seconds mark once it is crossed."""
+        """Whether this step ends on an evaluation; passes the seconds marks once they are crossed
+        (one evaluation however many marks a slow step crossed)."""
         due = bool(self.every_steps and clock.step % self.every_steps == 0)
         if clock.train_s >= self._next_s:
             due = True
             while self._next_s <= clock.train_s:
-                self._next_s += self.every_seconds or math.inf
+                self._next_s = self._after(self._next_s)
         return due
 
 
@@ -296,11 +307,13 @@ class Loop:
         evaluate: Callable[[Clock], dict[str, Any]] | None = None,
         region: Region | None = None,
         hooks: Hooks | None = None,
+        stop_at_target: bool = True,
     ) -> Stop:
         """Train until the stop rule says so: a non-finite loss at once (`diverged`), the target
         at an evaluation (`target_reached`), else the first budget spent (`budget_spent`, after a
-        last evaluation). `evaluate(clock)` returns a curve point (with `p1`); its time goes to
-        `eval_s`, and `region` is off while it runs."""
+        last evaluation). With `stop_at_target` off, a run that reached its target trains on to
+        the budget and still ends `target_reached`. `evaluate(clock)` returns a curve point (with
+        `p1`); its time goes to `eval_s`, and `region` is off while it runs."""
         c, hooks, region = self.clock, hooks or Hooks(), region or _NoCount()
         target = target or Target(None)
         evaluating = evaluate is not None and (schedule is None or schedule.enabled)
@@ -315,6 +328,7 @@ class Loop:
             hooks.evaluated(point)
             return point
 
+        reached: str | None = None  # the first evaluation at or above the target, described
         if evaluating and (schedule is None or schedule.at_start):
             evaluation()
         hooks.train_start()
@@ -333,12 +347,13 @@ class Loop:
                     region.disable()
                     point = evaluation()
                     region.enable()
-                    if target.reached(point):
-                        return Stop(
-                            records.TARGET_REACHED,
-                            f"P@1 {point['p1']:.4f} >= target {target.p1:g} at step {c.step}",
-                        )
+                    if reached is None and target.reached(point):
+                        reached = f"P@1 {point['p1']:.4f} >= target {target.p1:g} at step {c.step}"
+                        if stop_at_target:
+                            return Stop(records.TARGET_REACHED, reached)
                 if spent:
+                    if reached is not None:
+                        return Stop(records.TARGET_REACHED, f"{reached}; trained on until {spent}")
                     return Stop(records.BUDGET_SPENT, spent)
         finally:
             region.disable()

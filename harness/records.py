@@ -245,9 +245,7 @@ def _flags_of(record: Mapping[str, Any]) -> list[str]:
     data = record.get("data")
     eval_rows = data.get("eval_rows") if isinstance(data, Mapping) else None
     eval_rows = eval_rows if isinstance(eval_rows, int) and not isinstance(eval_rows, bool) else 0
-    status = record.get("status")
-    reached = isinstance(status, Mapping) and status.get("state") == TARGET_REACHED
-    return flags.run_flags(points, _number(record.get("popularity_p1")), eval_rows, reached)
+    return flags.run_flags(points, _number(record.get("popularity_p1")), eval_rows)
 
 
 def upgrade(record: Any, path: Path | str = "record") -> Record:

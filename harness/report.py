@@ -96,12 +96,18 @@ def _protocol(runs: Sequence[Run], text: WorkloadText) -> str:
         parts.append(f"Why this target: {text.target_source}")
     if evaluation:
         cadence = [
-            f"{evaluation[key]:g} {unit}"
+            f"every {evaluation[key]:g} {unit}"
             for key, unit in (("every_steps", "steps"), ("every_seconds", "s of train clock"))
             if isinstance(evaluation.get(key), (int, float))
         ]
+        growth = evaluation.get("growth")
+        if isinstance(growth, (int, float)) and isinstance(evaluation.get("every_seconds"), (int, float)):
+            first = evaluation["every_seconds"]
+            cadence = [
+                f"at {first:g} s x {growth:g}^k of train clock (geometric: fast and slow engines both get curves)"
+            ]
         parts.append(
-            f"Evaluation every {' or '.join(cadence) or '?'} on a fixed, seeded subset of "
+            f"Evaluation {' or '.join(cadence) or '?'} on a fixed, seeded subset of "
             f"{evaluation.get('subset', '?')} test samples (seed {evaluation.get('seed', '?')}), k = "
             f"{evaluation.get('k', '?')}; P@k computed by the harness from each engine's top-k."
         )

@@ -51,6 +51,7 @@ def _as_trial(base: RunSpec, values: dict[str, Any], factor: float, evaluations:
         base.evaluation,
         split="validation",
         every_seconds=seconds / evaluations,
+        growth=None,
         every_steps=None,
         target_p1=None,
         diagnostics=False,

@@ -336,11 +336,16 @@ class _Run:
             Budget(max_steps, tr.max_seconds, tr.max_epochs, n_train),
             target=Target(ev.target_p1),
             schedule=EvalSchedule(
-                ev.every_steps, ev.every_seconds, at_start=ev.at_start, enabled=not self.overrides.get("no_eval")
+                ev.every_steps,
+                ev.every_seconds,
+                growth=ev.growth,
+                at_start=ev.at_start,
+                enabled=not self.overrides.get("no_eval"),
             ),
             evaluate=evaluate,
             region=TrainingRegion.from_env(),
             hooks=_EventHooks(self),
+            stop_at_target=ev.stop_at_target,
         )
         self.data_info["batch_stream_sha256"] = feed.fingerprint()
         self._take_clock()
@@ -351,7 +356,10 @@ class _Run:
         self.timing["steps"], self.timing["samples"] = self.clock.step, self.clock.samples
         self.timing["epochs"] = self.clock.samples / n_train
         if stop.state == records.TARGET_REACHED:
-            self.timing["time_to_target_s"] = self.curve[-1]["train_s"]
+            # The first point at or above the target: the run may have trained on past it.
+            self.timing["time_to_target_s"] = next(
+                p["train_s"] for p in self.curve if p["p1"] >= (ev.target_p1 or 0.0)
+            )
         self.state, self.message = stop.state, stop.message
         if self.overrides:
             self.message += (
@@ -404,12 +412,7 @@ class _Run:
             data=self.data_info,
             overrides=self.overrides,
             popularity_p1=self.popularity_p1,
-            flags=run_flags(
-                self.curve,
-                self.popularity_p1,
-                self.data_info.get("eval_rows", 0),
-                self.state == records.TARGET_REACHED,
-            ),
+            flags=run_flags(self.curve, self.popularity_p1, self.data_info.get("eval_rows", 0)),
         )
 
 

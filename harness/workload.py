@@ -86,7 +86,13 @@ class EvalSpec:
     seed: int = 0
     every_steps: int | None = None
     every_seconds: float | None = None  # on the train clock
+    # Geometric cadence: evaluations at every_seconds x growth^k of train clock (None: linear).
+    growth: float | None = None
     target_p1: float | None = None
+    # True: a run ends at its first evaluation at or above the target (MLPerf's rule). False: it
+    # trains on to its budget, so every engine's curve spans the same budget and the time to target
+    # is read from the curve's first point at or above it.
+    stop_at_target: bool = True
     batch_size: int = 256  # rows per predict_topk call: bounds the memory of exact scoring
     # "test": the fixed subset of the test split; "validation": training rows held out from the
     # run's own training (tuning scores there, never on the test split)
@@ -578,10 +584,12 @@ _TRAINING = {
 _EVALUATION = {
     "every_steps": _Field("int", check=_STEPS),
     "every_seconds": _Field("num", check=_SECONDS),
+    "growth": _Field("num", check=lambda v: None if 1 < v <= 10 else f"must be in (1, 10], got {_got(v)}"),
     "subset": _Field("int", True, _positive_up_to(MAX_SUBSET, "int32 row ids")),
     "seed": _Field("int", check=_SEED),
     "k": _Field("int", check=lambda v: None if v >= 1 else f"must be >= 1, got {_got(v)}"),
     "target_p1": _Field("num", check=_prob),
+    "stop_at_target": _Field("bool"),
     "batch_size": _Field("int", check=_BATCH),
     "diagnostics": _Field("bool"),
     "at_start": _Field("bool"),
@@ -859,6 +867,8 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
     ev = _section(raw["evaluation"], _EVALUATION, where, "evaluation")
     if not {"every_steps", "every_seconds"} & set(ev):
         raise _fail(where, "[evaluation]", "no cadence: give every_steps and/or every_seconds")
+    if "growth" in ev and "every_seconds" not in ev:
+        raise _fail(where, "[evaluation] growth", "needs every_seconds, the first mark of its cadence")
     evaluation = EvalSpec(**ev)
     if evaluation.k < 5:
         # The record's curve and `final` always carry P@1/3/5 and nDCG@1/3/5.

@@ -101,6 +101,34 @@ def test_target_reached_at_an_evaluation(fake_time: FakeTime) -> None:
     assert lp.clock.step == 4 and len(seen) == 3
 
 
+def test_a_run_that_trains_on_past_its_target_still_reached_it(fake_time: FakeTime) -> None:
+    evaluate, seen = evaluator(fake_time, [0.0, 0.2, 0.7, 0.5, 0.9, 0.9])
+    lp = Loop(Engine(fake_time), feed(fake_time))
+    stop = lp.run(
+        Budget(max_steps=8),
+        schedule=EvalSchedule(2, None),
+        evaluate=evaluate,
+        target=Target(0.6),
+        stop_at_target=False,
+    )
+    assert stop.state == "target_reached"
+    assert stop.message == "P@1 0.7000 >= target 0.6 at step 4; trained on until max_steps 8 reached"
+    assert lp.clock.step == 8 and [p["step"] for p in seen] == [0, 2, 4, 6, 8]
+
+
+def test_a_run_that_never_reaches_its_target_spends_its_budget(fake_time: FakeTime) -> None:
+    evaluate, _ = evaluator(fake_time, [0.0, 0.2, 0.3])
+    lp = Loop(Engine(fake_time), feed(fake_time))
+    stop = lp.run(
+        Budget(max_steps=4),
+        schedule=EvalSchedule(2, None),
+        evaluate=evaluate,
+        target=Target(0.6),
+        stop_at_target=False,
+    )
+    assert (stop.state, stop.message) == ("budget_spent", "max_steps 4 reached")
+
+
 def test_non_finite_loss_stops_at_once_without_an_evaluation(fake_time: FakeTime) -> None:
     evaluate, seen = evaluator(fake_time, [0.0] * 5)
     got: list[tuple[int, float]] = []
@@ -122,6 +150,23 @@ def test_evaluations_every_seconds_of_train_clock(fake_time: FakeTime) -> None:
     # Evaluation and feeding take time too, but only the train clock counts.
     lp.run(Budget(max_seconds=7.0), schedule=EvalSchedule(None, 2.5), evaluate=evaluate)
     assert [p["step"] for p in seen] == [0, 3, 5, 7]
+
+
+def test_geometric_evaluation_marks_one_evaluation_per_crossing() -> None:
+    schedule, clock = EvalSchedule(None, 1.0, growth=2.0), Clock()
+    due = []
+    for train_s in (0.5, 1.0, 1.5, 2.5, 3.0, 9.0, 15.9, 16.0):
+        clock.train_s = train_s
+        due.append(schedule.due(clock))
+    # Marks at 1, 2, 4, 8, 16: the step at 9 s crossed both 4 and 8 and evaluates once.
+    assert due == [False, True, False, True, False, True, False, True]
+
+
+def test_geometric_cadence_needs_seconds_and_growth_above_1() -> None:
+    with pytest.raises(ValueError, match="growth"):
+        EvalSchedule(10, None, growth=2.0)
+    with pytest.raises(ValueError, match="growth"):
+        EvalSchedule(None, 1.0, growth=1.0)
 
 
 def test_epoch_budget_and_a_disabled_schedule(fake_time: FakeTime) -> None:

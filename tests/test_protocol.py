@@ -51,10 +51,11 @@ def test_below_popularity_uses_the_standard_error() -> None:
     assert flags.BELOW_POPULARITY not in flags.run_flags(curve, None, 1000)  # no floor known
 
 
-def test_few_evaluations_unless_the_target_was_reached() -> None:
+def test_few_evaluations_counts_the_points_after_step_0() -> None:
     short = _curve(0.0, 0.3, 0.5)
     assert flags.FEW_EVALUATIONS in flags.run_flags(short, 0.1, 100)
-    assert flags.FEW_EVALUATIONS not in flags.run_flags(short, 0.1, 100, target_reached=True)
+    assert flags.FEW_EVALUATIONS not in flags.run_flags(_curve(0.0, *[0.5] * 10), 0.1, 100)
+    assert flags.FEW_EVALUATIONS in flags.run_flags(_curve(0.0, *[0.5] * 9), 0.1, 100)
 
 
 def test_workload_and_scaling_flags() -> None:

@@ -235,6 +235,25 @@ def test_exact_predict_blocks_cover_every_row(n_rows: int) -> None:
 
 
 @needs_native
+@pytest.mark.parametrize("threads", [1, 4])
+def test_exact_scores_match_a_dense_forward_of_the_weights(threads: int) -> None:
+    """predict_scores (blocks of rows, chunks of outputs) against numpy on the engine's own weights."""
+    m = meta(300, 2000, hidden=(16,), lr=0.01)
+    e = engine({"min_active": 32}, m, threads=threads)
+    e.fit_step(learnable(np.random.default_rng(0), 32, 300, 2000, 8))
+    x = learnable(np.random.default_rng(1), 130, 300, 2000, 8).features
+    w1, b1, w_out, b_out = e.get_weights()
+    dense_x = np.zeros((x.n_rows, x.n_cols), dtype=np.float64)
+    for i in range(x.n_rows):
+        dense_x[i, x.indices[x.indptr[i] : x.indptr[i + 1]]] = x.values[x.indptr[i] : x.indptr[i + 1]]
+    hidden = np.maximum(dense_x @ w1 + b1, 0.0)
+    want = hidden @ w_out.T + b_out
+    got = e._net.predict_scores(x.indptr, x.indices, x.values)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_native
 def test_bf16_moments_learn_like_fp32_and_save_exactly(tmp_path) -> None:
     """BF16 moments (stochastic rounding) track the fp32 run; a saved model reloads bit-exactly."""
     m = meta(200, 50, hidden=(32,), lr=0.01)

@@ -79,6 +79,9 @@ def test_base_is_valid() -> None:
         ("evaluation.k", 3, "k"),
         ("evaluation.target_p1", 1.5, "target_p1"),
         ("evaluation.every_steps", DELETE, "cadence"),
+        ("evaluation.growth", 1.0, "growth"),
+        ("evaluation.growth", 2.0, "growth"),  # needs every_seconds, which the base lacks
+        ("evaluation.stop_at_target", "no", "stop_at_target"),
         ("matrix.engines", ["numpy_dense", "warp_drive"], "engines"),
         ("matrix.engines", [], "engines"),
         ("matrix.threads", [0], "threads"),

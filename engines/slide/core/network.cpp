@@ -606,10 +606,61 @@ void Network::last_output(int64_t s, std::vector<int32_t>* ids, std::vector<floa
   *log_q = o.log_q;
 }
 
+template <class Start, class Score, class Finish>
+void Network::score_outputs_blocked(const CsrView& x, Start&& start, Score&& score, Finish&& finish) {
+  // Hidden layers per sample, then every output scored. Samples are taken in blocks and labels in
+  // chunks, so a chunk of output rows (kChunk x 128 floats, L2-sized) is read from memory once per
+  // block of samples rather than once per sample. Blocks of up to 64 samples, their count a
+  // multiple of the thread count so that every thread gets the same share.
+  const int64_t n = x.n_rows;
+  const int nl = num_layers();
+  Layer& Lo = *layers_[nl - 1];
+  const int n_labels = Lo.n_out();
+  const int kChunk = 512;
+  const int64_t threads = cfg_.threads;
+  const int64_t n_blocks = std::max<int64_t>(1, ((n + 63) / 64 + threads - 1) / threads * threads);
+  const int64_t kBlock = std::max<int64_t>(1, (n + n_blocks - 1) / n_blocks);
+  const KernelTable& kt = kernels();
+  parallel_for(n_blocks, cfg_.threads, 1, scratch_, [&](int64_t blk, ThreadScratch& ts) {
+    const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
+    if (s0 >= s1) return;  // more blocks than samples (tiny batches): nothing here
+    std::vector<InView> ins(static_cast<size_t>(s1 - s0));
+    for (int64_t s = s0; s < s1; ++s) {
+      SampleState& st = samples_[s];
+      forward(x, s, nullptr, 0, false, false, 0, st, ts, nl - 1);  // hidden layers only
+      ins[s - s0] = nl > 1 ? view_of(st.layer[nl - 2]) : feature_row(x, s);
+      start(s, s - s0, ts);
+    }
+    const float* b = Lo.bias();
+    const int row_len = Lo.row_len();
+    for (int j0 = 0; j0 < n_labels; j0 += kChunk) {
+      const int j1 = std::min(n_labels, j0 + kChunk);
+      // The first sample of the block brings the chunk in from memory: rows are 1.5 KB apart
+      // (w | m | v), too sparse for the hardware prefetcher, so fetch a few rows ahead by hand.
+      for (int j = j0; j < std::min(j1, j0 + kPrefetchAhead); ++j) prefetch_row(Lo.row(j), row_len);
+      for (int64_t s = s0; s < s1; ++s) {
+        const InView& in = ins[s - s0];
+        for (int j = j0; j < j1; ++j) {
+          if (s == s0 && j + kPrefetchAhead < j1) prefetch_row(Lo.row(j + kPrefetchAhead), row_len);
+          score(s, s - s0, j, b[j] + dot_in(kt, Lo.row(j), in), ts);
+        }
+      }
+    }
+    for (int64_t s = s0; s < s1; ++s) finish(s, s - s0, ts);
+  });
+}
+
 void Network::predict_scores(const CsrView& x, float* out) {
   const int64_t n = x.n_rows;
   if (static_cast<int64_t>(samples_.size()) < n) samples_.resize(n);
   const int64_t nlab = cfg_.num_labels();
+  if (layers_.back()->neuron_major()) {
+    score_outputs_blocked(
+        x, [](int64_t, int64_t, ThreadScratch&) {},
+        [&](int64_t s, int64_t, int j, float v, ThreadScratch&) { out[s * nlab + j] = v; },
+        [](int64_t, int64_t, ThreadScratch&) {});
+    return;
+  }
   parallel_for(n, cfg_.threads, 4, scratch_, [&](int64_t s, ThreadScratch& ts) {
     SampleState& st = samples_[s];
     forward(x, s, nullptr, 0, false, false, 0, st, ts);
@@ -657,44 +708,15 @@ void Network::predict_topk(const CsrView& x, int k_top, InferenceMode mode, int3
     return;
   }
 
-  // Exact: hidden layers per sample, then every output scored. Samples are taken in blocks and
-  // labels in chunks, so a chunk of output rows (kChunk x 128 floats, L2-sized) is read from
-  // memory once per block of samples rather than once per sample. Blocks of up to 64 samples,
-  // their count a multiple of the thread count so that every thread gets the same share.
-  const int kChunk = 512;
-  const int64_t threads = cfg_.threads;
-  const int64_t n_blocks = std::max<int64_t>(1, ((n + 63) / 64 + threads - 1) / threads * threads);
-  const int64_t kBlock = std::max<int64_t>(1, (n + n_blocks - 1) / n_blocks);
-  const KernelTable& kt = kernels();
-  parallel_for(n_blocks, cfg_.threads, 1, scratch_, [&](int64_t blk, ThreadScratch& ts) {
-    const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
-    if (s0 >= s1) return;  // more blocks than samples (tiny batches): nothing here
-    ts.topk.resize(kBlock);
-    std::vector<InView> ins(static_cast<size_t>(s1 - s0));
-    for (int64_t s = s0; s < s1; ++s) {
-      SampleState& st = samples_[s];
-      forward(x, s, nullptr, 0, false, false, 0, st, ts, nl - 1);  // hidden layers only
-      ins[s - s0] = nl > 1 ? view_of(st.layer[nl - 2]) : feature_row(x, s);
-      ts.topk[s - s0].reset(k_top);
-    }
-    const float* b = Lo.bias();
-    for (int j0 = 0; j0 < n_labels; j0 += kChunk) {
-      const int j1 = std::min(n_labels, j0 + kChunk);
-      // The first sample of the block brings the chunk in from memory: rows are 1.5 KB apart
-      // (w | m | v), too sparse for the hardware prefetcher, so fetch a few rows ahead by hand.
-      const int row_len = Lo.row_len();
-      for (int j = j0; j < std::min(j1, j0 + kPrefetchAhead); ++j) prefetch_row(Lo.row(j), row_len);
-      for (int64_t s = s0; s < s1; ++s) {
-        const InView& in = ins[s - s0];
-        TopK& heap = ts.topk[s - s0];
-        for (int j = j0; j < j1; ++j) {
-          if (s == s0 && j + kPrefetchAhead < j1) prefetch_row(Lo.row(j + kPrefetchAhead), row_len);
-          heap.push(b[j] + dot_in(kt, Lo.row(j), in), j);
-        }
-      }
-    }
-    for (int64_t s = s0; s < s1; ++s) emit(ts.topk[s - s0], s, nullptr);
-  });
+  // Exact: every output scored, blocks of samples sharing each chunk of output rows.
+  score_outputs_blocked(
+      x,
+      [&](int64_t, int64_t local, ThreadScratch& ts) {
+        if (static_cast<int64_t>(ts.topk.size()) <= local) ts.topk.resize(local + 1);
+        ts.topk[local].reset(k_top);
+      },
+      [&](int64_t, int64_t local, int j, float v, ThreadScratch& ts) { ts.topk[local].push(v, j); },
+      [&](int64_t s, int64_t local, ThreadScratch& ts) { emit(ts.topk[local], s, nullptr); });
 }
 
 }  // namespace slide

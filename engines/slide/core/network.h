@@ -125,6 +125,12 @@ class Network {
   void update_layer(int l, const CsrView& x, int64_t n_samples, std::vector<float>* sink_w = nullptr,
                     std::vector<float>* sink_b = nullptr);
   void advance_schedule();
+  // Exact scores of every output for samples taken in blocks (neuron-major output layer only):
+  // start(s, local, ts) once per sample, score(s, local, j, logit, ts) for each of its outputs j,
+  // finish(s, local, ts) after its last; `local` is the sample's index in its block, `ts` the
+  // thread's scratch. Output chunks are outermost, so a chunk of rows is read once per block.
+  template <class Start, class Score, class Finish>
+  void score_outputs_blocked(const CsrView& x, Start&& start, Score&& score, Finish&& finish);
   // The mutex every training work item holds when debug_serialize is on, else nullptr.
   std::mutex* serial_lock() { return cfg_.debug_serialize ? &serialize_mutex_ : nullptr; }
 
