@@ -211,7 +211,12 @@ def _reference(
     spec = _as_trial(base, values, factor, REFERENCE_EVALUATIONS)
     # At least the workload's own cadence: an engine that converges in seconds on a small set would
     # otherwise pass its best P@1 between two of the REFERENCE_EVALUATIONS.
-    if w.evaluation.every_seconds:
+    if w.evaluation.growth:  # geometric: fine early, where a fast engine peaks, sparse later
+        spec = replace(
+            spec,
+            evaluation=replace(spec.evaluation, every_seconds=w.evaluation.every_seconds, growth=w.evaluation.growth),
+        )
+    elif w.evaluation.every_seconds:
         every = min(spec.evaluation.every_seconds or math.inf, w.evaluation.every_seconds)
         spec = replace(spec, evaluation=replace(spec.evaluation, every_seconds=every))
     rec = _run_all([spec], tune_dir, data_dir, timeout_s)[spec.run_id]
