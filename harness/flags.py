@@ -5,8 +5,11 @@ the report and other tools can test for it:
 
 - ``below_popularity``: no evaluation beat the label-popularity P@1 by two standard errors (the
   run learned nothing a frequency count does not know);
-- ``falling``: an evaluation fell more than three standard errors below the run's running best
-  (the run diverges or collapses; a time-to-target from it is luck of the cadence);
+- ``falling``: the run's last evaluation is more than three standard errors below its best (it
+  diverged or collapsed and did not recover, so its best and any time to target are luck of the
+  cadence). A dip that the run recovers from is left to the curve: early in training, with ten or
+  more points per run, nearly every healthy run dips once (the popular labels win before the
+  rare ones are learned), and a flag on every run would mean nothing;
 - ``few_evaluations``: fewer than MIN_EVALUATIONS evaluations after step 0 (its curve cannot be
   read as a curve, and its time to target is only as fine as its cadence);
 - ``no_separation`` (a workload's): no run on it beats popularity, so it does not separate engines;
@@ -52,12 +55,9 @@ def run_flags(curve: Sequence[Mapping[str, Any]], popularity: float | None, n_ev
         return flags
     if popularity is not None and not any(beats_popularity(v, popularity, n_eval) for v in values):
         flags.append(BELOW_POPULARITY)
-    best = -math.inf
-    for v in values:
-        if v < best - FALL_BY_SE * standard_error(best, n_eval):
-            flags.append(FALLING)
-            break
-        best = max(best, v)
+    best = max(values)
+    if values[-1] < best - FALL_BY_SE * standard_error(best, n_eval):
+        flags.append(FALLING)
     after_start = sum(1 for p in curve if p.get("step", 0) > 0)
     if after_start < MIN_EVALUATIONS:
         flags.append(FEW_EVALUATIONS)

@@ -41,6 +41,10 @@ def test_falling_curve_is_flagged_and_noise_is_not() -> None:
     assert flags.FALLING in flags.run_flags([*rising, {"step": 200, "p1": 0.36}], 0.1, 1000)
     # The same dip on 50 points is within noise.
     assert flags.FALLING not in flags.run_flags([*rising, {"step": 200, "p1": 0.36}], 0.1, 50)
+    # A dip the run recovers from is the curve's business, not a flag.
+    recovered = [*rising, {"step": 200, "p1": 0.30}, {"step": 210, "p1": 0.45}]
+    assert flags.FALLING not in flags.run_flags(recovered, 0.1, 1000)
+    assert flags.FALLING in flags.run_flags([*recovered, {"step": 220, "p1": 0.30}], 0.1, 1000)
 
 
 def test_below_popularity_uses_the_standard_error() -> None:

@@ -90,7 +90,7 @@ def summary_table(train: Mapping[str, ByEngine]) -> Table:
 
 FLAG_MEANINGS = (
     f"`{flags.BELOW_POPULARITY}`: no evaluation beat the label-popularity P@1 by {flags.BEAT_BY_SE:g} standard errors.",
-    f"`{flags.FALLING}`: an evaluation fell more than {flags.FALL_BY_SE:g} standard errors below the run's best so far.",
+    f"`{flags.FALLING}`: the run ended more than {flags.FALL_BY_SE:g} standard errors below its best (a dip it recovered from is not flagged).",
     f"`{flags.FEW_EVALUATIONS}`: fewer than {flags.MIN_EVALUATIONS} evaluations after step 0.",
     f"`{flags.NO_SEPARATION}`: no engine beats popularity on this workload, so it does not separate the engines.",
     f"`{flags.EFFICIENCY_ABOVE_1}` (thread scaling): parallel efficiency above 100% is measurement noise.",
