@@ -23,7 +23,8 @@ from harness.results import inside, safe_name, write_atomic
 
 log = logging.getLogger(__name__)
 
-# The source tree's workloads/ folder, where the workload descriptions live (see workload_text).
+# The source tree's workloads/ folder: where the prose of records older than the spec's own
+# description and target_source is looked up (see workload_text).
 DEFAULT_WORKLOADS_DIR = REPO_ROOT / "workloads"
 
 PLOT_TITLES = {
@@ -53,15 +54,16 @@ class WorkloadText:
 
 
 def workload_text(workload: str, runs: Sequence[Run], workloads_dir: Path | None) -> WorkloadText:
-    """The description from the records if they carry it, else from `workloads_dir/<workload>.toml`.
+    """The description and target source from the records, else from `workloads_dir/<workload>.toml`.
 
-    Record specs leave the prose out on purpose (editing a description must not change run ids),
-    so the workload file is the usual source; only its text keys are read, never validated or
-    executed, and a missing or unreadable file just means no description.
+    Every spec carries the workload's prose since it became part of `RunSpec`; records written
+    before then do not, and only for those is the current workload file read (the report says
+    so). Only its text keys are read, never validated or executed, and a missing or unreadable
+    file just means no description.
     """
     carried = tables.description_of(runs)
     if carried:
-        return WorkloadText(carried, "", "the records")
+        return WorkloadText(carried, tables.target_source_of(runs), "the records")
     if workloads_dir is None:
         return WorkloadText()
     try:
@@ -282,7 +284,8 @@ def render(
 ) -> Path:
     """Render every plot and the report from `results_dir/runs`; returns the path of report.md.
 
-    `workloads_dir` is where workload descriptions are looked up (None: nowhere). Raises
+    `workloads_dir` is where the descriptions of records that carry none are looked up (None:
+    nowhere); records written since the spec carries the prose need nothing else. Raises
     FileNotFoundError / ValueError (naming the folder) when there are no usable records, before
     anything is written.
     """

@@ -144,6 +144,11 @@ class RunSpec:
     tuning: Mapping[str, Any] | None = None
     # Where target_p1 comes from: {"p1", "source", ...}; None when the evaluation has no target.
     target: Mapping[str, Any] | None = None
+    # The workload's prose, carried so that a report needs nothing but the records. It says what
+    # the run is about, not what it does: left out of `canonical()` (so of the run id) and of
+    # equality, so rewording a description neither renames runs nor reruns them.
+    description: str = field(default="", compare=False)
+    target_source: str = field(default="", compare=False)
 
     @property
     def engine_class_name(self) -> str:
@@ -168,7 +173,11 @@ class RunSpec:
             # Present only when set, so the specs (and run ids) of untuned runs keep their form.
             **({"tuning": dict(self.tuning)} if self.tuning else {}),
             **({"target": dict(self.target)} if self.target else {}),
+            **{key: text for key, text in self._prose().items() if text},
         }
+
+    def _prose(self) -> dict[str, str]:
+        return {"description": self.description, "target_source": self.target_source}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
@@ -190,12 +199,16 @@ class RunSpec:
                 counters=CountersSpec(**d.get("counters", {})),
                 tuning=d.get("tuning"),
                 target=d.get("target"),
+                description=str(d.get("description") or ""),
+                target_source=str(d.get("target_source") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise WorkloadError(f"malformed run spec: {exc}") from None
 
     def canonical(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        """The spec without its prose, as canonical JSON: what the run id hashes."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in self._prose()}
+        return json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
     def run_id(self) -> str:
@@ -332,6 +345,8 @@ class Workload:
                     counters=self.counters if s == seeds_t[0] else replace(self.counters, cachegrind=False),
                     tuning=tuning,
                     target=target,
+                    description=self.description,
+                    target_source=self.target_source,
                 )
                 for t in threads_t
                 for s in seeds_t

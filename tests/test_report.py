@@ -234,6 +234,31 @@ def test_workload_text_from_records_then_workload_file(
     carried = [replace(runs[0], spec={**runs[0].spec, "description": "From the record: slide untouched."})]
     text = workload_text("smoke", carried, WORKLOADS)
     assert (text.description, text.origin) == ("From the record: slide untouched.", "the records")
+    # Records that carry the prose are read whole: no half from the records, half from the file.
+    assert text.target_source == ""
+    carried = [replace(carried[0], spec={**carried[0].spec, "target_source": "From the record too."})]
+    assert workload_text("smoke", carried, None).target_source == "From the record too."
+
+
+def test_report_from_records_alone_needs_no_workload_file(tmp_path: Path) -> None:
+    """Records written since the spec carries the workload's prose render with no workloads folder."""
+    from harness import records
+    from harness.report import render
+
+    results = tmp_path / "results"
+    for path in sorted(FIXTURES.rglob("*.json")):
+        rec = dict(records.read(path))
+        prose = {
+            "description": f"The {rec['spec']['workload']} campaign, as its records say.",
+            "target_source": "Planted in the record itself.",
+        }
+        rec["spec"] = {**rec["spec"], **prose}
+        records.write(results / path.relative_to(FIXTURES), rec)
+    md = render(results, tmp_path / "out", workloads_dir=None).read_text(encoding="utf-8")
+    assert "Description (from the records): The delicious campaign, as its records say." in md
+    assert "Description (from the records): The smoke campaign, as its records say." in md
+    assert "Why this target: Planted in the record itself." in md
+    assert "current workload file" not in md
 
 
 def test_parse_record_names_bad_key() -> None:

@@ -324,15 +324,24 @@ def kv(value: Any) -> str:
     return "—" if value is None or value == "" else str(value)
 
 
-def description_of(runs: Iterable[Run]) -> str:
-    """The workload's description where its records carry one (spec.description, or a top-level
-    `workload` object with a description); empty otherwise."""
+def _carried_text(runs: Iterable[Run], key: str) -> str:
     for run in runs:
         for holder in (run.spec, run.spec.get("workload"), run.raw.get("workload")):
-            text = holder.get("description") if isinstance(holder, Mapping) else None
+            text = holder.get(key) if isinstance(holder, Mapping) else None
             if isinstance(text, str) and text.strip():
                 return " ".join(text.split())
     return ""
+
+
+def description_of(runs: Iterable[Run]) -> str:
+    """The workload's description where its records carry one (spec.description, or a top-level
+    `workload` object with a description); empty otherwise."""
+    return _carried_text(runs, "description")
+
+
+def target_source_of(runs: Iterable[Run]) -> str:
+    """Where the workload's target comes from, in its own words, where its records carry it."""
+    return _carried_text(runs, "target_source")
 
 
 def hyper_table(by_engine: ByEngine) -> Table:
