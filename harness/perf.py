@@ -14,9 +14,10 @@ perf starts with counters disabled (``-D -1``) and is driven through ``--control
 (perf >= 5.9). Where that is unsupported the whole process is counted and the record says
 ``scope: "whole_process"``. Where perf is missing, forbidden (``perf_event_paranoid``) or counts no
 hardware events (virtual machines without a virtual PMU report ``<not supported>``), the reason is
-recorded and the run goes on; if the workload asks for cache behaviour (``cachegrind = true``) a
-short training slice is then simulated under valgrind (:mod:`harness.cachegrind`) and the record's
-``source`` is ``"cachegrind"``. Counters never make a run fail.
+recorded and the run goes on; if the workload asks for cache behaviour (``cachegrind = true``) the
+runner then simulates a short training slice under valgrind (:mod:`harness.counter_source` decides,
+:mod:`harness.cachegrind` simulates) and the record's ``source`` is ``"cachegrind"``. Counters
+never make a run fail.
 
 The record's ``counters`` section::
 
@@ -392,7 +393,6 @@ class WrappedCommand:
     argv: list[str]
     pass_fds: tuple[int, ...]
     env: dict[str, str]
-    worker_argv: list[str]
     workdir: Path
     counters_cfg: Mapping[str, Any]
     support: PerfSupport | None
@@ -411,48 +411,13 @@ class WrappedCommand:
                 pass
 
     def collect(self, samples: int) -> dict[str, Any]:
-        """The record's ``counters`` section; `samples` = training samples of the run."""
-        self.close()
-        section = self._perf_section(samples)
-        if samples <= 0:
-            # The run died (or trained nothing): no slice to simulate.
-            return section
-        if _wants_cachegrind(self.counters_cfg) and (self.support is None or not self.support.hardware):
-            from harness import cachegrind
+        """What perf counted, as a ``counters`` section; `samples` = training samples of the run.
 
-            try:
-                slice_result = cachegrind.run_slice(
-                    self.worker_argv,
-                    self.workdir,
-                    int(self.counters_cfg.get("cachegrind_steps", 20)),
-                    timeout_s=float(self.counters_cfg.get("cachegrind_timeout_s", cachegrind.SLICE_TIMEOUT_S)),
-                )
-            except Exception as exc:  # a simulation bug must not cost the run its record
-                log.exception("cachegrind slice crashed")
-                slice_result = {"error": f"{type(exc).__name__}: {exc}"}
-            if slice_result.get("error"):
-                section["reason"] = _join(
-                    section["reason"], f"cachegrind slice failed: {slice_result['error']}"
-                )
-                section["cachegrind"] = slice_result
-            else:
-                perf_part = None
-                if section["source"] == "perf":
-                    perf_part = {k: section[k] for k in ("scope", "events", "per_sample", "running_pct")}
-                slice_result["perf"] = perf_part
-                section = {
-                    "source": "cachegrind",
-                    "scope": "training_region",
-                    "reason": _join(
-                        section["reason"],
-                        f"cache behaviour simulated by cachegrind ({slice_result['method']})",
-                    ),
-                    "events": slice_result["events"],
-                    "per_sample": slice_result["per_sample"],
-                    "running_pct": {},
-                    "cachegrind": slice_result,
-                }
-        return section
+        Only perf's side: whether a cachegrind slice follows is the runner's next step
+        (harness.counter_source).
+        """
+        self.close()
+        return self._perf_section(samples)
 
     def _perf_section(self, samples: int) -> dict[str, Any]:
         if self.output is None:
@@ -466,7 +431,7 @@ class WrappedCommand:
         events = {e: (_count(readings[e]) if e in readings else None) for e in EVENTS}
         reason = self.support.reason if self.support else ""
         if all(v is None for v in events.values()):
-            return unavailable(_join(reason, "no event counted (the training region was never enabled?)"))
+            return unavailable(join_reasons(reason, "no event counted (the training region was never enabled?)"))
         return {
             "source": "perf",
             "scope": self.scope,
@@ -480,12 +445,8 @@ class WrappedCommand:
         }
 
 
-def _join(a: str, b: str) -> str:
+def join_reasons(a: str, b: str) -> str:
     return f"{a}; {b}" if a else b
-
-
-def _wants_cachegrind(cfg: Mapping[str, Any]) -> bool:
-    return bool(cfg.get("cachegrind", False))
 
 
 def unavailable(reason: str) -> dict[str, Any]:
@@ -508,7 +469,7 @@ def wrap_command(
     """Wrap the worker command (``python -m harness.worker SPEC.json OUT.json``) in `perf stat`.
 
     `counters_cfg` is the workload's ``[counters]`` table (a dict or the CountersSpec dataclass).
-    `workdir` receives perf's CSV file and, if a cachegrind slice runs, its files. Never raises
+    `workdir` receives perf's CSV file. Never raises
     because counters are unavailable: the returned command then runs the worker unwrapped and
     `collect` records why.
     """
@@ -517,7 +478,7 @@ def wrap_command(
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [str(a) for a in argv]
     plain: dict[str, Any] = {
-        "argv": list(argv), "pass_fds": (), "env": {}, "worker_argv": list(argv), "workdir": workdir, "counters_cfg": cfg
+        "argv": list(argv), "pass_fds": (), "env": {}, "workdir": workdir, "counters_cfg": cfg
     }  # fmt: skip
     if not cfg.get("perf", False):
         return WrappedCommand(

@@ -1,10 +1,12 @@
 """Campaigns: expand a workload into runs, skip the ones already recorded, run the rest one at a time.
 
 Each run is one fresh worker process (`harness.worker`), launched with its thread settings in the
-environment and wrapped by `harness.perf.wrap_command` (perf over the training region, or the
-cachegrind fallback, or nothing). The worker writes a *draft* record into a scratch folder
-(``<results>/work/<run_id>/``, outside ``runs/`` so that readers never see it); the runner then
-merges the counters `wrapped.collect(samples)` returns and writes the final record atomically to
+environment and wrapped by `harness.perf.wrap_command` (perf over the training region, or nothing).
+The worker writes a *draft* record into a scratch folder (``<results>/work/<run_id>/``, outside
+``runs/`` so that readers never see it). The runner then counts: what perf counted
+(`wrapped.collect(samples)`), and, where `harness.counter_source` says perf cannot see cache
+behaviour, a short slice of the run replayed under valgrind (`_count`). It merges the counters
+into the record and writes the final record atomically to
 ``<results>/runs/<workload>/<engine>/<run_id>.json``. So a record exists only for a finished run,
 and everything in it — counters included — was written once.
 
@@ -47,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import REPO_ROOT, perf, records, results
+from harness import REPO_ROOT, counter_source, perf, records, results
 from harness.results import inside, safe_name
 from harness.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.workload import RunSpec, Workload, build_id
@@ -80,6 +82,8 @@ class Outcome:
 
 
 class _Unwrapped:
+    support = None  # no perf: harness.counter_source treats it as "counts no hardware events"
+
     def __init__(self, argv: list[str], reason: str) -> None:
         self.argv = argv
         self.pass_fds: tuple[int, ...] = ()
@@ -423,7 +427,7 @@ def run_one(
         record = dict(records.read(draft))
         samples = int((record.get("timing") or {}).get("samples") or 0)
         try:
-            record["counters"] = wrapped.collect(samples)
+            record["counters"] = _count(wrapped, argv, workdir, spec, samples)
         except Exception as exc:
             log.exception("counter collection failed")
             record["counters"] = _Unwrapped(
@@ -453,6 +457,20 @@ def run_one(
     return Outcome(
         spec, run_id, final, state, summary.splitlines()[0] if summary else "", time.monotonic() - t0
     )
+
+
+def _count(wrapped: Any, argv: list[str], workdir: Path, spec: RunSpec, samples: int) -> dict[str, Any]:
+    """The record's counters: perf's reading, then, where perf cannot see caches, the cachegrind slice.
+
+    The slice is a step of its own (it replays the worker under valgrind, minutes to half an
+    hour), taken after the run so that it never disturbs the run's own clock.
+    """
+    perf_section = wrapped.collect(samples)
+    cfg = _plain_counters(spec)
+    slice_result = None
+    if counter_source.needs_slice(cfg, wrapped.support, samples):
+        slice_result = counter_source.cachegrind_slice(argv, workdir, cfg)
+    return counter_source.combine(perf_section, slice_result)
 
 
 def _plain_counters(spec: RunSpec) -> dict[str, Any]:

@@ -164,6 +164,31 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     assert not (tmp_path / "res" / "work" / rec["run_id"]).exists(), "scratch folder removed"
 
 
+def test_the_cachegrind_slice_is_a_step_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With perf off and cachegrind asked for, the runner replays the worker after the run."""
+    calls = []
+
+    def fake_slice(worker_argv, workdir, steps, *, timeout_s):
+        calls.append((list(worker_argv), Path(workdir), steps, timeout_s))
+        return {
+            "method": "stand-in",
+            "events": {"D1_misses": 7},
+            "per_sample": {"D1_misses": 0.1},
+            "error": None,
+        }
+
+    monkeypatch.setattr(runner.counter_source.cachegrind, "run_slice", fake_slice)
+    counters = "cachegrind = true\ncachegrind_steps = 3\ncachegrind_timeout_s = 60"
+    w = workload.load(write_workload(tmp_path, engine_params=counters))
+    runner.run_campaign(w, tmp_path / "res")
+    (rec,) = records(tmp_path / "res")
+    ((argv, workdir, steps, timeout_s),) = calls
+    assert argv[1:3] == ["-m", "harness.worker"] and "perf" not in argv[0], "the worker itself, unwrapped"
+    assert workdir.name == rec["run_id"] and (steps, timeout_s) == (3, 60.0)
+    assert rec["counters"]["source"] == "cachegrind" and rec["counters"]["events"] == {"D1_misses": 7}
+    assert rec["counters"]["cachegrind"]["perf"] is None
+
+
 def test_target_reached_stops_the_run(tmp_path: Path) -> None:
     w = workload.load(write_workload(tmp_path, max_steps=400, every_steps=5, target="target_p1 = 0.2"))
     (out,) = runner.run_campaign(w, tmp_path / "res")
