@@ -1,4 +1,4 @@
-"""harness.counter_source: which source a run's counters come from, and the cachegrind slice as a
+"""harness.counters.counter_source: which source a run's counters come from, and the cachegrind slice as a
 step of its own (never a side effect of reading perf's output)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import counter_source, perf
-from harness.perf import EVENTS, HARDWARE_EVENTS, PerfSupport
+from harness.counters import counter_source, perf
+from harness.counters.perf import EVENTS, HARDWARE_EVENTS, PerfSupport
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
 

@@ -1,4 +1,4 @@
-"""Workload validation, expansion and run identity (harness/workload.py), and the shipped files."""
+"""Workload validation, expansion and run identity (harness/spec/workload.py), and the shipped files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness import registry, workload
-from harness.workload import WorkloadError
+from harness.spec import registry, workload
+from harness.spec.workload import WorkloadError
 
 BASE: dict[str, Any] = {
     "name": "w",
@@ -358,7 +358,7 @@ def with_files(train: str = "mine/train.txt", test: str = "mine/test.txt", **ext
 def test_dataset_files_by_path_carry_shape_and_sha256(data_dir: Path) -> None:
     import hashlib
 
-    from harness import data
+    from harness.datasets import data
 
     w = parse(with_files())
     spec = w.expand()[0]
