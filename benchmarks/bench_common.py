@@ -50,15 +50,15 @@ SHAPES: dict[str, Shape] = {
 
 
 def load_data(shape: Shape) -> tuple[Any, Any]:
-    """(train, test) of the shape, through harness.synth's on-disk cache (seeded, deterministic)."""
-    from harness.synth import load_synthetic
+    """(train, test) of the shape, through harness.datasets.synth's on-disk cache (seeded, deterministic)."""
+    from harness.datasets.synth import load_synthetic
 
     return load_synthetic(shape.preset, scale=shape.scale, seed=SEED)
 
 
 def skip_if_too_many_threads(threads: int) -> None:
     """asv treats NotImplementedError in setup as 'skipped': more threads than cores says nothing."""
-    from harness.scaling import core_count
+    from harness.run.scaling import core_count
 
     cores = core_count()
     if threads > cores:
@@ -71,7 +71,7 @@ def fix_thread_env(threads: int) -> None:
     Effective for libraries not yet loaded in this process; engines' `set_threads` is the call that
     must take effect, and `EngineFixture` checks that it did.
     """
-    from harness.worker import thread_env
+    from harness.run.worker import thread_env
 
     os.environ.update(thread_env(threads))
 
@@ -79,7 +79,7 @@ def fix_thread_env(threads: int) -> None:
 @dataclass
 class EngineFixture:
     """A prepared engine, its batches and a held-out set, advanced one step per `step()` (one
-    `harness.loop.Loop` step over the batches, round and round)."""
+    `harness.run.loop.Loop` step over the batches, round and round)."""
 
     engine: Any
     batches: list[Any]
@@ -90,7 +90,7 @@ class EngineFixture:
     loop: Any = None
 
     def __post_init__(self) -> None:
-        from harness.loop import Loop
+        from harness.run.loop import Loop
 
         self.loop = Loop(self.engine, itertools.cycle(self.batches))
 
@@ -130,9 +130,9 @@ def build_fixture(
     skip_if_too_many_threads(threads)
     fix_thread_env(threads)  # before any engine (TensorFlow, the native module) is imported
 
-    from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-    from harness.loop import batch_order, prepare_engine
-    from harness.loop import eval_rows as eval_subset
+    from harness.run.loop import batch_order, prepare_engine
+    from harness.run.loop import eval_rows as eval_subset
+    from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
     shape = SHAPES[shape_name]
     train, test = load_data(shape)

@@ -31,8 +31,8 @@ PRESET = "amazon-670k"
 
 def build_file(path: Path, scale: float = 1.0, seed: int = 0) -> int:
     """Write the synthetic preset's train split as XMC text at `path`; returns its line count."""
-    from harness import synth
-    from harness.xmc_text import write_xmc
+    from harness.datasets import synth
+    from harness.datasets.xmc_text import write_xmc
 
     train, _ = synth.generate(PRESET, scale, seed)
     write_xmc(
@@ -49,7 +49,7 @@ def build_file(path: Path, scale: float = 1.0, seed: int = 0) -> int:
 
 
 def parse_once(path: Path):
-    from harness.data import read_xmc
+    from harness.datasets.data import read_xmc
 
     return read_xmc(path, use_cache=False)
 
@@ -105,7 +105,7 @@ def main() -> int:
             )
         # Cache round: the first cached read parses and stores, the second is a cache hit.
         os.environ["SLIDEBENCH_CACHE"] = str(Path(tmp) / "cache")  # never touch the user's cache
-        from harness.data import read_xmc
+        from harness.datasets.data import read_xmc
 
         read_xmc(path)
         started = time.perf_counter()

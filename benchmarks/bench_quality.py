@@ -10,7 +10,7 @@
   before random padding) after `STEPS` steps, per hash family, at one thread, on the same data
   as above. It moves when hashing, table sizing or selection changes, whatever P@1 does.
 - `ParallelEfficiency.track_efficiency_2_threads`: (samples/s at 2 threads) / (2 x samples/s at 1
-  thread), each measured in a fresh process by `harness.scaling.measure_throughput` on the
+  thread), each measured in a fresh process by `harness.run.scaling.measure_throughput` on the
   scaling-check shape (`small` preset at scale 0.25). 1.0 is perfect scaling. Skipped on a machine
   with one core. Load from other processes lowers it: compare runs made on a quiet machine.
 """
@@ -40,7 +40,7 @@ class AccuracySmall:
     setup_cache.timeout = 600  # type: ignore[attr-defined]
 
     def track_p1_after_steps(self, engine: str) -> float:
-        from harness.metrics import ranking_metrics
+        from harness.run.metrics import ranking_metrics
 
         # A fresh engine per call (not the per-process fixture): the value must not depend on
         # whether asv called this before in the same process.
@@ -99,7 +99,7 @@ class ParallelEfficiency:
         skip_if_too_many_threads(2)  # one core: nothing to compare (NotImplementedError = skipped)
 
     def track_efficiency_2_threads(self, engine: str) -> float:
-        from harness.scaling import measure_throughput
+        from harness.run.scaling import measure_throughput
 
         spec = scaling_spec(engine)
         one = measure_throughput(spec, 1, self.steps, self.warmup)
@@ -109,12 +109,12 @@ class ParallelEfficiency:
     track_efficiency_2_threads.unit = "efficiency"  # type: ignore[attr-defined]
 
 
-def scaling_spec(engine: str):  # -> harness.workload.RunSpec
+def scaling_spec(engine: str):  # -> harness.spec.workload.RunSpec
     """The scaling-check workload's run (workloads/scaling-check.toml), built in code so the
     benchmark also runs from an installed wheel, which does not ship workloads/."""
-    from harness.engine import ModelSpec
-    from harness.registry import engine_class
-    from harness.workload import CountersSpec, DatasetSpec, EvalSpec, RunSpec, TrainingSpec
+    from harness.spec.engine import ModelSpec
+    from harness.spec.registry import engine_class
+    from harness.spec.workload import CountersSpec, DatasetSpec, EvalSpec, RunSpec, TrainingSpec
 
     return RunSpec(
         workload="asv-parallel-efficiency",

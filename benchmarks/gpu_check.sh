@@ -76,7 +76,7 @@ cp -r workloads/tuning "$WL/tuning"
 if [ -x "$PY" ]; then
   "$PY" -c "
 import sys
-from harness import workload
+from harness.spec import workload
 for path in sys.argv[1:]:
     w = workload.load(path)
     p1 = (w.target_section() or {}).get('p1')

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.plots.records import Run, load_runs
+from harness.reporting.plots.records import Run, load_runs
 
 BATCHES = (128, 1024)  # the two batch sizes the check measures tf_dense at on the GPU
 

@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import data, workload
-from harness.loop import EpochFeed, Loop, eval_rows, prepare_engine
-from harness.metrics import ranking_metrics
-from harness.worker import DIAGNOSTIC_POINTS
+from harness.datasets import data
+from harness.run.loop import EpochFeed, Loop, eval_rows, prepare_engine
+from harness.run.metrics import ranking_metrics
+from harness.run.worker import DIAGNOSTIC_POINTS
+from harness.spec import workload
 
 
 def _value(text: str) -> Any:

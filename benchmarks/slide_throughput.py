@@ -8,7 +8,7 @@ in its own child process, so peak RSS and OpenMP settings are per configuration.
     .venv/bin/python benchmarks/slide_throughput.py                 # 1 and 2 threads
     .venv/bin/python benchmarks/slide_throughput.py --threads 2 --steps 30 --param min_active=3000
 
-Data: 670,091 labels, 135,909 features, ~75 nnz and ~5.45 labels per point (harness.synth's
+Data: 670,091 labels, 135,909 features, ~75 nnz and ~5.45 labels per point (harness.datasets.synth's
 "amazon-670k" preset at a small scale: the shape is what matters here, not the point count),
 model 135,909 -> 128 -> 670,091, batch 128.
 """
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 log = logging.getLogger("slide_throughput")
 
@@ -40,7 +40,7 @@ N_FEATURES, N_LABELS, NNZ, LABELS_PER_POINT = 135_909, 670_091, 75, 5.45
 
 
 def _random_batches(n_batches: int, batch: int, seed: int) -> list[Batch]:
-    """Fallback data of the same shape when harness.synth is unavailable."""
+    """Fallback data of the same shape when harness.datasets.synth is unavailable."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_batches):
@@ -64,7 +64,7 @@ def _random_batches(n_batches: int, batch: int, seed: int) -> list[Batch]:
 
 def _batches(n_batches: int, batch: int, seed: int) -> tuple[list[Batch], str]:
     try:
-        from harness import synth
+        from harness.datasets import synth
 
         scale = (n_batches * batch + 1) / synth.preset("amazon-670k").train_points
         train, _ = synth.load_synthetic("amazon-670k", scale=scale, seed=seed)
@@ -74,14 +74,14 @@ def _batches(n_batches: int, batch: int, seed: int) -> tuple[list[Batch], str]:
         for i in range(n_batches):
             rows = order[(np.arange(batch) + i * batch) % n]
             out.append(Batch(train.features.take(rows), train.labels.take(rows)))
-        return out, f"harness.synth amazon-670k (scale {scale:.4f}, seed {seed})"
+        return out, f"harness.datasets.synth amazon-670k (scale {scale:.4f}, seed {seed})"
     except (ImportError, AttributeError, ValueError) as exc:  # pragma: no cover - depends on the harness
-        log.warning("harness.synth unavailable (%s); using uniform random batches", exc)
+        log.warning("harness.datasets.synth unavailable (%s); using uniform random batches", exc)
         return _random_batches(n_batches, batch, seed), "uniform random batches"
 
 
 def child(args: argparse.Namespace) -> None:
-    from harness.loop import Loop, prepare_engine
+    from harness.run.loop import Loop, prepare_engine
 
     params = dict(args.param)
     batches, source = _batches(args.warmup + args.steps, args.batch, args.seed)

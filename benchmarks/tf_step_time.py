@@ -30,8 +30,8 @@ AMAZON = {"num_features": 135_909, "num_labels": 670_091, "hidden": 128, "batch"
 
 
 def _batches(n_batches: int, num_features: int, num_labels: int, seed: int):
-    from harness.engine import Batch
-    from harness.sparse import Csr
+    from harness.datasets.sparse import Csr
+    from harness.spec.engine import Batch
 
     rng = np.random.default_rng(seed)
     b = AMAZON["batch"]
@@ -57,8 +57,8 @@ def _batches(n_batches: int, num_features: int, num_labels: int, seed: int):
 
 def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, scale: float) -> dict:
     """Runs in a fresh process: set threads, prepare, time `steps` steps after `warmup`."""
-    from harness.engine import ModelSpec, OptimizerSpec, TrainMeta
-    from harness.loop import Loop, prepare_engine
+    from harness.run.loop import Loop, prepare_engine
+    from harness.spec.engine import ModelSpec, OptimizerSpec, TrainMeta
 
     num_features = max(1000, int(AMAZON["num_features"] * scale))
     num_labels = max(1000, int(AMAZON["num_labels"] * scale))

@@ -1,1 +1,1 @@
-"""Engines behind the one harness interface (`harness.engine.Engine`), one sub-package each."""
+"""Engines behind the one harness interface (`harness.spec.engine.Engine`), one sub-package each."""

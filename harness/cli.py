@@ -45,7 +45,7 @@ def package_version() -> str:
 
 
 def version_text() -> str:
-    from harness.env import git_state
+    from harness.run.env import git_state
 
     commit, dirty = git_state()
     source = f" (git {commit[:12]}{', modified' if dirty else ''})" if commit else ""
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from harness.results import ResultsBusy
+    from harness.store.results import ResultsBusy
 
     try:
         return int(args.func(args) or 0)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 HAVE_NATIVE = importlib.util.find_spec("engines.slide._slide") is not None
 needs_native = pytest.mark.skipif(

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.plots import ablation
-from harness.plots.records import load_runs
+from harness.reporting.plots import ablation
+from harness.reporting.plots.records import load_runs
 
 FIXTURE = (
     Path(__file__).parent / "fixtures" / "records" / "runs" / "smoke" / "slide" / "0c4580bcf49ec785.json"
@@ -128,7 +128,7 @@ def test_section_tables_diagnostics_and_is_absent_without_a_control(tmp_path: Pa
 
 
 def test_report_renders_the_ablation_with_its_plot(tmp_path: Path) -> None:
-    from harness import report
+    from harness.reporting import report
 
     results = tmp_path / "results"
     _write(results, [_record("slide", s, [0.1, 0.4, 0.6], "vanilla", 0.3) for s in (0, 1)])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench_common
-from harness.scaling import core_count
+from harness.run.scaling import core_count
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("bench_train", "bench_slide", "bench_quality", "bench_data")
@@ -27,7 +27,7 @@ MODULES = ("bench_train", "bench_slide", "bench_quality", "bench_data")
 @pytest.fixture(autouse=True)
 def _keep_thread_env(monkeypatch):
     """build_fixture sets the thread variables of this process: restore them after each test."""
-    from harness.worker import thread_env
+    from harness.run.worker import thread_env
 
     for name in thread_env(1):
         monkeypatch.setenv(name, "1")
@@ -84,7 +84,7 @@ def test_fixture_is_built_once_and_advances(monkeypatch):
 
 def test_thread_count_not_in_effect_fails(monkeypatch):
     from engines.reference import NumpyDenseEngine
-    from harness import registry
+    from harness.spec import registry
 
     class Stubborn(NumpyDenseEngine):
         def set_threads(self, n: int) -> int:
@@ -102,7 +102,7 @@ def test_thread_count_not_in_effect_fails(monkeypatch):
 
 def test_scaling_benchmark_matches_scaling_check_workload():
     from benchmarks.bench_quality import scaling_spec
-    from harness import workload
+    from harness.spec import workload
 
     wl = workload.load(ROOT / "workloads" / "scaling-check.toml")
     spec = scaling_spec("slide")

@@ -1,4 +1,4 @@
-"""harness.cachegrind: real valgrind output parsing, the host cache geometry and valgrind's rules,
+"""harness.counters.cachegrind: real valgrind output parsing, the host cache geometry and valgrind's rules,
 and the simulated training slice on this machine (the fallback where perf has no hardware events)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cachegrind, perf
-from harness.cachegrind import CacheGeometry, CacheLevel
+from harness.counters import cachegrind, counter_source, perf
+from harness.counters.cachegrind import CacheGeometry, CacheLevel
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cachegrind"
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def test_valgrind_region_outside_valgrind_fails_softly():
 
 FAKE_WORKER = r"""
 import json, sys
-from harness.perf import TrainingRegion
+from harness.counters.perf import TrainingRegion
 spec, out = sys.argv[-2], sys.argv[-1]
 json.load(open(spec))
 region = TrainingRegion.from_env()
@@ -188,7 +188,7 @@ def test_valgrind_region_skips_the_warmup_enable_without_calling_vgdb():
 def test_slice_spec_copy_trains_warmup_plus_steps_without_target(smoke_spec_file, tmp_path):
     geo = cachegrind.parse_lscpu_json((FIXTURES / "lscpu-epyc-vm.json").read_text())
     argv, _out, record = cachegrind.slice_command(
-        ["python", "-m", "harness.worker", str(smoke_spec_file), "real.json"],
+        ["python", "-m", "harness.run.worker", str(smoke_spec_file), "real.json"],
         tmp_path,
         geo,
         steps=5,
@@ -198,7 +198,7 @@ def test_slice_spec_copy_trains_warmup_plus_steps_without_target(smoke_spec_file
     assert argv[-1] == str(record) and record.parent == tmp_path
     doc = json.loads(Path(argv[-2]).read_text())
     assert doc["events"].startswith(str(tmp_path))
-    from harness.workload import RunSpec
+    from harness.spec.workload import RunSpec
 
     spec = RunSpec.from_dict(doc["spec"])
     assert (
@@ -236,7 +236,7 @@ def smoke_spec_file(tmp_path):
     """A runner-style SPEC.json: the smoke workload on numpy_dense, perf and cachegrind asked for."""
     import tomllib
 
-    from harness import workload
+    from harness.spec import workload
 
     raw = tomllib.loads((REPO / "workloads" / "smoke.toml").read_text())
     raw["matrix"]["engines"] = ["numpy_dense"]
@@ -251,11 +251,11 @@ def smoke_spec_file(tmp_path):
 @pytest.mark.slow
 def test_fallback_through_the_real_worker(tmp_path, smoke_spec_file):
     """perf (software events) over the run + the cachegrind slice, as the runner will call it."""
-    from harness.workload import RunSpec
+    from harness.spec.workload import RunSpec
 
     spec_file, out = smoke_spec_file, tmp_path / "out.json"
     spec = RunSpec.from_dict(json.loads(spec_file.read_text())["spec"])
-    argv = [sys.executable, "-m", "harness.worker", str(spec_file), str(out)]
+    argv = [sys.executable, "-m", "harness.run.worker", str(spec_file), str(out)]
     w = perf.wrap_command(argv, spec.counters, tmp_path / "work")
     env = {**os.environ, **w.env, "PYTHONPATH": str(REPO), "SLIDEBENCH_MAX_STEPS": "10"}
     res = subprocess.run(
@@ -263,11 +263,13 @@ def test_fallback_through_the_real_worker(tmp_path, smoke_spec_file):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     record = json.loads(out.read_text())
-    c = w.collect(record["timing"]["samples"])
+    samples = record["timing"]["samples"]
+    cfg = spec.to_dict()["counters"]
     sup = perf.probe()
-    if sup.hardware:
-        assert c["source"] == "perf"  # real counters: no simulation needed
+    if not counter_source.needs_slice(cfg, w.support, samples):
+        assert sup.hardware and w.collect(samples)["source"] == "perf"  # real counters: no simulation
         return
+    c = counter_source.combine(w.collect(samples), counter_source.cachegrind_slice(argv, w.workdir, cfg))
     assert c["source"] == "cachegrind", c["reason"]
     assert c["cachegrind"]["error"] is None
     assert c["cachegrind"]["steps"] == 3 and c["cachegrind"]["samples"] == 3 * spec.training.batch_size

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import check_scaling
-from harness.check_scaling import INCONCLUSIVE, OK, REGRESSION, Baseline, judge, load_baseline, parse_params
-from harness.scaling import Throughput, core_count, cpu_busy_s, own_cpu_s
+from harness.run import check_scaling
+from harness.run.check_scaling import (
+    INCONCLUSIVE,
+    OK,
+    REGRESSION,
+    Baseline,
+    judge,
+    load_baseline,
+    parse_params,
+)
+from harness.run.scaling import Throughput, core_count, cpu_busy_s, own_cpu_s
 
 BASE = Baseline(
     "scaling-check", "slide", steps=40, warmup=5, rounds=3, efficiency=0.9, tolerance=0.2,

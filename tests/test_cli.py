@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, results, runner, workload
+from harness import cli
+from harness.run import runner
+from harness.spec import workload
+from harness.store import results
 from tests.test_runner import lock_held_elsewhere, records, write_workload
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +59,8 @@ def test_reproduce_exits_1_when_a_run_diverged(
     (wdir / "suites.toml").write_text('[mini]\nworkloads = ["ok", "nan"]\n')
     monkeypatch.setattr(workload, "WORKLOADS_DIR", wdir)
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
-    from harness import report, scaling
+    from harness.reporting import report
+    from harness.run import scaling
 
     monkeypatch.setattr(scaling, "run_sweep", lambda *a, **k: None)
     monkeypatch.setattr(report, "render", lambda *a, **k: tmp_path / "report.md")
@@ -114,7 +118,7 @@ def test_dry_run_prints_the_matrix_and_runs_nothing(
     res = tmp_path / "res"
     specs = workload.load(path).expand()
     done = specs[0]
-    from harness import records
+    from harness.store import records
 
     record = records.build(records.TRAIN, done.run_id, done.to_dict(), records.BUDGET_SPENT, "")
     records.write(results.record_path(res, "tw", "numpy_dense", done.run_id), record)
@@ -164,10 +168,10 @@ def test_results_default_is_documented_in_help(command: str, capsys: pytest.Capt
 def test_report_from_another_folder_reads_the_repository_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import harness.report
+    import harness.reporting.report
 
     seen = []
-    monkeypatch.setattr(harness.report, "render", lambda d, out=None: seen.append(d) or Path(d) / "report.md")
+    monkeypatch.setattr(harness.reporting.report, "render", lambda d, out=None: seen.append(d) or Path(d) / "report.md")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["report"]) == 0
     assert seen == [REPO / "results"]
@@ -250,7 +254,7 @@ def test_busy_results_folder_is_refused_naming_the_holder(
 
 
 def test_run_and_scaling_take_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import scaling
+    from harness.run import scaling
 
     held = []
 

@@ -1,4 +1,4 @@
-"""The engine contract, checked on every registered engine (harness/engine.py).
+"""The engine contract, checked on every registered engine (harness/spec/engine.py).
 
 An engine whose dependency is not importable or not built (TensorFlow, the native extension) is
 skipped with the import error as the reason; any other failure is a failure.
@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from harness import registry
-from harness.engine import Batch, Engine, ModelSpec, OptimizerSpec, TrainMeta
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec import registry
+from harness.spec.engine import Batch, Engine, ModelSpec, OptimizerSpec, TrainMeta
 
 N_FEATURES, N_LABELS, K = 40, 25, 5
 

@@ -16,8 +16,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-from harness.registry import engine_class
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.spec.registry import engine_class
 
 try:
     from tf_numpy_ref import NumpyAdamModel, random_csr

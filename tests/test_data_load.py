@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import data as hdata
 from harness.commands import data as data_cmd
-from harness.data import DataError, DatasetSpec, load, load_manifest, read_xmc
+from harness.datasets import data as hdata
+from harness.datasets.data import DataError, DatasetSpec, load, load_manifest, read_xmc
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 REAL = os.environ.get("SLIDEBENCH_DATA")
@@ -82,7 +82,7 @@ def test_corrupt_cache_entry_is_ignored_and_rebuilt(damage, caplog):
         entry.write_bytes(entry.read_bytes()[:200])
     else:  # a valid npz whose arrays break the CSR invariants
         np.savez(entry, format=np.asarray([1]), train_f_indptr=np.asarray([0, 5]), train_shape=np.asarray([1, 2, 3]))
-    with caplog.at_level(logging.WARNING, logger="harness.data"):
+    with caplog.at_level(logging.WARNING, logger="harness.datasets.data"):
         again = read_xmc(FIX / "good_xmc.txt")
     assert "corrupt cache entry" in caplog.text
     same(good, again)
@@ -231,7 +231,7 @@ def test_cli_verify_real_data(capsys):
 def test_cli_synth_writes_parseable_files(tmp_path, capsys):
     assert run_cli("data", "synth", "tiny", "--scale", "0.1", "--seed", "3", "--out", str(tmp_path)) == 0
     train_file = read_xmc(tmp_path / "tiny_train.txt")
-    from harness import synth
+    from harness.datasets import synth
 
     train, _ = synth.generate("tiny", 0.1, 3)
     np.testing.assert_array_equal(train_file.features.indices, train.features.indices)
@@ -253,7 +253,7 @@ def test_non_utf8_manifest_names_the_file_and_line(tmp_path):
 
 def test_cli_synth_out_is_written_atomically(tmp_path, monkeypatch):
     """An interrupted `data synth --out` leaves the previous file, not a truncated one."""
-    from harness import xmc_text
+    from harness.datasets import xmc_text
 
     old = tmp_path / "tiny_train.txt"
     old.write_bytes(b"previous\n")
@@ -274,7 +274,7 @@ class Tty(io.StringIO):
 
 
 def test_parsing_reports_progress_on_a_terminal_only(tmp_path, monkeypatch):
-    from harness import xmc_text
+    from harness.datasets import xmc_text
 
     path = tmp_path / "many.txt"
     path.write_text("400 10 5\n" + "".join(f"{i % 5} {i % 10}:1\n" for i in range(400)))

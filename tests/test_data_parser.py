@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import xmc_text
-from harness.data import DataError, read_xmc
-from harness.xmc_text import write_xmc
+from harness.datasets import xmc_text
+from harness.datasets.data import DataError, read_xmc
+from harness.datasets.xmc_text import write_xmc
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 

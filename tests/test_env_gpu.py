@@ -1,4 +1,4 @@
-"""The GPU and TensorFlow-build facts every record's environment carries (harness.env)."""
+"""The GPU and TensorFlow-build facts every record's environment carries (harness.run.env)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness import env
+from harness.run import env
 
 QUERY_OUTPUT = """0, NVIDIA H200, 143771, 570.133.20, 00000000:19:00.0
 1, NVIDIA H200, 143771, 570.133.20, 00000000:3B:00.0

@@ -1,4 +1,4 @@
-"""Executors (harness/executors.py): the local default, and Dask with one run per node.
+"""Executors (harness/run/executors.py): the local default, and Dask with one run per node.
 
 The Dask tests start a LocalCluster in this process (two single-slot worker processes on
 127.0.0.1, each advertising one `node` resource) and run the tiny numpy_dense workload of
@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from test_runner import records, write_workload
 
-from harness import executors, runner, workload
-from harness import records as hrecords
+from harness.run import executors, runner
+from harness.spec import workload
+from harness.store import records as hrecords
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = "[engines.numpy_dense]\nsleep_per_step = 0.25"
@@ -309,13 +310,13 @@ def test_unreachable_scheduler_is_one_line_exit_2_naming_it(tmp_path: Path) -> N
     t0 = time.monotonic()
     proc = _cli(
         ["run", str(path), "--results-dir", str(tmp_path / "res"), "--executor", "dask"],
-        prelude="import harness.executors as e; e.CONNECT_TIMEOUT_S = 2",
+        prelude="import harness.run.executors as e; e.CONNECT_TIMEOUT_S = 2",
         timeout=60,
     )
     assert proc.returncode == 2, proc.stderr  # no --scheduler and no $SLIDEBENCH_SCHEDULER
     assert "needs the scheduler's address" in proc.stderr
     args = ["run", str(path), "--results-dir", str(tmp_path / "res"), "--executor", "dask"]
-    short = "import harness.executors as e; e.CONNECT_TIMEOUT_S = 2"
+    short = "import harness.run.executors as e; e.CONNECT_TIMEOUT_S = 2"
     proc = _cli([*args, "--scheduler", address], prelude=short, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

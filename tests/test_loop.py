@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness import loop as hloop
-from harness.engine import Batch, StepStats
-from harness.loop import Budget, Clock, EpochFeed, EvalSchedule, Hooks, Loop, Target, batch_order
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.run import loop as hloop
+from harness.run.loop import Budget, Clock, EpochFeed, EvalSchedule, Hooks, Loop, Target, batch_order
+from harness.spec.engine import Batch, StepStats
 
 FIT_S, FEED_S, EVAL_S = 1.0, 0.25, 10.0
 

@@ -1,4 +1,4 @@
-"""P@k and nDCG@k on hand-worked cases (harness/metrics.py)."""
+"""P@k and nDCG@k on hand-worked cases (harness/run/metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics import hits_matrix, ranking_metrics
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.run.metrics import hits_matrix, ranking_metrics
 
 
 def labels_csr(rows: list[list[int]], n_cols: int) -> Csr:

@@ -1,4 +1,4 @@
-"""harness.perf: parsing real perf CSV, the machine probe, the training-region control protocol,
+"""harness.counters.perf: parsing real perf CSV, the machine probe, the training-region control protocol,
 and the counters section the runner stores, on every path (hardware, software only, none)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import perf
-from harness.perf import EVENTS, HARDWARE_EVENTS, PerfSupport, TrainingRegion
+from harness.counters import perf
+from harness.counters.perf import EVENTS, HARDWARE_EVENTS, PerfSupport, TrainingRegion
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
 REPO = Path(__file__).resolve().parent.parent
@@ -76,11 +76,11 @@ def fake_support(hardware: bool, control: bool = True) -> PerfSupport:
 
 def test_collect_hardware_counters_per_sample(tmp_path):
     w = perf.wrap_command(
-        ["python", "-m", "harness.worker", "S", "O"], {"perf": True}, tmp_path, support=fake_support(True)
+        ["python", "-m", "harness.run.worker", "S", "O"], {"perf": True}, tmp_path, support=fake_support(True)
     )
     assert (
         w.argv[:2] == ["/usr/bin/perf", "stat"]
-        and w.argv[-5:] == ["--", "python", "-m", "harness.worker", "S", "O"][-5:]
+        and w.argv[-5:] == ["--", "python", "-m", "harness.run.worker", "S", "O"][-5:]
     )
     shutil.copy(FIXTURES / "hw-supported.csv", w.output)
     c = w.collect(samples=100_000)
@@ -141,7 +141,7 @@ def test_control_unsupported_counts_whole_process(tmp_path):
 
 
 def test_counters_config_dataclass_accepted(tmp_path):
-    from harness.workload import CountersSpec
+    from harness.spec.workload import CountersSpec
 
     w = perf.wrap_command(["w", "S", "O"], CountersSpec(perf=False), tmp_path)
     assert w.counters_cfg["cachegrind_steps"] == 20
@@ -205,7 +205,7 @@ def test_region_gives_up_instead_of_hanging_when_perf_is_silent(caplog):
 
 
 def test_region_under_valgrind_env_drives_vgdb():
-    from harness.cachegrind import ValgrindRegion
+    from harness.counters.cachegrind import ValgrindRegion
 
     region = TrainingRegion.from_env({perf.VALGRIND_CONTROL_ENV: "1"})
     assert isinstance(region, ValgrindRegion)
@@ -232,7 +232,7 @@ def test_probe_this_machine_is_cached_and_explains_itself():
 
 CHILD = r"""
 import os, sys, json
-from harness.perf import TrainingRegion
+from harness.counters.perf import TrainingRegion
 
 def touch(mib):
     buf = bytearray(mib << 20)

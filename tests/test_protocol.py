@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import flags, runner, tune, workload
-from harness.loop import batch_order, eval_rows
-from harness.metrics import popularity_p1
-from harness.sparse import Csr
-from harness.worker import split_for_validation, validation_rows
-from harness.workload import WorkloadError
+from harness.datasets.sparse import Csr
+from harness.run import runner, tune
+from harness.run.loop import batch_order, eval_rows
+from harness.run.metrics import popularity_p1
+from harness.run.worker import split_for_validation, validation_rows
+from harness.spec import workload
+from harness.spec.workload import WorkloadError
+from harness.store import flags
 from tests.test_runner import records, write_workload
 
 FIXTURE_RECORDS = Path(__file__).parent / "fixtures" / "records"
@@ -236,7 +238,7 @@ def test_tune_writes_choices_and_a_target_that_runs_then_use(tmp_path: Path) -> 
 
 
 def test_report_reads_both_schema_versions(tmp_path: Path) -> None:
-    from harness import report
+    from harness.reporting import report
 
     res = tmp_path / "res"
     shutil.copytree(FIXTURE_RECORDS, res)
@@ -269,7 +271,7 @@ def test_a_study_takes_another_workloads_tuning(tmp_path: Path) -> None:
 
 
 def test_the_best_reference_is_the_engine_whose_choice_scored_highest() -> None:
-    from harness.tuning import reference_engine
+    from harness.spec.tuning import reference_engine
 
     engines = {"a": {"p1": 0.2}, "b": {"p1": 0.4}, "c": {"p1": 0.4}}
     assert reference_engine("best", engines, ["a", "b", "c"]) == "b"  # ties: the matrix's order
@@ -287,7 +289,7 @@ def test_the_cachegrind_slice_runs_on_the_first_seed_only(tmp_path: Path) -> Non
 def test_speedup_column_names_who_missed_the_target() -> None:
     import math
 
-    from harness.plots.tables import _ratio
+    from harness.reporting.plots.tables import _ratio
 
     assert _ratio(30.0, math.inf) == "not reached (tf_dense did)"
     assert _ratio(math.inf, 8.0) == "tf_dense not reached"

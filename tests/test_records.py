@@ -1,4 +1,4 @@
-"""The record's owner (harness.records): every record has every section, older versions are read
+"""The record's owner (harness.store.records): every record has every section, older versions are read
 in the current shape, and the report reads old and new records alike."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import flags, records, results
+from harness.store import flags, records, results
 
 FIXTURE_RECORDS = Path(__file__).parent / "fixtures" / "records"
 
@@ -77,7 +77,7 @@ def test_write_refuses_an_older_version(tmp_path: Path) -> None:
 
 
 def test_the_report_reads_every_version_alike(tmp_path: Path) -> None:
-    from harness import report
+    from harness.reporting import report
 
     # The fixture campaign as stored (version 1), as version 2 wrote it (popularity and flags,
     # sections as before), and as this version writes it: one report.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engines.reference import NumpyDenseEngine, topk_desc
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 F, L = 12, 9
 

@@ -1,4 +1,4 @@
-"""Plots and the report from stored records (harness.report, harness.plots).
+"""Plots and the report from stored records (harness.reporting.report, harness.reporting.plots).
 
 The fixture records under tests/fixtures/records/ (regenerate with tests/fixtures/make_records.py)
 hold planted numbers: slide reaches the delicious target at 41.2 / 38.7 / 45.9 s, tf_dense at
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.plots import group, style
-from harness.plots.markup import to_markdown
-from harness.plots.records import Run, load_runs, parse_record, scan
-from harness.plots.stats import band, scaling_points, time_to_target
+from harness.reporting.plots import group, style
+from harness.reporting.plots.markup import to_markdown
+from harness.reporting.plots.records import Run, load_runs, parse_record, scan
+from harness.reporting.plots.stats import band, scaling_points, time_to_target
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
@@ -52,7 +52,7 @@ RENDER_SCRIPT = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Blocker())
-    from harness.report import render
+    from harness.reporting.report import render
 
     report = render(Path(sys.argv[1]), Path(sys.argv[2]), workloads_dir=Path(sys.argv[3]))
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
@@ -200,7 +200,7 @@ def test_bad_records_skipped_with_warning_naming_file(
     assert any(str(no_spec) in m and "missing key spec" in m for m in messages)
     assert any(str(garbage) in m and "not a readable JSON record" in m for m in messages)
     # The report names the skipped files too.
-    from harness.report import build
+    from harness.reporting.report import build
 
     md = to_markdown(build(loaded.runs, loaded.skipped, {}, results), results)
     assert "3 file(s) were skipped" in md
@@ -219,7 +219,7 @@ def test_drafts_event_logs_and_temporaries_are_not_records(tmp_path: Path) -> No
 def test_workload_text_from_records_then_workload_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from harness.report import workload_text
+    from harness.reporting.report import workload_text
 
     runs = _runs("smoke", "slide")
     text = workload_text("smoke", runs, WORKLOADS)
@@ -234,6 +234,31 @@ def test_workload_text_from_records_then_workload_file(
     carried = [replace(runs[0], spec={**runs[0].spec, "description": "From the record: slide untouched."})]
     text = workload_text("smoke", carried, WORKLOADS)
     assert (text.description, text.origin) == ("From the record: slide untouched.", "the records")
+    # Records that carry the prose are read whole: no half from the records, half from the file.
+    assert text.target_source == ""
+    carried = [replace(carried[0], spec={**carried[0].spec, "target_source": "From the record too."})]
+    assert workload_text("smoke", carried, None).target_source == "From the record too."
+
+
+def test_report_from_records_alone_needs_no_workload_file(tmp_path: Path) -> None:
+    """Records written since the spec carries the workload's prose render with no workloads folder."""
+    from harness.reporting.report import render
+    from harness.store import records
+
+    results = tmp_path / "results"
+    for path in sorted(FIXTURES.rglob("*.json")):
+        rec = dict(records.read(path))
+        prose = {
+            "description": f"The {rec['spec']['workload']} campaign, as its records say.",
+            "target_source": "Planted in the record itself.",
+        }
+        rec["spec"] = {**rec["spec"], **prose}
+        records.write(results / path.relative_to(FIXTURES), rec)
+    md = render(results, tmp_path / "out", workloads_dir=None).read_text(encoding="utf-8")
+    assert "Description (from the records): The delicious campaign, as its records say." in md
+    assert "Description (from the records): The smoke campaign, as its records say." in md
+    assert "Why this target: Planted in the record itself." in md
+    assert "current workload file" not in md
 
 
 def test_parse_record_names_bad_key() -> None:
@@ -247,7 +272,7 @@ def test_parse_record_names_bad_key() -> None:
 
 
 def test_empty_results_give_clear_errors(tmp_path: Path) -> None:
-    from harness.report import render
+    from harness.reporting.report import render
 
     with pytest.raises(FileNotFoundError, match=r"no result records: .*runs does not exist"):
         render(tmp_path)
@@ -337,11 +362,11 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_perf_without_pmu_counts_no_cache_misses() -> None:
-    from harness.plots.counters import counter_table
-    from harness.plots.tables import counters_table
+    from harness.reporting.plots.counters import counter_table
+    from harness.reporting.plots.tables import counters_table
 
     run = _runs("smoke", "slide")[0]
-    # What harness.perf records in a VM without a virtual PMU: software events only.
+    # What harness.counters.perf records in a VM without a virtual PMU: software events only.
     counters = {
         "source": "perf",
         "scope": "training_region",
@@ -376,7 +401,7 @@ def test_several_thread_counts_are_separate_series() -> None:
 
 
 def test_fairness_warns_when_engines_ran_different_settings(tmp_path: Path) -> None:
-    from harness.report import build
+    from harness.reporting.report import build
 
     runs = [r for r in load_runs(FIXTURES) if r.workload == "smoke"]
     same = to_markdown(build(runs, (), {}, tmp_path), tmp_path)
@@ -424,8 +449,8 @@ def test_plot_files_and_descriptions_stay_inside_their_folders(
 ) -> None:
     from matplotlib.figure import Figure
 
-    from harness.plots.output import save_figure
-    from harness.report import workload_text
+    from harness.reporting.plots.output import save_figure
+    from harness.reporting.report import workload_text
 
     out = tmp_path / "a" / "b" / "plots"
     for stem in ("../../../x-time-to-accuracy", "../escape", "/abs"):

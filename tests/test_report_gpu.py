@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.plots import group, style
-from harness.plots.records import load_runs, run_device
-from harness.report import render
+from harness.reporting.plots import group, style
+from harness.reporting.plots.records import load_runs, run_device
+from harness.reporting.report import render
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
 GPU_NAME = "NVIDIA H200"

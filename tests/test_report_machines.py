@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness import report
-from harness.plots.markup import Bullets, Para, Table, to_markdown
-from harness.plots.records import Run, load_runs
+from harness.reporting import report
+from harness.reporting.plots.markup import Bullets, Para, Table, to_markdown
+from harness.reporting.plots.records import Run, load_runs
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
 XEON = "Intel(R) Xeon(R) Gold 6226R CPU @ 2.90GHz, 16 cores / 32 threads"

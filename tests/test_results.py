@@ -1,4 +1,4 @@
-"""Records on disk: atomic writes, strict JSON, round trip, paths (harness/results.py, harness/records.py)."""
+"""Records on disk: atomic writes, strict JSON, round trip, paths (harness/store/results.py, harness/store/records.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import env, records, results
+from harness.run import env
+from harness.store import records, results
 
 
 def minimal(state: str = "budget_spent") -> dict:

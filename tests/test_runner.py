@@ -1,5 +1,5 @@
-"""Worker and runner: batch stream, stop rules, failure paths, resume after a kill (harness/worker.py,
-harness/runner.py). Runs the numpy_dense reference engine on the synthetic `tiny` preset: each run
+"""Worker and runner: batch stream, stop rules, failure paths, resume after a kill (harness/run/worker.py,
+harness/run/runner.py). Runs the numpy_dense reference engine on the synthetic `tiny` preset: each run
 is a fresh process of about a second.
 """
 
@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import records as hrecords
-from harness import results, runner, workload
-from harness.loop import batch_order, eval_rows
+from harness.run import runner
+from harness.run.loop import batch_order, eval_rows
+from harness.spec import workload
+from harness.store import records as hrecords
+from harness.store import results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,6 +166,31 @@ def test_record_of_a_finished_run(tmp_path: Path) -> None:
     assert not (tmp_path / "res" / "work" / rec["run_id"]).exists(), "scratch folder removed"
 
 
+def test_the_cachegrind_slice_is_a_step_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With perf off and cachegrind asked for, the runner replays the worker after the run."""
+    calls = []
+
+    def fake_slice(worker_argv, workdir, steps, *, timeout_s):
+        calls.append((list(worker_argv), Path(workdir), steps, timeout_s))
+        return {
+            "method": "stand-in",
+            "events": {"D1_misses": 7},
+            "per_sample": {"D1_misses": 0.1},
+            "error": None,
+        }
+
+    monkeypatch.setattr(runner.counter_source.cachegrind, "run_slice", fake_slice)
+    counters = "cachegrind = true\ncachegrind_steps = 3\ncachegrind_timeout_s = 60"
+    w = workload.load(write_workload(tmp_path, engine_params=counters))
+    runner.run_campaign(w, tmp_path / "res")
+    (rec,) = records(tmp_path / "res")
+    ((argv, workdir, steps, timeout_s),) = calls
+    assert argv[1:3] == ["-m", "harness.run.worker"] and "perf" not in argv[0], "the worker itself, unwrapped"
+    assert workdir.name == rec["run_id"] and (steps, timeout_s) == (3, 60.0)
+    assert rec["counters"]["source"] == "cachegrind" and rec["counters"]["events"] == {"D1_misses": 7}
+    assert rec["counters"]["cachegrind"]["perf"] is None
+
+
 def test_target_reached_stops_the_run(tmp_path: Path) -> None:
     w = workload.load(write_workload(tmp_path, max_steps=400, every_steps=5, target="target_p1 = 0.2"))
     (out,) = runner.run_campaign(w, tmp_path / "res")
@@ -221,7 +248,7 @@ def test_max_steps_override_is_recorded(tmp_path: Path) -> None:
 
 def _campaign_cmd(path: Path, res: Path) -> list[str]:
     code = (
-        "import sys; from pathlib import Path; from harness import runner, workload;"
+        "import sys; from pathlib import Path; from harness.run import runner; from harness.spec import workload;"
         "runner.run_campaign(workload.load(Path(sys.argv[1])), Path(sys.argv[2]))"
     )
     return [sys.executable, "-c", code, str(path), str(res)]
@@ -283,7 +310,7 @@ def test_killed_worker_is_recorded_as_error_and_campaign_goes_on(tmp_path: Path)
         # Kill the first worker process once it is training.
         _wait_for(lambda: _training_started(res))
         out = subprocess.run(
-            ["pgrep", "-f", f"harness.worker {res}"], capture_output=True, text=True, check=False
+            ["pgrep", "-f", f"harness.run.worker {res}"], capture_output=True, text=True, check=False
         )
         pids = [int(x) for x in out.stdout.split()]
         for pid in pids[:1]:
@@ -352,7 +379,8 @@ def test_reproduce_runs_suite_then_scaling_then_report(
     monkeypatch.setattr(run_cmd, "SUITES_FILE", wdir / "suites.toml")
     calls: list[tuple[str, object]] = []
 
-    from harness import report, scaling
+    from harness.reporting import report
+    from harness.run import scaling
 
     def fake(func: str):
         def call(*args, **kwargs):
@@ -379,8 +407,8 @@ def test_reproduce_runs_suite_then_scaling_then_report(
 
 
 def test_row_slice_matches_take() -> None:
-    from harness.loop import row_slice
-    from harness.sparse import Csr
+    from harness.datasets.sparse import Csr
+    from harness.run.loop import row_slice
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 5, size=20)
@@ -428,7 +456,7 @@ def test_run_command_refuses_missing_real_data_before_any_run(tmp_path: Path) ->
 
 HOLD_LOCK = """
 import sys, time
-from harness import results
+from harness.store import results
 with results.locked(sys.argv[1], sys.argv[2]):
     print("held", flush=True)
     time.sleep(30)
@@ -516,7 +544,7 @@ def test_timeout_ends_the_worker_behind_its_wrapper(tmp_path: Path, monkeypatch:
 
 def _campaign_with_wrapper_cmd(path: Path, res: Path, wrapped: bool) -> list[str]:
     code = (
-        "import sys; from pathlib import Path; from harness import runner, workload\n"
+        "import sys; from pathlib import Path; from harness.run import runner; from harness.spec import workload\n"
         f"W = {WRAPPER!r}\n"
         "class Wrapped(runner._Unwrapped):\n"
         "    def __init__(self, argv):\n"
@@ -550,10 +578,10 @@ def test_worker_dies_with_its_campaign_on_kill_9(tmp_path: Path, wrapped: bool) 
 
 
 def test_worker_watch_pipe_ends_the_worker_when_the_campaign_closes_it() -> None:
-    from harness.worker import PARENT_FD_ENV
+    from harness.run.worker import PARENT_FD_ENV
 
     r, w = os.pipe()
-    code = "from harness.worker import watch_campaign; import time; watch_campaign(); time.sleep(30)"
+    code = "from harness.run.worker import watch_campaign; import time; watch_campaign(); time.sleep(30)"
     child = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, pass_fds=(r,), env=dict(os.environ, **{PARENT_FD_ENV: str(r)})
     )

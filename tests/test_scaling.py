@@ -1,4 +1,4 @@
-"""harness.scaling: thread counts, the fresh-process throughput measurement, sweep records with speedup
+"""harness.run.scaling: thread counts, the fresh-process throughput measurement, sweep records with speedup
 and efficiency, reuse of existing records, time to target from training records, and the CLI."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import records, scaling, workload
-from harness.results import record_path
+from harness.run import scaling
+from harness.spec import workload
+from harness.store import records
+from harness.store.results import record_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from engines.slide import SlideEngine, max_threads
-from harness.engine import Batch
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch
 
 try:
     from slide_helpers import engine, meta, native, native_config, needs_native
@@ -317,7 +317,7 @@ def test_512_threads_under_memory_limit_is_a_value_error() -> None:
         """
         import resource
         from engines.slide import SlideEngine, _native
-        from harness.engine import ModelSpec, TrainMeta
+        from harness.spec.engine import ModelSpec, TrainMeta
         from tests.slide_helpers import native_config
         config = dict(native_config(20, 10), threads=512)
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))

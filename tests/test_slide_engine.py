@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engines.slide import DEFAULTS, SlideEngine
-from harness.engine import OptimizerSpec
+from harness.spec.engine import OptimizerSpec
 
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
     from slide_helpers import all_weights, engine, learnable, meta, native, needs_native

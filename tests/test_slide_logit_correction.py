@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.engine import Batch
+from harness.spec.engine import Batch
 
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
     from slide_helpers import engine, learnable, meta, needs_native

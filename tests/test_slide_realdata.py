@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 try:
     from slide_helpers import engine, needs_native

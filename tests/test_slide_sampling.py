@@ -1,5 +1,5 @@
 """What the output sampler does: the random-selection control, the active-set composition, and the
-retrieval quality of the LSH candidates (`harness.metrics.candidate_quality`) against brute force."""
+retrieval quality of the LSH candidates (`harness.run.metrics.candidate_quality`) against brute force."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics import candidate_quality
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.run.metrics import candidate_quality
 from tests.slide_helpers import engine, learnable, meta, native, needs_native
 
 

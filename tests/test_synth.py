@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from harness import synth
-from harness.data import DatasetSpec, Progress, load
+from harness.datasets import synth
+from harness.datasets.data import DatasetSpec, Progress, load
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from engines.tf import TFDenseEngine, TFSampledEngine
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 try:
     from tf_numpy_ref import NumpyAdamModel, dense, random_csr
@@ -80,7 +80,7 @@ def test_check_params_defaults_and_refusals():
 
 def test_check_params_does_not_import_tensorflow():
     code = (
-        "import sys; from harness.registry import engine_class\n"
+        "import sys; from harness.spec.registry import engine_class\n"
         "for n in ('tf_dense', 'tf_sampled'): engine_class(n).check_params({})\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
     )
@@ -211,7 +211,7 @@ def test_zero_sized_model_refused_before_tensorflow_runs():
     code = (
         "import sys\n"
         "from engines.tf import TFDenseEngine, TFSampledEngine\n"
-        "from harness.engine import ModelSpec, TrainMeta\n"
+        "from harness.spec.engine import ModelSpec, TrainMeta\n"
         "for cls in (TFDenseEngine, TFSampledEngine):\n"
         "    for labels, hidden in ((10, (0,)), (10, (8, 0)), (0, (8,))):\n"
         "        try:\n"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from engines.tf import TFDenseEngine, TFSampledEngine
-from harness.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
+from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
 
 try:
     from tf_numpy_ref import load_xmc

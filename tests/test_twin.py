@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import calibrate, synth, twin
 from harness.cli import main
 from harness.commands.twin import resolve_pair
-from harness.data import DatasetSpec, load, read_xmc, write_dataset
+from harness.datasets import synth, twin
+from harness.datasets.data import DatasetSpec, load, read_xmc, write_dataset
+from harness.run import calibrate
 
 
 @pytest.fixture(autouse=True)
@@ -266,7 +267,7 @@ def test_workloads_get_the_twin_presets_through_the_cache(
 ) -> None:
     """The cached path every workload takes must give the twin generator's data, not the old one's
     under the new cache key."""
-    from harness import synth
+    from harness.datasets import synth
 
     monkeypatch.setattr(synth, "cache_dir", lambda: tmp_path)
     direct, _ = synth.generate("amazon-670k", 0.0005, 0)

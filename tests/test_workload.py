@@ -1,4 +1,4 @@
-"""Workload validation, expansion and run identity (harness/workload.py), and the shipped files."""
+"""Workload validation, expansion and run identity (harness/spec/workload.py), and the shipped files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness import registry, workload
-from harness.workload import WorkloadError
+from harness.spec import registry, workload
+from harness.spec.workload import WorkloadError
 
 BASE: dict[str, Any] = {
     "name": "w",
@@ -148,8 +148,12 @@ def test_run_id_is_stable_and_sensitive() -> None:
     a = parse(BASE).expand()[0]
     b = parse(copy.deepcopy(BASE)).expand()[0]
     assert a.run_id == b.run_id and len(a.run_id) == 16
-    assert json.loads(a.canonical()) == a.to_dict()
-    assert a.canonical() == json.dumps(a.to_dict(), sort_keys=True, separators=(",", ":"))
+    # The record's spec carries the workload's prose; the identity (canonical JSON) leaves it out.
+    prose = {"description": BASE["description"], "target_source": BASE["target_source"]}
+    assert {k: a.to_dict()[k] for k in prose} == prose
+    identity = {k: v for k, v in a.to_dict().items() if k not in prose}
+    assert json.loads(a.canonical()) == identity
+    assert a.canonical() == json.dumps(identity, sort_keys=True, separators=(",", ":"))
     ids = {a.run_id}
     for path, value in [
         ("training.lr", 0.002),
@@ -162,6 +166,7 @@ def test_run_id_is_stable_and_sensitive() -> None:
     assert len(ids) == 6, "every setting that changes the run changes its id"
     # Prose does not.
     assert parse(mutated("description", "reworded")).expand()[0].run_id == a.run_id
+    assert parse(mutated("target_source", "reworded")).expand()[0].run_id == a.run_id
     assert len({s.run_id for s in parse(BASE).expand()}) == 6
 
 
@@ -169,6 +174,10 @@ def test_run_spec_round_trips() -> None:
     spec = parse(BASE).expand()[3]
     again = workload.RunSpec.from_dict(json.loads(spec.canonical()))
     assert again == spec and again.run_id == spec.run_id
+    # The record's spec (to_dict) brings the prose back too, which the worker passes on.
+    whole = workload.RunSpec.from_dict(spec.to_dict())
+    assert (whole.description, whole.target_source) == (spec.description, spec.target_source)
+    assert whole.description == BASE["description"]
 
 
 def test_build_id_names_engine_and_sources() -> None:
@@ -352,7 +361,7 @@ def with_files(train: str = "mine/train.txt", test: str = "mine/test.txt", **ext
 def test_dataset_files_by_path_carry_shape_and_sha256(data_dir: Path) -> None:
     import hashlib
 
-    from harness import data
+    from harness.datasets import data
 
     w = parse(with_files())
     spec = w.expand()[0]

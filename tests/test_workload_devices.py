@@ -1,4 +1,4 @@
-"""[matrix] devices: the TF engines once per device, in the spec and the run id (harness/workload.py)."""
+"""[matrix] devices: the TF engines once per device, in the spec and the run id (harness/spec/workload.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness import registry, workload
-from harness.workload import WorkloadError
+from harness.spec import registry, workload
+from harness.spec.workload import WorkloadError
 
 BASE: dict[str, Any] = {
     "name": "w",

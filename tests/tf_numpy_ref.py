@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.engine import OptimizerSpec
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import OptimizerSpec
 
 
 def dense(csr: Csr) -> np.ndarray:
@@ -88,7 +88,7 @@ def random_csr(rng: np.random.Generator, n: int, n_cols: int, mean_per_row: int,
 
 
 def read_xmc_small(path: Path) -> tuple[Csr, Csr]:
-    """Minimal XMC-format reader for the real-data tests (harness.data.read_xmc preferred)."""
+    """Minimal XMC-format reader for the real-data tests (harness.datasets.data.read_xmc preferred)."""
     with open(path) as fh:
         n, n_feat, n_lab = (int(t) for t in fh.readline().split())
         f_ptr, f_idx, f_val, l_ptr, l_idx = [0], [], [], [0], []
@@ -113,7 +113,7 @@ def read_xmc_small(path: Path) -> tuple[Csr, Csr]:
 
 def load_xmc(path: Path) -> tuple[Csr, Csr]:
     try:
-        from harness.data import read_xmc  # the project's parser, once it exists
+        from harness.datasets.data import read_xmc  # the project's parser, once it exists
     except ImportError:
         return read_xmc_small(path)
     ds = read_xmc(path)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
-from harness.sparse import Csr, check_batch
+from harness.datasets.sparse import Csr, check_batch
+from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys
 
 VERSION = "1.0"
 

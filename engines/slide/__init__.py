@@ -1,6 +1,6 @@
 """SLIDE: the native sparse engine (C++17 core in core/, pybind11 module `_slide`).
 
-`SlideEngine` adapts the native `Network` to `harness.engine.Engine`. The compiled module is
+`SlideEngine` adapts the native `Network` to `harness.spec.engine.Engine`. The compiled module is
 imported lazily (in `set_threads` / `prepare`), so `check_params` works without the extension
 built and the worker can fix thread settings before anything native loads.
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys
 
 __all__ = ["DEFAULTS", "SlideEngine"]
 
@@ -265,7 +265,7 @@ class SlideEngine(Engine):
         """The output layer's active sets since the previous call, per training sample, by origin
         (`active`: labels, lsh, random), and the retrieval quality of the tables' candidates on
         these points (`lsh`, None when the output layer is not hashed)."""
-        from harness.metrics import candidate_quality
+        from harness.run.metrics import candidate_quality
 
         net = self._require_net()
         now = {k: int(v) for k, v in net.active_composition().items()}

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engines.tf import feed
-from harness.engine import Batch, Engine, StepStats, TrainMeta, check_keys
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
+from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys
 
 log = logging.getLogger(__name__)
 

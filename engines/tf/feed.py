@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.sparse import Csr
+from harness.datasets.sparse import Csr
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from harness.engine import TrainMeta
+from harness.spec.engine import TrainMeta
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import check_scaling
+from harness.run import check_scaling
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ import argparse
 import math
 from pathlib import Path
 
-from harness import results
+from harness.store import results
 
 RESULTS_DIR_HELP = (
     f"folder holding runs/ (default: ${results.RESULTS_ENV} if set, else the repository's results/ "

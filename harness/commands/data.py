@@ -7,10 +7,10 @@ import logging
 import time
 from pathlib import Path
 
-from harness import data as hdata
-from harness import synth
 from harness.commands import common
-from harness.data import write_dataset
+from harness.datasets import data as hdata
+from harness.datasets import synth
+from harness.datasets.data import write_dataset
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness import registry, workload
+from harness.spec import registry, workload
 
 KINDS = ("workloads", "engines", "suites")
 _SENTENCE = re.compile(r"(.+?[.!?])(?=\s|$)")
@@ -106,7 +106,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "list",
         help="list workloads, engines and suites with a short description",
-        description="List what can be run: workloads (workloads/*.toml), engines (harness/registry.py) and "
+        description="List what can be run: workloads (workloads/*.toml), engines (harness/spec/registry.py) and "
         "suites (workloads/suites.toml). Without an argument, all three.",
     )
     p.add_argument("kind", nargs="?", choices=KINDS, help="list only this kind")

@@ -1,4 +1,4 @@
-"""`slidebench report`: plots and the report from stored result records (harness.report)."""
+"""`slidebench report`: plots and the report from stored result records (harness.reporting.report)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from harness.commands import common
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that building the parser (every slidebench command) never loads matplotlib.
-    from harness.report import render
+    from harness.reporting.report import render
 
     report = render(common.results_dir(args), args.out)
     print(f"report: {report}")

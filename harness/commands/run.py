@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import executors, records, results, runner, workload
 from harness.commands import common
+from harness.run import executors, runner
+from harness.spec import workload
+from harness.store import records, results
 
 log = logging.getLogger("slidebench.run")
 
@@ -32,7 +34,7 @@ class Suite:
     workloads: tuple[str, ...]
     realdata: tuple[str, ...]
     scaling: str | None
-    scaling_steps: int | None = None  # timed steps per (engine, threads); None: harness.scaling's default
+    scaling_steps: int | None = None  # timed steps per (engine, threads); None: harness.run.scaling's default
     scaling_warmup: int | None = None
 
 
@@ -75,7 +77,7 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
 
 def realdata_available(w: workload.Workload, data_dir: Path | None) -> str | None:
     """None when the workload's real data files are in the data directory, else the reason not."""
-    from harness import data
+    from harness.datasets import data
 
     if w.dataset.name is None:
         return None
@@ -177,7 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from harness import report, scaling  # the report imports matplotlib: only where it is drawn
+    from harness.reporting import report
+    from harness.run import scaling  # the report imports matplotlib: only where it is drawn
 
     suites = load_suites()
     if args.suite not in suites:

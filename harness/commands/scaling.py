@@ -1,6 +1,6 @@
 """`slidebench scaling WORKLOAD [--threads 1,2] [--engines a,b] [--steps N] [--warmup N] [--data-dir D]`.
 
-Thread-scaling sweep (harness.scaling.run_sweep): throughput per engine and thread count, each in a
+Thread-scaling sweep (harness.run.scaling.run_sweep): throughput per engine and thread count, each in a
 fresh process, speedup and parallel efficiency against one thread; records under
 ``<results>/runs/<workload>-scaling/<engine>/``.
 """
@@ -12,8 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-from harness import results, scaling
 from harness.commands import common
+from harness.run import scaling
+from harness.store import results
 
 log = logging.getLogger("slidebench.scaling")
 

@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from harness import tune, workload
 from harness.commands import common
+from harness.run import tune
+from harness.spec import workload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,10 +11,11 @@ import os
 import time
 from pathlib import Path
 
-from harness import calibrate, twin
-from harness import data as hdata
 from harness.commands import common
-from harness.data import write_dataset
+from harness.datasets import data as hdata
+from harness.datasets import twin
+from harness.datasets.data import write_dataset
+from harness.run import calibrate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,1 @@
+"""Hardware counters of a run: perf, the cachegrind slice, and which of them a record gets."""

@@ -1,0 +1,1 @@
+"""Plots and the report, rendered from stored records alone."""

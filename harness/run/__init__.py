@@ -1,0 +1,1 @@
+"""Running: the training loop, one run in its own process, campaigns, executors, scaling, tuning."""

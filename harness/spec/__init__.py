@@ -1,0 +1,1 @@
+"""What to run: the engine interface, the registry, workloads and their runs, tuning outcomes."""

@@ -1,0 +1,1 @@
+"""What a run leaves behind: the record's schema and flags, the results folder, atomic writes."""
