@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from harness.run import runner
 from harness.spec.workload import RunSpec, build_id
@@ -66,24 +66,6 @@ class ExecutorUnavailable(ValueError):
     """
 
 
-class Executor(Protocol):
-    """Runs a campaign's planned runs; yields each one's Outcome once its record is stored."""
-
-    name: str
-
-    def run(
-        self,
-        todo: Sequence[RunSpec],
-        results_dir: Path,
-        *,
-        data_dir: Path | None,
-        timeout_s: float | None,
-        progress: runner.Progress,
-    ) -> Iterator[runner.Outcome]: ...
-
-    def close(self) -> None: ...
-
-
 class LocalExecutor:
     """One run at a time on this machine, each in a fresh worker process (`runner.run_one`)."""
 
@@ -105,12 +87,12 @@ class LocalExecutor:
 
 
 @contextlib.contextmanager
-def open_executor(name: str, scheduler: str | None = None) -> Iterator[Executor]:
+def open_executor(name: str, scheduler: str | None = None) -> Iterator[runner.Executor]:
     """The executor called `name` (see NAMES), closed when the block ends."""
     if name == "local":
         if scheduler:
             raise ExecutorUnavailable("--scheduler is for --executor dask; the local executor has none")
-        executor: Executor = LocalExecutor()
+        executor: runner.Executor = LocalExecutor()
     elif name == "dask":
         executor = DaskExecutor(scheduler)
     else:

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from harness import REPO_ROOT
 from harness.counters import counter_source, perf
@@ -55,9 +55,6 @@ from harness.run.worker import PARENT_FD_ENV, parent_death_signal, thread_env
 from harness.spec.workload import RunSpec, Workload, build_id
 from harness.store import records, results
 from harness.store.results import inside, safe_name
-
-if TYPE_CHECKING:
-    from harness.run.executors import Executor
 
 log = logging.getLogger("slidebench.runner")
 
@@ -246,6 +243,26 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+
+
+class Executor(Protocol):
+    """Where a campaign's runs execute (implementations: harness.run.executors); yields each run's
+    Outcome once its record is stored. Declared here, by the one who calls it, so that the
+    executors depend on the runner and not the other way round."""
+
+    name: str
+
+    def run(
+        self,
+        todo: Sequence[RunSpec],
+        results_dir: Path,
+        *,
+        data_dir: Path | None,
+        timeout_s: float | None,
+        progress: Progress,
+    ) -> Iterator[Outcome]: ...
+
+    def close(self) -> None: ...
 
 
 def _num(value: Any) -> float:
