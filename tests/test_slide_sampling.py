@@ -192,3 +192,38 @@ def test_mips_hashing_finds_the_outputs_a_large_bias_makes_likely(tmp_path) -> N
     # Measured: 0.51 against 0.12.
     assert recall["simhash_mips"] > 0.35 and recall["simhash"] < 0.2, recall
     assert recall["simhash_mips"] > 3 * recall["simhash"], recall
+
+
+@needs_native
+def test_mips_keys_of_the_top_logits_are_not_hidden_by_a_few_larger_rows() -> None:
+    """Keys are hashed with the largest norm of their norm band, so a row in a band that also
+    holds much larger rows gets a large completion coordinate and collides rarely. The rows that
+    win a query are typically among the largest (popular labels' rows grow) but not the very
+    largest: narrow bands at the top keep them findable."""
+    rng = np.random.default_rng(11)
+    n_labels, dim, n_q = 4000, 32, 40
+
+    def rows(n: int, lo: float, hi: float) -> np.ndarray:
+        r = rng.standard_normal((n, dim))
+        return r / np.linalg.norm(r, axis=1, keepdims=True) * rng.uniform(lo, hi, (n, 1))
+
+    u = rng.standard_normal(dim)
+    u /= np.linalg.norm(u)
+    targets = u + 0.05 * rng.standard_normal((10, dim))
+    targets *= 2.05 / np.linalg.norm(targets, axis=1, keepdims=True)
+    # 60 very large rows in random directions, then 910 rows of norm ~2 (the targets among them,
+    # in the top eighth by norm but not in the top 64th), then the bulk.
+    parts = [rows(60, 6.0, 6.5), targets, rows(900, 1.9, 2.1), rows(3030, 0.9, 1.1)]
+    w = np.concatenate(parts).astype(np.float32)
+    m = meta(dim, n_labels, hidden=())
+    q = (u + 0.1 * rng.standard_normal((n_q, dim))).astype(np.float32)
+    x = Csr(np.arange(0, (n_q + 1) * dim, dim, dtype=np.int64), np.tile(np.arange(dim, dtype=np.int32), n_q),
+            q.ravel(), dim)  # fmt: skip
+    e = engine({"hash": "simhash_mips", "K": 8, "L": 32, "bucket_bits": 8, "bucket_capacity": 256,
+                "min_active": 64, "simhash_density": 1.0}, m)  # fmt: skip
+    e._net.set_weights(0, w, np.zeros(n_labels, np.float32))
+    indptr, ids = e._net.lsh_candidates(x.indptr, x.indices, x.values)
+    found = np.mean([np.isin(np.arange(60, 70), ids[indptr[i] : indptr[i + 1]]).mean() for i in range(n_q)])
+    # Each target's logit is ~2 (the bulk's ~0, the large rows' ~0 +- 1); with bands as wide as an
+    # eighth of the rows the targets share the 6.5 bound and are found far less often.
+    assert found > 0.7, found

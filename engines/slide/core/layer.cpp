@@ -7,8 +7,13 @@
 
 namespace slide {
 namespace {
-// Norm bands of the inner-product transform's keys (Layer::rebuild_tables).
-constexpr int kMipsBands = 8;
+// Norm bands of the inner-product transform's keys (Layer::rebuild_tables). The rows a query
+// ranks highest are mostly the largest (popular labels' rows grow), so they sit in the top bands;
+// a band's keys are hashed with its largest norm, so a wide top band adds a large completion to
+// exactly those keys and hides them. Measured on amazon670k's output layer at step 300: with 8
+// bands the top one spans norms 2.0-2.9 (the top-10 logits' rows ~2.1), and the expected share of
+// a query's top-10 found by 50 tables of 10 bits is 0.49; with 64 bands (the top one 2.3-2.9), 0.67.
+constexpr int kMipsBands = 64;
 }  // namespace
 
 Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_t seed)
@@ -90,12 +95,8 @@ void Layer::rebuild_tables(int threads) {
   std::vector<float> edge(bands - 1);
   {
     std::vector<float> sorted(norm);
-    for (int k = 1; k < bands; ++k) {
-      auto nth = sorted.begin() + static_cast<size_t>(n_out_) * k / bands;
-      std::nth_element(sorted.begin(), nth, sorted.end());
-      edge[k - 1] = *nth;
-    }
-    std::sort(edge.begin(), edge.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (int k = 1; k < bands; ++k) edge[k - 1] = sorted[static_cast<size_t>(n_out_) * k / bands];
   }
   std::vector<float> band_max(bands, 0.0f);
   std::vector<int> band(n_out_);
