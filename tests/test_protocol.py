@@ -234,6 +234,21 @@ def test_tune_writes_choices_and_a_target_that_runs_then_use(tmp_path: Path) -> 
     assert spec.training.lr == doc["engines"]["numpy_dense"]["chosen"]["lr"]
 
 
+def test_tune_completes_a_tuning_that_misses_an_engine(tmp_path: Path) -> None:
+    """A variant added after tuning: runs are refused, and `tune --engines` fills just that entry."""
+    path = _tuned_workload(tmp_path)
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "tw.json").write_text(json.dumps(_tuning_doc(path, {"numpy_dense": _entry(0.01)})))
+    with pytest.raises(WorkloadError, match=r"tunes numpy_dense but not dense-b"):
+        workload.load(path)
+    w = workload.load(path, partial_tuning=True)
+    out = tune.tune(w, tmp_path / "res", engines=["dense-b"], reference=False)
+    doc = json.loads(out.read_text())
+    assert doc["engines"]["numpy_dense"] == _entry(0.01)  # kept as it was
+    assert len(doc["engines"]["dense-b"]["trials"]) == 2
+    assert {s.engine for s in workload.load(path).expand()} == {"numpy_dense", "dense-b"}
+
+
 # -- records of both schema versions in one report ---------------------------------------------------
 
 

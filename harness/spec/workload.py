@@ -827,18 +827,24 @@ def resolve(path_or_name: str | Path) -> Path:
     return candidate
 
 
-def load(path_or_name: str | Path, *, data_dir: str | Path | None = None) -> Workload:
+def load(
+    path_or_name: str | Path, *, data_dir: str | Path | None = None, partial_tuning: bool = False
+) -> Workload:
     """Read and fully validate a workload (engine parameters included).
 
     `data_dir` (else `$SLIDEBENCH_DATA`) is where relative `[dataset] train`/`test` paths point.
+    `partial_tuning` accepts a stored tuning that misses some engines of the matrix: only
+    `slidebench tune`, which exists to fill it, loads a workload that way.
     """
     from harness.datasets.data import read_toml
 
     path = resolve(path_or_name)
-    return parse(read_toml(path, WorkloadError), path, data_dir=data_dir)
+    return parse(read_toml(path, WorkloadError), path, data_dir=data_dir, partial_tuning=partial_tuning)
 
 
-def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | None = None) -> Workload:
+def parse(
+    raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | None = None, partial_tuning: bool = False
+) -> Workload:
     """Validate a decoded workload table; `path` names it in errors (and must match `name`)."""
     where = str(path)
     unknown = sorted(set(raw) - set(_TOP))
@@ -953,7 +959,9 @@ def parse(raw: Mapping[str, Any], path: Path | str, *, data_dir: str | Path | No
         except ValueError as exc:
             raise _fail(where, f"[variants.{variant_name}]", str(exc)) from None
 
-    decl, outcome = _tuning(raw, where, path, name, engines, variants, engine_params, set(unavailable))
+    decl, outcome = _tuning(
+        raw, where, path, name, engines, variants, engine_params, set(unavailable), partial_tuning
+    )
 
     return Workload(
         name=name,
@@ -986,8 +994,10 @@ def _tuning(
     variants: Mapping[str, Variant],
     engine_params: Mapping[str, Mapping[str, Any]],
     unavailable: set[str],
+    partial: bool = False,
 ) -> tuple[TuningDecl | None, TuningOutcome | None]:
-    """`[tuning]`: the declared search, checked against every engine, and its stored outcome."""
+    """`[tuning]`: the declared search, checked against every engine, and its stored outcome
+    (which must cover every engine of the matrix unless `partial`)."""
     if "tuning" not in raw:
         return None, None
     if isinstance(raw["tuning"], dict) and "from" in raw["tuning"]:
@@ -1051,7 +1061,8 @@ def _tuning(
         return decl, None
     try:
         outcome = read_outcome(file, decl)
-        check_coverage(outcome, engines)
+        if not partial:
+            check_coverage(outcome, engines)
     except ValueError as exc:
         raise WorkloadError(str(exc)) from None
     return decl, outcome
