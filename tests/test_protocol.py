@@ -246,6 +246,9 @@ def test_tune_completes_a_tuning_that_misses_an_engine(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["engines"]["numpy_dense"] == _entry(0.01)  # kept as it was
     assert len(doc["engines"]["dense-b"]["trials"]) == 2
+    # Each engine's entry says when and at what load its own trials ran.
+    window = doc["engines"]["dense-b"]["window"]
+    assert set(window) == {"tuned_at", "load_before", "load_after"} and len(window["load_before"]) == 3
     assert {s.engine for s in workload.load(path).expand()} == {"numpy_dense", "dense-b"}
 
 

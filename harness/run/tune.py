@@ -163,6 +163,12 @@ def tune(
                 )
             best = max(scored, key=lambda t: t["p1"])  # max keeps the first of equals
             entry["chosen"], entry["p1"] = dict(best["values"]), best["p1"]
+            # Per engine, because `--engines` can retune some later: a reader compares the windows.
+            entry["window"] = {
+                "tuned_at": results.utc_now(),
+                "load_before": [round(x, 2) for x in load_before],
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+            }
 
         doc = _previous(out_path, decl.to_dict())
         doc["engines"].update(per_engine)

@@ -94,6 +94,7 @@ class TuningOutcome:
             "chosen_p1": entry["p1"],
             "file": f"workloads/tuning/{self.path.name}",
             "tuned_at": self.doc.get("tuned_at"),
+            "window": entry.get("window"),  # when and at what load this engine's trials ran
         }
 
     @property

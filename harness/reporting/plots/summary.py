@@ -128,6 +128,15 @@ def _values(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
 
 
+def _window(window: Any) -> str:
+    """'2026-12-01 19:30; load 1.0-1.9' from a tuning entry's window (older files have none)."""
+    if not isinstance(window, Mapping):
+        return "—"
+    when = str(window.get("tuned_at", "?"))[:16].replace("T", " ")
+    before, after = window.get("load_before") or ["?"], window.get("load_after") or ["?"]
+    return f"{when}; load {before[0]}-{after[0]}"
+
+
 def tuning_blocks(by_engine: ByEngine) -> list[Block]:
     """Per engine: the search space, the trials with their validated P@1, the budget, the choice."""
     rows = []
@@ -138,7 +147,7 @@ def tuning_blocks(by_engine: ByEngine) -> list[Block]:
             None,
         )
         if tuning is None:
-            rows.append((label, "untuned: the workload's settings", "—", "—", "—"))
+            rows.append((label, "untuned: the workload's settings", "—", "—", "—", "—"))
             continue
         search = tuning.get("search") or {}
         searches.add(repr(sorted((k, tuple(v)) for k, v in (search.get("space") or {}).items())))
@@ -151,6 +160,7 @@ def tuning_blocks(by_engine: ByEngine) -> list[Block]:
             _values(tuning.get("chosen") or {}),
             f"{tuning.get('chosen_p1', float('nan')):.3f}",
             f"{len(tuning.get('trials') or [])} x {tuning.get('budget_s', float('nan')):g} s",
+            _window(tuning.get("window")),
             trials,
         ))  # fmt: skip
     tuned = [r for r in rows if r[2] != "—"]
@@ -179,7 +189,8 @@ def tuning_blocks(by_engine: ByEngine) -> list[Block]:
             "out of the trial's training (never the test split)."
         ),
         Table(
-            ("engine", "chosen", "validated P@1", "trials x budget", "every trial: values: validated P@1"),
+            ("engine", "chosen", "validated P@1", "trials x budget", "tuned (UTC; load before-after)",
+             "every trial: values: validated P@1"),
             tuple(rows),
         ),
     ]
