@@ -114,6 +114,26 @@ def test_sweep_writes_scaling_records_and_reuses_them(smoke, tmp_path, monkeypat
     assert [r["run_id"] for r in again] == [r["run_id"] for r in recs]
 
 
+def test_min_seconds_times_more_steps_and_every_thread_count_the_same(smoke, tmp_path, monkeypatch):
+    """The floor is filled at one thread; the other counts time exactly those steps."""
+    real, asked = scaling.measure_throughput, []
+
+    def spy(spec, threads, steps, warmup, **k):
+        asked.append((threads, steps, k.get("min_seconds")))
+        return real(spec, threads, steps, warmup, **k)
+
+    monkeypatch.setattr(scaling, "measure_throughput", spy)
+    recs = scaling.run_sweep(
+        smoke, threads=[1, 2], steps=2, warmup=0, results_dir=tmp_path, allow_oversubscribe=True, min_seconds=0.5
+    )
+    one, two = (r["scaling"] for r in recs)
+    assert one["steps"] > 2 and one["train_s"] >= 0.5  # numpy_dense on smoke: ms a step, not 250
+    assert asked == [(1, 2, 0.5), (2, one["steps"], 0.0)]
+    assert two["steps"] == one["steps"]
+    with pytest.raises(ValueError, match="min_seconds"):
+        scaling.run_sweep(smoke, threads=[1], results_dir=tmp_path, min_seconds=-1.0)
+
+
 def test_failed_measurement_is_recorded_and_the_sweep_goes_on(smoke, tmp_path, monkeypatch):
     real = scaling.measure_throughput
 

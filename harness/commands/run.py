@@ -36,6 +36,7 @@ class Suite:
     scaling: str | None
     scaling_steps: int | None = None  # timed steps per (engine, threads); None: harness.run.scaling's default
     scaling_warmup: int | None = None
+    scaling_min_seconds: float | None = None  # timed train clock at one thread, at least
 
 
 def load_suites(path: Path | None = None) -> dict[str, Suite]:
@@ -48,7 +49,7 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
     for name, table in raw.items():
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [{name}] must be a table")  # noqa: TRY004 - bad input, reported as such
-        known = {"workloads", "realdata", "scaling", "scaling_steps", "scaling_warmup"}
+        known = {"workloads", "realdata", "scaling", "scaling_steps", "scaling_warmup", "scaling_min_seconds"}
         unknown = sorted(set(table) - known)
         if unknown:
             raise ValueError(
@@ -71,6 +72,12 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
             ):
                 raise ValueError(f"{path}: [{name}] {key}: must be an integer >= {minimum}, got {value!r}")
             counts[key] = value
+        floor = table.get("scaling_min_seconds")
+        if floor is not None and (
+            not isinstance(floor, (int, float)) or isinstance(floor, bool) or not 0 <= floor <= 600
+        ):
+            raise ValueError(f"{path}: [{name}] scaling_min_seconds: must be a number in 0..600, got {floor!r}")
+        counts["scaling_min_seconds"] = floor
         suites[name] = Suite(name, lists["workloads"], lists["realdata"], scaling, **counts)
     return suites
 
@@ -220,7 +227,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                     w, results_dir, data_dir=data_dir, timeout_s=args.timeout, executor=executor
                 )
             if scaling_w is not None and not args.no_scaling:
-                counts = {"steps": suite.scaling_steps, "warmup": suite.scaling_warmup}
+                counts = {
+                    "steps": suite.scaling_steps,
+                    "warmup": suite.scaling_warmup,
+                    "min_seconds": suite.scaling_min_seconds,
+                }
                 scaling.run_sweep(
                     scaling_w,
                     data_dir=data_dir,

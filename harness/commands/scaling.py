@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=scaling.DEFAULT_STEPS, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=scaling.DEFAULT_WARMUP, help="untimed warm-up steps first")
     p.add_argument(
+        "--min-seconds", type=float, default=0.0,
+        help="time more steps until this much train clock is timed at one thread; every thread count "
+        "then times the same steps (default: 0, just --steps)",
+    )  # fmt: skip
+    p.add_argument(
         "--seed", type=int, default=None, help="seed of the batch order (default: the workload's first)"
     )
     p.add_argument("--data-dir", type=Path, default=None, help="real data sets (default: $SLIDEBENCH_DATA)")
@@ -67,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             steps=args.steps,
             warmup=args.warmup,
+            min_seconds=args.min_seconds,
             data_dir=args.data_dir,
             results_dir=results_dir,
             allow_oversubscribe=args.allow_oversubscribe,

@@ -4,7 +4,9 @@ Each measurement runs in a fresh process (``python -m harness.run.scaling SPEC.j
 every thread pool fixed through the environment before any engine import, exactly as a training
 run (:func:`harness.run.worker.thread_env`). The child loads the data, prepares the engine (untimed),
 runs ``warmup`` steps (untimed: first-step costs such as graph tracing, page faults of fresh
-weights, hash-table warm-up) and then times ``steps`` calls of ``fit_step`` with the same batches,
+weights, hash-table warm-up) and then times ``steps`` calls of ``fit_step`` (more, with
+``min_seconds``, until that much train clock is timed at one thread; the other thread counts
+then time the same steps, so a speedup never compares two phases of training) with the same batches,
 in the same order, as the worker feeds them (:class:`harness.run.loop.EpochFeed`). The clock runs
 only around ``fit_step``, as the worker's train clock does (:class:`harness.run.loop.Loop`).
 
@@ -47,6 +49,7 @@ log = logging.getLogger("slidebench.scaling")
 
 DEFAULT_STEPS = 50
 DEFAULT_WARMUP = 5
+MAX_STEPS_FOR_MIN_SECONDS = 2000  # a bound on `min_seconds`' extra steps for engines of ~1 ms/step
 MEASURE_TIMEOUT_S = 900.0
 
 
@@ -140,6 +143,7 @@ def measure_throughput(
     steps: int = DEFAULT_STEPS,
     warmup: int = DEFAULT_WARMUP,
     *,
+    min_seconds: float = 0.0,
     data_dir: str | Path | None = None,
     timeout_s: float = MEASURE_TIMEOUT_S,
     python: str = sys.executable,
@@ -147,7 +151,8 @@ def measure_throughput(
     """Training throughput of `spec`'s engine at `threads` threads, in a fresh process.
 
     `spec` is a :class:`harness.spec.workload.RunSpec` (its own thread count is replaced by `threads`).
-    Times `steps` fit_step calls after `warmup` untimed ones; samples/s = timed samples / timed
+    Times `steps` fit_step calls after `warmup` untimed ones, and more until `min_seconds` of
+    train clock are timed (at most MAX_STEPS_FOR_MIN_SECONDS); samples/s = timed samples / timed
     seconds. Raises RuntimeError with the child's last error line if the measurement fails, and
     ValueError for steps < 1, warmup < 0 or threads < 1.
     """
@@ -167,6 +172,7 @@ def measure_throughput(
             "spec": spec.to_dict(),
             "steps": steps,
             "warmup": warmup,
+            "min_seconds": min_seconds,
             "data_dir": str(data_dir) if data_dir else None,
         }
         spec_file.write_text(json.dumps(doc), encoding="utf-8")
@@ -221,7 +227,7 @@ def _child(spec_path: Path, out_path: Path) -> int:
 
     doc = json.loads(spec_path.read_text(encoding="utf-8"))
     spec = RunSpec.from_dict(doc["spec"])
-    steps, warmup = int(doc["steps"]), int(doc["warmup"])
+    steps, warmup, min_seconds = int(doc["steps"]), int(doc["warmup"]), float(doc.get("min_seconds", 0.0))
     train, _test = data.load(spec.dataset, doc.get("data_dir"))
     prepared = prepare_for_spec(spec, train.features, train.labels)
     engine, in_effect = prepared.engine, prepared.threads_in_effect
@@ -232,7 +238,7 @@ def _child(spec_path: Path, out_path: Path) -> int:
     step_samples: list[int] = []
     # Wall, machine busy and own CPU at the first timed step.
     region = (time.perf_counter(), cpu_busy_s(), own_cpu_s())
-    for _ in range(steps):
+    while len(step_s) < steps or (sum(step_s) < min_seconds and len(step_s) < MAX_STEPS_FOR_MIN_SECONDS):
         samples = loop.clock.samples
         loop.step()
         step_s.append(loop.clock.last_step_s)
@@ -260,11 +266,12 @@ def _child(spec_path: Path, out_path: Path) -> int:
 # The sweep
 
 
-def scaling_run_id(spec: Any, steps: int, warmup: int) -> str:
+def scaling_run_id(spec: Any, steps: int, warmup: int, min_seconds: float = 0.0) -> str:
     """Hash of the spec at its thread count, the measurement protocol and the engine build."""
     from harness.spec.workload import build_id
 
-    key = f"scaling\n{spec.canonical()}\nsteps={steps} warmup={warmup}\n{build_id(spec.engine_class_name)}"
+    protocol = f"steps={steps} warmup={warmup}" + (f" min_seconds={min_seconds:g}" if min_seconds else "")
+    key = f"scaling\n{spec.canonical()}\n{protocol}\n{build_id(spec.engine_class_name)}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -364,6 +371,7 @@ def run_sweep(
     data_dir: str | Path | None = None,
     results_dir: str | Path = Path("results"),
     *,
+    min_seconds: float = 0.0,
     allow_oversubscribe: bool = False,
     force: bool = False,
     seed: int | None = None,
@@ -386,6 +394,8 @@ def run_sweep(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not (min_seconds >= 0 and math.isfinite(min_seconds)):
+        raise ValueError(f"min_seconds must be a finite number >= 0, got {min_seconds}")
     cores = core_count()
     counts = check_threads(
         list(threads) if threads is not None else default_threads(cores), cores, allow_oversubscribe
@@ -400,26 +410,34 @@ def run_sweep(
     out: list[dict[str, Any]] = []
     for base in base_specs:
         measured, paths = [], []
-        for t in counts:
+        # The first count (one thread) may take more steps to fill `min_seconds`; the others then
+        # time exactly as many, the same batches at the same point of training.
+        engine_steps, floor = steps, min_seconds
+        for t in sorted(counts):
             spec = replace(base, threads=t)
-            run_id = scaling_run_id(spec, steps, warmup)
+            run_id = scaling_run_id(spec, steps, warmup, min_seconds)
             path = record_path(results_dir, sweep_name, spec.engine, run_id)
             if path.exists() and not force:
                 log.info("%s %d threads: record exists (%s), reused", spec.engine, t, path)
-                measured.append(dict(records.read(path)))
+                rec = dict(records.read(path))
+                measured.append(rec)
                 paths.append(None)
+                if floor and rec["scaling"].get("steps"):
+                    engine_steps, floor = int(rec["scaling"]["steps"]), 0.0
                 continue
             log.info(
                 "%s %d threads: %d steps after %d warm-up (load %.2f)",
                 spec.engine,
                 t,
-                steps,
+                engine_steps,
                 warmup,
                 os.getloadavg()[0],
             )
             try:
-                m = measure_throughput(spec, t, steps, warmup, data_dir=data_dir)
-                rec = _record(spec, run_id, steps, warmup, m, None, cores)
+                m = measure_throughput(spec, t, engine_steps, warmup, min_seconds=floor, data_dir=data_dir)
+                if floor:
+                    engine_steps, floor = m.steps, 0.0
+                rec = _record(spec, run_id, m.steps, warmup, m, None, cores)
                 log.info("%s %d threads: %.1f samples/s", spec.engine, t, m.samples_per_s)
             except RuntimeError as exc:
                 log.error("%s", exc)
