@@ -97,7 +97,8 @@ def test_verdict_states_the_measured_effect_with_seeds(
     assert "At step 200" in sentence and "over 3 and 3 seed(s)" in sentence
     assert effect in sentence, sentence
     if "helps" in effect:
-        assert "ahead of the control with disjoint ranges at steps 100, 200 and behind at none" in sentence
+        every = "20, 40, 60, 80, 100, 120, 140, 160, 180, 200"
+        assert f"ahead of the control with disjoint ranges at steps {every} and behind at none" in sentence
     if "no measurable" in effect:
         assert "at steps none and behind at none" in sentence
 
@@ -111,7 +112,8 @@ def test_verdict_sees_an_effect_that_is_gone_by_the_last_step(tmp_path: Path) ->
     by_engine = _by_engine(tmp_path)
     sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
     assert "no measurable effect of hashing" in sentence
-    assert "ahead of the control with disjoint ranges at steps 100 and behind at none" in sentence
+    early = "20, 40, 60, 80, 100, 120, 140, 160, 180"  # equal at 200 only
+    assert f"ahead of the control with disjoint ranges at steps {early} and behind at none" in sentence
 
 
 def test_section_tables_diagnostics_and_is_absent_without_a_control(tmp_path: Path) -> None:
@@ -139,9 +141,22 @@ def test_report_renders_the_ablation_with_its_plot(tmp_path: Path) -> None:
     assert (results / "plots" / "smoke-ablation-slide-vs-slide-random.png").is_file()
 
 
+def test_p1_between_evaluations_is_interpolated_not_the_older_point(tmp_path: Path) -> None:
+    """Runs evaluated on the train clock share no steps: each is read at the same step, between its
+    own evaluations, so neither side is compared with a stale value."""
+    control = _record("slide-random", 0, [0.1, 0.3, 0.5], "random", None)
+    for i, point in enumerate(control["curve"]):
+        point["step"] = 150 * i  # evaluated at 0, 150, 300
+    _write(tmp_path, [control])
+    run = _by_engine(tmp_path)["slide-random"][0]
+    assert ablation._p1_at_step(run, 150) == pytest.approx(0.3)
+    assert ablation._p1_at_step(run, 200) == pytest.approx(0.3 + (50 / 150) * 0.2)
+    assert ablation._p1_at_step(run, 301) is None  # past its last evaluation: unknown, not its last value
+
+
 def test_one_seed_or_no_common_steps_claims_nothing(tmp_path: Path) -> None:
-    """One seed a side has no spread: the sentence gives the difference and says it cannot be judged.
-    Runs evaluated on a seconds cadence share no steps: no per-step clause."""
+    """One seed a side has no spread: the sentence gives the difference, says it cannot be judged,
+    and adds no per-step clause (here the two runs do not even share their evaluated steps)."""
     treat = _record("slide", 0, [0.1, 0.5, 0.8], "vanilla", 0.4)
     control = _record("slide-random", 0, [0.1, 0.3, 0.4], "random", None)
     for i, point in enumerate(control["curve"]):

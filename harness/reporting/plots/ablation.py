@@ -17,7 +17,7 @@ from harness.reporting.plots import style
 from harness.reporting.plots.accuracy import _draw, _finish
 from harness.reporting.plots.markup import Block, Heading, Para, Table
 from harness.reporting.plots.output import save_figure
-from harness.reporting.plots.records import CurvePoint, Run
+from harness.reporting.plots.records import Run
 from harness.reporting.plots.stats import Spread, spread
 
 
@@ -49,12 +49,22 @@ def _usable(runs: Sequence[Run]) -> list[Run]:
 
 
 def _p1_at_step(run: Run, step: int) -> float | None:
-    """P@1 of the last evaluation at or before `step`."""
-    best: CurvePoint | None = None
+    """P@1 at `step`, interpolated linearly between the evaluations either side of it. Engines are
+    evaluated on the train clock, so two runs rarely share a step; taking each run's last point at
+    or before the step would compare one run's fresh value with another's up to a cadence older.
+    None outside the run's evaluated range."""
+    before = after = None
     for p in run.curve:
-        if p.step <= step and (best is None or p.step >= best.step):
-            best = p
-    return best.p1 if best is not None else None
+        if p.step <= step and (before is None or p.step >= before.step):
+            before = p
+        if p.step >= step and (after is None or p.step <= after.step):
+            after = p
+    if before is None or after is None:
+        return None
+    if after.step == before.step:
+        return before.p1
+    w = (step - before.step) / (after.step - before.step)
+    return before.p1 + w * (after.p1 - before.p1)
 
 
 def _fmt(s: Spread | None, digits: int = 3) -> str:
@@ -103,12 +113,15 @@ def verdict(treat: str, control: str, t_runs: Sequence[Run], c_runs: Sequence[Ru
     )
 
 
+ALONG_THE_WAY_POINTS = 10
+
+
 def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
-    """How the two compare at every step both evaluated (a sampler can matter early and not at the
-    end); empty when they share no evaluated step (a seconds cadence) or have one seed each."""
-    steps = sorted({p.step for r in t for p in r.curve if 0 < p.step <= last} & {p.step for r in c for p in r.curve})
-    if not steps or min(len(t), len(c)) < 2:
+    """How the two compare at ten evenly spaced steps up to `last` (a sampler can matter early and
+    not at the end), P@1 interpolated in each run; empty with one seed on either side."""
+    if last < ALONG_THE_WAY_POINTS or min(len(t), len(c)) < 2:
         return ""
+    steps = [round(last * (i + 1) / ALONG_THE_WAY_POINTS) for i in range(ALONG_THE_WAY_POINTS)]
     ahead, behind = [], []
     for step in steps:
         ts, cs = spread([_p1_at_step(r, step) for r in t]), spread([_p1_at_step(r, step) for r in c])
@@ -119,8 +132,9 @@ def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
         elif ts.high < cs.low:
             behind.append(step)
     return (
-        f" Over the {len(steps)} evaluated steps, the treatment is ahead of the control with disjoint ranges at "
-        f"steps {_listed(ahead)} and behind at {_listed(behind)}."
+        f" At steps {steps[0]}, {steps[1]}, ... {steps[-1]} (P@1 interpolated between each run's "
+        f"evaluations), the treatment is ahead of the control with disjoint ranges at steps "
+        f"{_listed(ahead)} and behind at {_listed(behind)}."
     )
 
 
