@@ -60,7 +60,6 @@ RETRIEVAL_PARAMS: dict[str, dict[str, Any]] = {
     "dwta": {},
     "simhash_mips": {"hash": "simhash_mips", "K": 10, "L": 16, "bucket_bits": 8, "insertion": "reservoir"},
 }
-DIAGNOSTIC_ROWS = 64
 
 
 class LshRetrievalSmall:
@@ -74,8 +73,10 @@ class LshRetrievalSmall:
     setup_cache.timeout = 600  # type: ignore[attr-defined]
 
     def track_recall_top10_after_steps(self, hash_name: str) -> float:
+        from harness.run.worker import DIAGNOSTIC_POINTS  # the rows every run's diagnostics use
+
         fixture = build_fixture(
-            "small", "slide", 1, params=RETRIEVAL_PARAMS[hash_name], warmup=0, eval_rows=DIAGNOSTIC_ROWS,
+            "small", "slide", 1, params=RETRIEVAL_PARAMS[hash_name], warmup=0, eval_rows=DIAGNOSTIC_POINTS,
             max_batches=STEPS, lr=LR,
         )  # fmt: skip
         for _ in range(STEPS):
