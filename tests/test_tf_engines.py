@@ -61,6 +61,7 @@ def small_batch(meta: TrainMeta, seed=1, n=16) -> Batch:
 def test_check_params_defaults_and_refusals():
     p = TFSampledEngine.check_params({})
     assert p["num_sampled"] == 4096 and p["remove_accidental_hits"] is True and p["xla"] is False
+    assert p["sampled_loss"] == "per_sample"
     assert TFDenseEngine.check_params({"xla": True})["xla"] is True
     with pytest.raises(ValueError, match="num_sampled"):
         TFDenseEngine.check_params({"num_sampled": 10})  # a sampled-only key
@@ -73,7 +74,9 @@ def test_check_params_defaults_and_refusals():
     with pytest.raises(ValueError, match="init"):
         TFDenseEngine.check_params({"init": "he"})
     with pytest.raises(ValueError, match="remove_accidental_hits"):
-        TFSampledEngine.check_params({"xla": True})
+        TFSampledEngine.check_params({"xla": True, "sampled_loss": "tf_nn"})
+    with pytest.raises(ValueError, match="sampled_loss.*per_sample.*got 'pairs'"):
+        TFSampledEngine.check_params({"sampled_loss": "pairs"})
     with pytest.raises(ValueError, match="eval_chunk"):
         TFDenseEngine.check_params({"eval_chunk": -1})
 
@@ -412,6 +415,78 @@ def test_shared_sampled_loss_equals_tf_nn_sampled_softmax(remove_hits):
     assert out["shared"][0] == pytest.approx(out["tf_nn"][0], rel=1e-5)
     for a, b in zip(out["shared"][1], out["tf_nn"][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("remove_hits", [True, False])
+def test_per_sample_sampled_loss_matches_its_formula(remove_hits):
+    """One softmax per sample over its true labels and the candidates, loss and output gradients in numpy.
+
+    loss = mean_i sum_{j in y_i} (1/|y_i|) (lse_i - t_ij) with every logit corrected by -log(expected
+    count); with hit removal a candidate equal to any of the sample's labels leaves its softmax.
+    """
+    import tensorflow as tf
+
+    from engines.tf import feed
+
+    meta = small_meta(features=30, labels=50)
+    engine = make(
+        TFSampledEngine, meta, num_sampled=12, sampled_loss="per_sample", remove_accidental_hits=remove_hits
+    )
+    rng = np.random.default_rng(9)
+    start = [(rng.standard_normal(w.shape) * 0.5).astype(np.float32) for w in engine.get_weights()]
+    engine.set_weights(start)
+    batch = small_batch(meta, seed=13, n=10)
+    f = feed.feature_arrays(batch.features, meta.num_features)
+    y = feed.label_arrays(batch.labels, meta.num_labels, f.n_rows)
+    hits = np.unique(batch.labels.indices)[:4]  # candidates that are some samples' true labels
+    fill = np.setdiff1d(np.arange(meta.num_labels), hits)[::5][: 12 - len(hits)]
+    cand = np.concatenate([hits, fill])
+    true_q = rng.uniform(0.2, 0.6, len(y.idx))
+    cand_q = rng.uniform(0.1, 0.5, len(cand))
+    sampled = (
+        tf.constant(cand, tf.int64),
+        tf.constant(true_q[:, None], tf.float32),
+        tf.constant(cand_q, tf.float32),
+    )
+    model = engine._model
+    with tf.GradientTape() as tape:
+        loss = model._sampled_loss(f.idx, f.val, f.row, y.idx, y.row, y.weight, np.int32(f.n_rows), sampled)
+    grads = tape.gradient(loss, model.vars)
+
+    w1, b1, w_out, b_out = (w.astype(np.float64) for w in start)
+    x = np.zeros((len(batch), meta.num_features))
+    np.add.at(x, (f.row, f.idx), f.val)
+    h = np.maximum(x @ w1 + b1, 0)
+    n = len(batch)
+    want_loss, g_w, g_b = 0.0, np.zeros_like(w_out), np.zeros_like(b_out)
+    pair = 0
+    for i in range(n):
+        labels = batch.labels.indices[batch.labels.indptr[i] : batch.labels.indptr[i + 1]]
+        q_true = true_q[pair : pair + len(labels)]
+        pair += len(labels)
+        if len(labels) == 0:
+            continue
+        keep = ~np.isin(cand, labels) if remove_hits else np.ones(len(cand), bool)
+        ids = np.concatenate([labels, cand[keep]])
+        z = h[i] @ w_out[ids].T + b_out[ids] - np.log(np.concatenate([q_true, cand_q[keep]]))
+        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+        target = np.zeros(len(ids))
+        target[: len(labels)] = 1.0 / len(labels)
+        want_loss += float(target @ (lse - z)) / n
+        dz = (np.exp(z - lse) - target) / n
+        np.add.at(g_b, ids, dz)
+        np.add.at(g_w, ids, dz[:, None] * h[i][None, :])
+    assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    np.testing.assert_allclose(tf.convert_to_tensor(grads[-1]).numpy(), g_b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
+
+
+def test_per_sample_sampled_loss_trains():
+    meta = small_meta()
+    engine = make(TFSampledEngine, meta, num_sampled=10, sampled_loss="per_sample")
+    batch = small_batch(meta)
+    losses = [engine.fit_step(batch).loss for _ in range(20)]
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_shared_sampled_loss_trains_with_xla():

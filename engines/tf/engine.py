@@ -55,9 +55,11 @@ _SAMPLED_DEFAULTS: dict[str, Any] = {
     "sampler": "uniform",  # "uniform" or "log_uniform" (Zipf; only right when ids are frequency-sorted)
     "remove_accidental_hits": True,
     # "tf_nn": tf.nn.sampled_softmax_loss, one example per (sample, label) pair. "shared": the same
-    # loss with candidate logits computed once per sample, |y| times fewer FLOPs (graph.py).
-    "sampled_loss": "tf_nn",
+    # loss with candidate logits computed once per sample, |y| times fewer FLOPs. "per_sample": one
+    # softmax per sample over all its labels and the candidates (tf.nn's num_true > 1 form) (graph.py).
+    "sampled_loss": "per_sample",
 }
+SAMPLED_LOSSES = ("tf_nn", "shared", "per_sample")
 # Logits held per predict chunk (exact scoring of every label). On the CPU the chunk is kept small
 # so a memory-bound matmul + top-k stays cheap to allocate; a GPU has the memory and wants wide
 # kernels: at 670,091 labels 64 MiB is 25 rows, 1 GiB 400 rows.
@@ -370,9 +372,10 @@ class TFSampledEngine(_TFEngine):
             raise ValueError(
                 f"{where}: parameter 'sampler' must be 'uniform' or 'log_uniform', got {p['sampler']!r}"
             )
-        if p["sampled_loss"] not in ("tf_nn", "shared"):
+        if p["sampled_loss"] not in SAMPLED_LOSSES:
             raise ValueError(
-                f"{where}: parameter 'sampled_loss' must be 'tf_nn' or 'shared', got {p['sampled_loss']!r}"
+                f"{where}: parameter 'sampled_loss' must be one of {', '.join(SAMPLED_LOSSES)}, "
+                f"got {p['sampled_loss']!r}"
             )
         if p["xla"] and p["remove_accidental_hits"] and p["sampled_loss"] == "tf_nn":
             raise ValueError(

@@ -179,7 +179,54 @@ class TFModel:
     def _sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
         if self.cfg.sampled_loss == "shared":
             return self._shared_sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values)
+        if self.cfg.sampled_loss == "per_sample":
+            return self._per_sample_sampled_loss(
+                f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values
+            )
         return self._tf_nn_sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values)
+
+    def _per_sample_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
+        """One softmax per sample over all its true labels and the shared candidates.
+
+        loss_i = sum_{j in y_i} (1/|y_i|) (lse_i - t_ij), lse_i the logsumexp of the sample's true
+        logits t_ij and its candidate logits, each corrected by - log(expected count), candidates
+        equal to any of the sample's labels removed. This is tf.nn.sampled_softmax_loss's
+        num_true > 1 form (uniform target over the true labels) for label sets of any size, and
+        the estimate of the full loss that SLIDE's own active set makes: the full softmax's
+        normaliser contains every true label of the sample, the per-pair form's holds only one.
+        Per pair, a sample's true labels only ever rise against the few candidates; here they
+        share one normaliser, so a label already above 1/|y_i| of the mass is pushed down.
+        """
+        s_ids, true_expected, sampled_expected = sampled_values
+        w_out, b_out = self.vars[-2], self.vars[-1]
+        h = self._hidden(f_idx, f_val, f_row, n_rows)
+        s_logits = tf.matmul(h, tf.gather(w_out, s_ids), transpose_b=True) + tf.gather(b_out, s_ids)
+        s_logits -= tf.math.log(sampled_expected)
+        true_logits = tf.reduce_sum(tf.gather(h, l_row) * tf.gather(w_out, l_idx), axis=1)
+        true_logits += tf.gather(b_out, l_idx) - tf.math.log(true_expected[:, 0])
+        if self.cfg.remove_accidental_hits:
+            # Candidate ids are unique: find each (sample, label) pair's label among the sorted
+            # candidates (O(pairs log S), no [pairs, S] comparison) and mask that one entry.
+            order = tf.argsort(s_ids)
+            sorted_ids = tf.gather(s_ids, order)
+            pos = tf.searchsorted(sorted_ids, tf.cast(l_idx, tf.int64))
+            pos = tf.minimum(pos, tf.size(s_ids, out_type=pos.dtype) - 1)
+            hit = tf.equal(tf.gather(sorted_ids, pos), tf.cast(l_idx, tf.int64))
+            where = tf.stack([l_row, tf.cast(tf.gather(order, pos), tf.int32)], axis=1)
+            hits = tf.boolean_mask(where, hit)
+            count = tf.scatter_nd(hits, tf.ones(tf.shape(hits)[:1], tf.float32), tf.shape(s_logits))
+            s_logits = tf.where(count > 0, tf.fill(tf.shape(s_logits), tf.float32.min), s_logits)
+        # logsumexp over [candidates of i] + [true labels of i], stabilised by the joint maximum.
+        peak = tf.maximum(
+            tf.reduce_max(s_logits, axis=1),
+            tf.math.unsorted_segment_max(true_logits, l_row, n_rows),
+        )
+        peak = tf.stop_gradient(peak)
+        total = tf.reduce_sum(tf.exp(s_logits - peak[:, None]), axis=1)
+        total += tf.math.unsorted_segment_sum(tf.exp(true_logits - tf.gather(peak, l_row)), l_row, n_rows)
+        lse = peak + tf.math.log(total)
+        per_pair = tf.gather(lse, l_row) - true_logits
+        return tf.reduce_sum(l_w * per_pair) / tf.cast(n_rows, tf.float32)
 
     def _shared_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
         """The same per-pair sampled softmax as `_tf_nn_sampled_loss`, candidate logits shared.
