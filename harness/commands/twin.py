@@ -281,6 +281,10 @@ def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
         f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | "
         f"{real.head_centroid_p1:.3f} | {other.head_centroid_p1:.3f} | | |"
     )
+    lines.append(
+        f"| label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points | "
+        f"{real.few_shot_centroid_p1:.3f} | {other.few_shot_centroid_p1:.3f} | | |"
+    )
     lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
     lines.append(
         f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |"
@@ -314,6 +318,7 @@ def render_one(p: calibrate.Profile) -> str:
     ]
     lines += [
         f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | {p.head_centroid_p1:.3f} |",
+        f"| label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points | {p.few_shot_centroid_p1:.3f} |",
         f"| label-pair lift (mean log(1+lift)) | {p.pair_lift:.3f} |",
         f"| mean cosine to nearest train point | {p.nn_similarity:.3f} |",
         f"| feature occurrences in the top 1 % of features | {p.feature_head_share:.3f} |",
