@@ -165,7 +165,8 @@ def test_fit_recovers_known_knobs():
     assert fitted.label_share == pytest.approx(truth.label_share, abs=0.25)
     assert fitted.duplicate_rate == pytest.approx(truth.duplicate_rate, abs=0.1)
     assert fitted.background_topical == pytest.approx(truth.background_topical, abs=0.2)  # 0: off
-    assert set(calibrate.FITTED_KNOBS) <= set(fitted.notes)
+    assert {"coherence", "duplicate_rate", "signal", "label_share"} <= set(fitted.notes)
+    assert "fit procedure 'plain'" in fitted.notes["procedure"]
 
 
 @pytest.mark.parametrize("truth", [0.3, 0.8])
@@ -179,7 +180,8 @@ def test_background_topical_fit_recovers_a_known_value(truth):
         replace(k, background_topical=0.0), "background_topical", "head_centroid", target, 0.0, 1.0, seed=5
     )
     assert got == pytest.approx(truth, abs=0.15)
-    assert "background_topical" in calibrate.FITTED_KNOBS and "background_topical" not in calibrate.FREE_KNOBS
+    topical = calibrate.FIT_PROCEDURES["topical"]
+    assert ("background_topical", "head_centroid", 0.0, 1.0) in topical.fits
 
 
 def test_few_shot_centroid_sees_how_much_each_point_tells():
@@ -484,6 +486,32 @@ def test_free_knobs_can_be_set_for_a_fit_and_nothing_else(capsys):
     with pytest.raises(SystemExit):
         main(["data", "twin", "bibtex", "--out", "x", "--free", "topic_vocab=many"])
     assert "not a number" in capsys.readouterr().err
+    # A knob the procedure fits cannot also be set; an unknown procedure is refused.
+    with pytest.raises(ValueError, match="fits background_topical: not free"):
+        calibrate.fit_knobs("unit", train, test, free={"background_topical": 0.5}, fit="topical")
+    with pytest.raises(ValueError, match="no fit procedure 'best'"):
+        calibrate.fit_knobs("unit", train, test, fit="best")
+    with pytest.raises(SystemExit):
+        main(["data", "twin", "bibtex", "--out", "x", "--fit", "best"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_twin_command_passes_the_fit_procedure(tmp_path, monkeypatch):
+    k = knobs(train_points=400, test_points=100)
+    train, test = twin.generate(k, 0)
+    write_pair(tmp_path / "real", train, test)
+    seen = []
+
+    def fake_fit(name, tr, te, seed=0, steps=7, free=None, fit=calibrate.DEFAULT_FIT):
+        seen.append(fit)
+        return replace(k, name=name, background_topical=0.25)
+
+    monkeypatch.setattr(calibrate, "fit_knobs", fake_fit)
+    for extra, want in (([], "plain"), (["--fit", "topical"], "topical")):
+        out = tmp_path / want
+        assert main(["data", "twin", str(tmp_path / "real"), "--out", str(out), *extra]) == 0
+        assert twin.load_knobs(out / "real-twin_knobs.json").background_topical == 0.25
+    assert seen == ["plain", "topical"] and calibrate.DEFAULT_FIT == "plain"
 
 
 def test_head_centroid_sees_only_the_common_words():

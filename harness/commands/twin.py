@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ")",
     )
     tw.add_argument(
+        "--fit",
+        choices=tuple(calibrate.FIT_PROCEDURES),
+        default=calibrate.DEFAULT_FIT,
+        help="fit procedure: plain (default) or topical (also fits background_topical, the "
+        "common words' topic, and matches the dense reference's first epoch on Bibtex; see docs/twins.md)",
+    )
+    tw.add_argument(
         "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
     )
     tw.set_defaults(func=_twin)
@@ -209,7 +216,7 @@ def _twin(args: argparse.Namespace) -> int:
             print(
                 f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ..."
             )
-            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free))
+            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free), fit=args.fit)
             print(
                 f"fitted in {time.perf_counter() - started:.1f} s: "
                 + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
