@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ")",
     )
     tw.add_argument(
+        "--fit",
+        choices=tuple(calibrate.FIT_PROCEDURES),
+        default=calibrate.DEFAULT_FIT,
+        help="fit procedure: plain (default) or topical (also fits background_topical, the "
+        "common words' topic, and matches the dense reference's first epoch on Bibtex; see docs/twins.md)",
+    )
+    tw.add_argument(
         "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
     )
     tw.set_defaults(func=_twin)
@@ -209,7 +216,7 @@ def _twin(args: argparse.Namespace) -> int:
             print(
                 f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ..."
             )
-            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free))
+            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free), fit=args.fit)
             print(
                 f"fitted in {time.perf_counter() - started:.1f} s: "
                 + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
@@ -281,6 +288,10 @@ def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
         f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | "
         f"{real.head_centroid_p1:.3f} | {other.head_centroid_p1:.3f} | | |"
     )
+    lines.append(
+        f"| label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points | "
+        f"{real.few_shot_centroid_p1:.3f} | {other.few_shot_centroid_p1:.3f} | | |"
+    )
     lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
     lines.append(
         f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |"
@@ -314,6 +325,7 @@ def render_one(p: calibrate.Profile) -> str:
     ]
     lines += [
         f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | {p.head_centroid_p1:.3f} |",
+        f"| label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points | {p.few_shot_centroid_p1:.3f} |",
         f"| label-pair lift (mean log(1+lift)) | {p.pair_lift:.3f} |",
         f"| mean cosine to nearest train point | {p.nn_similarity:.3f} |",
         f"| feature occurrences in the top 1 % of features | {p.feature_head_share:.3f} |",
