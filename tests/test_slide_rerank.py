@@ -74,6 +74,26 @@ def test_candidates_are_the_pools_best_by_exact_logit(pool: int) -> None:
 
 
 @needs_native
+def test_rerank_survives_a_save_and_load(tmp_path) -> None:
+    try:
+        from slide_helpers import native
+    except ImportError:  # pragma: no cover
+        from tests.slide_helpers import native
+
+    data = learnable(np.random.default_rng(5), 24, N_FEATURES, N_LABELS, 20)
+    e = engine({**RERANK, "rerank_pool": 60}, meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3))
+    e.fit_step(data)
+    e._net.rebuild_tables()  # a loaded model builds its tables from the saved weights
+    f = data.features
+    e._net.save(str(tmp_path / "rerank.bin"))
+    back = native().Network.load(str(tmp_path / "rerank.bin"))
+    want = e._net.lsh_candidates(f.indptr, f.indices, f.values)
+    again = back.lsh_candidates(f.indptr, f.indices, f.values)
+    assert np.array_equal(again[0], want[0]) and np.array_equal(again[1], want[1])
+    assert len(want[1]) == KEEP * f.n_rows
+
+
+@needs_native
 @pytest.mark.parametrize("row", [0, 1, 2])
 def test_training_keeps_labels_and_the_best_of_the_rest_and_its_gradient_is_exact(row: int) -> None:
     """One step on one sample: the active set is its labels plus the max_active - |labels| best
