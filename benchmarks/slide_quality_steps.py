@@ -5,7 +5,9 @@ Trains on a workload's data in the worker's batch order (same seed, same batches
 run) and, at the given steps, prints and appends to a JSON-lines file: exact P@1 on the workload's
 evaluation subset and `SlideEngine.diagnostics` on its first points (the active set's composition
 since the previous point, the LSH candidates' recall of the exact top-10/100 wrong labels and their
-softmax-mass enrichment). Steps, not seconds, so the figures do not depend on the machine's load.
+softmax-mass enrichment), the train clock (training only, no evaluation) and the peak RSS so far.
+Steps, not seconds, so the quality figures do not depend on the machine's load; samples/s between
+two points is batch x steps / train_s difference, which does.
 
     .venv/bin/python benchmarks/slide_quality_steps.py amazon670k slide-mips --seeds 0 1 2 \\
         --param logit_correction=log_q --out /tmp/q.jsonl
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,8 @@ def run(
             "step": step,
             "p1": p1,
             "train_s": loop.clock.train_s,
+            # The process's peak so far (Linux: KiB): data, model, tables and the scoring buffers.
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "diagnostics": engine.diagnostics(diag_x, diag_y),
         }
         out.write(json.dumps(record) + "\n")

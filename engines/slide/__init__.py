@@ -33,14 +33,17 @@ DEFAULTS: dict[str, Any] = {
     "bucket_bits": 0,  # 0: auto = clamp(ceil(log2(num_labels)), 6, 18)
     "bucket_capacity": 0,  # 0: auto = max(8, 2 * num_labels / 2^bucket_bits), at most 256
     "insertion": "fifo",  # fifo | reservoir
-    "selection": "vanilla",  # vanilla | threshold | topk | random (no hashing: the ablation control)
+    # vanilla | threshold | topk | random (no hashing: the ablation control) | rerank (the union
+    # scored exactly, the best max_active kept)
+    "selection": "vanilla",
     "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
     "padding": "sample",  # sample: random padding drawn per sample (paper) | batch: shared by the batch
     "pad_below": 0,  # pad to min_active only when fewer than this many chosen (0: always); >= min_active
     # none | log_q: sampled softmax's correction, each active output's logit minus the log of its
     # inclusion probability (padding: exact; LSH candidates: estimated from their table counts)
     "logit_correction": "none",
-    "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk
+    "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk, rerank
+    "rerank_pool": 0,  # selection = rerank: most retrieved outputs scored, by table hits (0: the whole union)
     "threshold": 1,  # selection = threshold: present in at least this many tables
     "simhash_density": 1.0 / 3.0,
     "wta_bin_size": 8,
@@ -61,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 _CHOICES = {
     "hash": ("simhash", "wta", "dwta", "doph", "simhash_mips"),
     "insertion": ("fifo", "reservoir"),
-    "selection": ("vanilla", "threshold", "topk", "random"),
+    "selection": ("vanilla", "threshold", "topk", "random", "rerank"),
     "padding": ("sample", "batch"),
     "logit_correction": ("none", "log_q"),
     "adam": ("sparse", "dense"),
@@ -162,6 +165,7 @@ class SlideEngine(Engine):
             "rehash_m",
             "hidden_min_active",
             "pad_below",
+            "rerank_pool",
         )
         for key in non_negative:
             if p[key] < 0:
@@ -185,8 +189,24 @@ class SlideEngine(Engine):
             raise ValueError(
                 "engines.slide: selection 'random' builds no tables, so inference must be 'exact'"
             )
-        if p["selection"] == "topk" and p["max_active"] == 0:
-            raise ValueError("engines.slide: selection 'topk' needs 'max_active' > 0")
+        if p["selection"] in ("topk", "rerank") and p["max_active"] == 0:
+            raise ValueError(f"engines.slide: selection {p['selection']!r} needs 'max_active' > 0")
+        if p["rerank_pool"] and p["selection"] != "rerank":
+            raise ValueError(
+                f"engines.slide: 'rerank_pool' ({p['rerank_pool']}) is used by selection 'rerank' only; "
+                f"set it to 0 for selection {p['selection']!r}"
+            )
+        if p["rerank_pool"] and p["rerank_pool"] < p["max_active"]:
+            raise ValueError(
+                f"engines.slide: 'rerank_pool' ({p['rerank_pool']}) must be 0 (the whole union) or >= "
+                f"'max_active' ({p['max_active']})"
+            )
+        if p["selection"] in ("topk", "rerank") and p["hidden_sampled"]:
+            # Sampled hidden layers share the selection but have no cap (max_active 0).
+            raise ValueError(
+                f"engines.slide: selection {p['selection']!r} needs hidden_sampled = false "
+                "(sampled hidden layers have no max_active)"
+            )
         if p["selection"] == "threshold" and p["threshold"] > p["L"]:
             raise ValueError(f"engines.slide: 'threshold' ({p['threshold']}) must not exceed 'L' ({p['L']})")
         if not (0.0 < p["simhash_density"] <= 1.0):
@@ -349,6 +369,7 @@ class SlideEngine(Engine):
             "simhash_density": float(p["simhash_density"]),
             "wta_bin_size": p["wta_bin_size"],
             "pad_below": p["pad_below"],
+            "rerank_pool": p["rerank_pool"],
         }
         layers: list[dict[str, Any]] = []
         for size in meta.model.hidden:

@@ -86,7 +86,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
                                           "logit_correction"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
-                                            "simhash_density", "wta_bin_size", "pad_below"};
+                                            "simhash_density", "wta_bin_size", "pad_below", "rerank_pool"};
   refuse_unknown(d, kTop, "config: ");
   NetworkConfig c;
   c.num_features = get<int>(d, "num_features", "config: ");
@@ -122,6 +122,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
     s.simhash_density = get<float>(ld, "simhash_density", where);
     s.wta_bin_size = get<int>(ld, "wta_bin_size", where);
     s.pad_below = get<int>(ld, "pad_below", where);
+    s.rerank_pool = get<int>(ld, "rerank_pool", where);
     c.layers.push_back(l);
   }
   OptimizerSettings& o = c.optimizer;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -27,7 +28,9 @@ SelectionKind parse_selection_kind(const std::string& name) {
   if (n == "threshold") return SelectionKind::Threshold;
   if (n == "topk") return SelectionKind::TopK;
   if (n == "random") return SelectionKind::Random;
-  throw std::invalid_argument("unknown selection kind '" + name + "' (expected vanilla, threshold, topk or random)");
+  if (n == "rerank") return SelectionKind::Rerank;
+  throw std::invalid_argument("unknown selection kind '" + name +
+                              "' (expected vanilla, threshold, topk, random or rerank)");
 }
 
 ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed)
@@ -44,6 +47,11 @@ ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_
     throw std::invalid_argument(p + "threshold: must be >= 1, got " + std::to_string(cfg.threshold));
   if (cfg.kind == SelectionKind::TopK && cfg.max_active < 1)
     throw std::invalid_argument(p + "max_active: TopK selection needs max_active >= 1");
+  if (cfg.kind == SelectionKind::Rerank && cfg.max_active < 1)
+    throw std::invalid_argument(p + "max_active: Rerank selection needs max_active >= 1");
+  if (cfg.rerank_pool < 0 || (cfg.rerank_pool > 0 && cfg.rerank_pool < cfg.max_active))
+    throw std::invalid_argument(p + "rerank_pool: must be 0 (the whole union) or >= max_active (" +
+                                std::to_string(cfg.max_active) + "), got " + std::to_string(cfg.rerank_pool));
   count_.assign(n_neurons, 0);
   touched_.reserve(1024);
   cand_.reserve(1024);
@@ -140,8 +148,11 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
                 cand_.end());
   }
 
+  const bool rerank = cfg_.kind == SelectionKind::Rerank;
+  // Rerank caps the pool it scores (forced ids aside), not the active set: keep_best cuts that.
   const size_t cap = cfg_.max_active > 0 ? static_cast<size_t>(cfg_.max_active) : SIZE_MAX;
-  const size_t room = cap > out.size() ? cap - out.size() : 0;
+  const size_t pool = cfg_.rerank_pool > 0 ? static_cast<size_t>(cfg_.rerank_pool) : SIZE_MAX;
+  const size_t room = rerank ? pool : cap > out.size() ? cap - out.size() : 0;
   if (cand_.size() <= room) {
     for (int32_t id : cand_) {
       count_[id] |= kMark;
@@ -157,34 +168,82 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
       out.push_back(cand_[i]);
     }
   } else {
-    // Highest table counts first: a histogram over counts 1..L finds the cut-off count in
-    // O(candidates + L); ties at the cut-off go to the first retrieved.
-    hist_.assign(static_cast<size_t>(L) + 2, 0);
-    auto cnt_of = [&](int32_t id) { return std::min<uint32_t>(count_[id] & kCount, static_cast<uint32_t>(L)); };
-    for (int32_t id : cand_) ++hist_[cnt_of(id)];
-    size_t above = 0;
-    uint32_t cut = static_cast<uint32_t>(L);
-    while (cut > 0 && above + hist_[cut] < room) above += hist_[cut--];
-    size_t at_cut = room - above;
-    for (int32_t id : cand_) {
-      const uint32_t c = cnt_of(id);
-      if (c > cut || (c == cut && at_cut > 0)) {
-        if (c == cut) --at_cut;
-        count_[id] |= kMark;
-        out.push_back(id);
-      }
-    }
+    keep_most_found(out, room, L);
   }
 
   last_.retrieved = static_cast<int>(out.size()) - last_.forced;
   const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
   const size_t before_pad = out.size();
-  if (pad && out.size() < target && below_pad_limit(out.size())) pad_random(out, target);
+  if (pad && !rerank && out.size() < target && below_pad_limit(out.size())) pad_random(out, target);
   last_.padded = static_cast<int>(out.size()) - last_.forced - last_.retrieved;
   // (before the reset: fill_log_q reads the retrieved neurons' table counts)
   if (log_q != nullptr) fill_log_q(out, before_pad, cand_.size(), room, L, *log_q);
 
   for (int32_t id : touched_) count_[id] = 0;
+}
+
+void ActiveSetSelector::keep_most_found(std::vector<int32_t>& out, size_t room, int L) {
+  // Highest table counts first: a histogram over counts 1..L finds the cut-off count in
+  // O(candidates + L); ties at the cut-off go to the first retrieved.
+  hist_.assign(static_cast<size_t>(L) + 2, 0);
+  auto cnt_of = [&](int32_t id) { return std::min<uint32_t>(count_[id] & kCount, static_cast<uint32_t>(L)); };
+  for (int32_t id : cand_) ++hist_[cnt_of(id)];
+  size_t above = 0;
+  uint32_t cut = static_cast<uint32_t>(L);
+  while (cut > 0 && above + hist_[cut] < room) above += hist_[cut--];
+  size_t at_cut = room - above;
+  for (int32_t id : cand_) {
+    const uint32_t c = cnt_of(id);
+    if (c > cut || (c == cut && at_cut > 0)) {
+      if (c == cut) --at_cut;
+      count_[id] |= kMark;
+      out.push_back(id);
+    }
+  }
+}
+
+void ActiveSetSelector::keep_best(std::vector<int32_t>& out, std::vector<float>& val, bool pad) {
+  if (cfg_.kind != SelectionKind::Rerank)
+    throw std::logic_error("ActiveSetSelector::keep_best: for Rerank selection only");
+  const size_t forced = static_cast<size_t>(last_.forced);
+  if (val.size() != out.size() || out.size() < forced)
+    throw std::invalid_argument("ActiveSetSelector::keep_best: " + std::to_string(val.size()) + " scores for " +
+                                std::to_string(out.size()) + " neurons (the last select() kept " +
+                                std::to_string(forced) + " forced)");
+  const size_t cap = static_cast<size_t>(cfg_.max_active);
+  const size_t room = cap > forced ? cap - forced : 0;
+  const size_t n_ret = out.size() - forced;
+  if (n_ret > room) {
+    // NaN ranks last, so the order stays a strict weak ordering whatever the weights hold.
+    auto key = [&](int32_t p) { return std::isnan(val[p]) ? -std::numeric_limits<float>::infinity() : val[p]; };
+    auto better = [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); };
+    order_.resize(n_ret);
+    for (size_t i = 0; i < n_ret; ++i) order_[i] = static_cast<int32_t>(forced + i);
+    std::nth_element(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(room), order_.end(), better);
+    order_.resize(room);
+    std::sort(order_.begin(), order_.end());
+    // Ascending positions, each >= its destination: an in-place forward copy is safe.
+    for (size_t i = 0; i < room; ++i) {
+      out[forced + i] = out[order_[i]];
+      val[forced + i] = val[order_[i]];
+    }
+    out.resize(forced + room);
+    val.resize(forced + room);
+  }
+  last_.retrieved = static_cast<int>(out.size() - forced);
+  last_.padded = 0;
+  const size_t target = std::min<size_t>(static_cast<size_t>(cfg_.min_active), static_cast<size_t>(n_));
+  if (pad && out.size() < target && below_pad_limit(out.size())) {
+    // Mark what is kept so that padding draws other neurons; select() already reset its marks.
+    touched_.clear();
+    for (int32_t id : out) {
+      count_[id] = kMark;
+      touched_.push_back(id);
+    }
+    pad_random(out, target);
+    for (int32_t id : touched_) count_[id] = 0;
+    last_.padded = static_cast<int>(out.size()) - last_.forced - last_.retrieved;
+  }
 }
 
 void ActiveSetSelector::fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room,

@@ -17,9 +17,12 @@ enum class SelectionKind {
   Threshold,  // neurons present in >= threshold of the L buckets
   TopK,       // the max_active neurons present in most buckets (ties: first retrieved)
   Random,     // no hashing: forced ids plus uniform random neurons (the ablation control)
+  // The union of the L buckets (over rerank_pool: the rerank_pool present in most buckets) is
+  // scored exactly by the caller and the max_active best by score kept (keep_best).
+  Rerank,
 };
 
-// Parse "vanilla" | "threshold" | "topk" | "random" (case-insensitive); throws std::invalid_argument.
+// Parse "vanilla" | "threshold" | "topk" | "random" | "rerank" (case-insensitive); throws std::invalid_argument.
 SelectionKind parse_selection_kind(const std::string& name);
 
 struct SelectionConfig {
@@ -30,6 +33,9 @@ struct SelectionConfig {
   // Pad only when fewer than this many neurons were chosen before padding (forced + retrieved);
   // 0: whenever fewer than min_active (the original SLIDE code pads to 1,000 below 1,500).
   int pad_below = 0;
+  // Rerank: at most this many retrieved neurons (forced ids aside) are scored, those present in
+  // most buckets; 0: the whole union. 0 or >= max_active.
+  int rerank_pool = 0;
 };
 
 // Inclusion probability of a neuron in one selection, as sampled softmax's correction needs it:
@@ -50,7 +56,8 @@ float inclusion_log_q_retrieved(int count, int L, double keep, double r);
 class ActiveSetSelector {
  public:
   // Throws std::invalid_argument for n_neurons < 1, negative budgets, min_active > max_active
-  // (when max_active > 0), threshold < 1, or TopK without max_active.
+  // (when max_active > 0), threshold < 1, TopK or Rerank without max_active, or a rerank_pool
+  // that is negative or below max_active.
   ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed);
 
   // out = forced ids first (deduplicated, in the given order; ids outside [0, n_neurons) throw
@@ -60,8 +67,15 @@ class ActiveSetSelector {
   // With pad = false the result stops before the random padding (what the tables retrieved).
   // With log_q given, log_q[p] is the log of out[p]'s inclusion probability (see inclusion_log_q;
   // forced ids: 0), for sampled softmax's logit correction. Vanilla and Random selection only.
+  // Rerank: `out` is the pool to score (forced ids, then the retrieved ones), never padded; pass
+  // it with its exact scores to keep_best.
   void select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
               int n_forced, std::vector<int32_t>& out, bool pad = true, std::vector<float>* log_q = nullptr);
+  // Rerank, after select(): val[p] is out[p]'s exact score. Keeps the forced ids and the
+  // max_active - forced retrieved neurons of highest score (ties: the earlier in `out`, i.e. in
+  // more tables), in their order in `out`, compacting out and val alike; then with pad, appends
+  // random padding as select() would (val is not extended: the caller scores out[val.size()..)).
+  void keep_best(std::vector<int32_t>& out, std::vector<float>& val, bool pad = true);
   // Selection without tables (SelectionKind::Random): forced ids, then uniform random padding.
   void select_random(const int32_t* forced, int n_forced, std::vector<int32_t>& out,
                      std::vector<float>* log_q = nullptr);
@@ -84,6 +98,8 @@ class ActiveSetSelector {
   // log_q for out[first..) (retrieved with their table counts, then padding); see select().
   void fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room, int L,
                   std::vector<float>& log_q) const;
+  // Appends the `room` candidates of cand_ present in most buckets (ties: first retrieved).
+  void keep_most_found(std::vector<int32_t>& out, size_t room, int L);
   void add_forced(const int32_t* forced, int n_forced, std::vector<int32_t>& out);
 
   int n_;
@@ -93,7 +109,8 @@ class ActiveSetSelector {
   std::vector<int32_t> touched_;    // neurons with non-zero count_, for the reset
   std::vector<int32_t> retrieved_;  // scratch: the L buckets' items, in table order
   std::vector<int32_t> cand_;       // scratch: retrieved, not forced
-  std::vector<uint32_t> hist_;      // TopK: count histogram, L+1 entries
+  std::vector<uint32_t> hist_;      // TopK, Rerank: count histogram, L+1 entries
+  std::vector<int32_t> order_;      // Rerank: positions of out, ranked by score
   Composition last_;
 };
 

@@ -35,6 +35,7 @@ struct LshSettings {
   int max_active = kUnset;  // cap (0: none)
   int threshold = kUnset;   // SelectionKind::Threshold: present in at least this many of the L tables
   int pad_below = kUnset;   // pad to min_active only when fewer than this many chosen (0: always)
+  int rerank_pool = kUnset; // SelectionKind::Rerank: most retrieved neurons scored (0: the whole union)
   float simhash_density = kUnsetF;
   int wta_bin_size = kUnset;
 };

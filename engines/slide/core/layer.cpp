@@ -116,6 +116,7 @@ void Layer::ensure_selectors(int threads) {
   sc.max_active = settings_.lsh.max_active;
   sc.threshold = settings_.lsh.threshold;
   sc.pad_below = settings_.lsh.pad_below;
+  sc.rerank_pool = settings_.lsh.rerank_pool;
   while (static_cast<int>(selectors_.size()) < threads)
     selectors_.push_back(std::make_unique<ActiveSetSelector>(n_out_, sc, derive_seed(seed_, 0x5E1, selectors_.size())));
 }

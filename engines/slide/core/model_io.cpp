@@ -17,7 +17,7 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 3;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction
+constexpr uint32_t kVersion = 4;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction; 4: rerank_pool
 
 class Writer {
  public:
@@ -72,7 +72,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
     const LshSettings& s = l.lsh;
     for (int32_t v : {static_cast<int32_t>(s.hash), s.K, s.L, s.bucket_bits, s.bucket_capacity,
                       static_cast<int32_t>(s.insertion), static_cast<int32_t>(s.selection), s.min_active,
-                      s.max_active, s.threshold, s.wta_bin_size, s.pad_below})
+                      s.max_active, s.threshold, s.wta_bin_size, s.pad_below, s.rerank_pool})
       w.put<int32_t>(v);
     w.put<float>(s.simhash_density);
   }
@@ -110,7 +110,7 @@ NetworkConfig get_config(Reader& r) {
     s.bucket_capacity = r.get<int32_t>("bucket_capacity");
     const int32_t ins = r.get<int32_t>("insertion");
     const int32_t sel = r.get<int32_t>("selection");
-    if (ins < 0 || ins > 1 || sel < 0 || sel > 3)
+    if (ins < 0 || ins > 1 || sel < 0 || sel > static_cast<int32_t>(SelectionKind::Rerank))
       throw std::runtime_error("model file '" + r.path() + "' has an unknown insertion or selection kind");
     s.insertion = static_cast<Insertion>(ins);
     s.selection = static_cast<SelectionKind>(sel);
@@ -119,6 +119,7 @@ NetworkConfig get_config(Reader& r) {
     s.threshold = r.get<int32_t>("threshold");
     s.wta_bin_size = r.get<int32_t>("wta_bin_size");
     s.pad_below = r.get<int32_t>("pad_below");
+    s.rerank_pool = r.get<int32_t>("rerank_pool");
     s.simhash_density = r.get<float>("simhash_density");
     c.layers.push_back(l);
   }

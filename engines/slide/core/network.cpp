@@ -96,6 +96,26 @@ inline float dot_in(const KernelTable& k, const float* w, const InView& in) {
   return in.dense() ? k.dot(w, in.val, in.n) : k.dot_gather(w, in.idx, in.val, in.n);
 }
 
+// Pre-activations of neuron-major layer L's neurons ids[val.size()..) for input `in`, appended
+// to val (the ones already in val are kept).
+void score_active(const Layer& L, const InView& in, const std::vector<int32_t>& ids, std::vector<float>& val) {
+  const KernelTable& k = kernels();
+  const int first = static_cast<int>(val.size());
+  const int n_act = static_cast<int>(ids.size());
+  if (first >= n_act) return;
+  val.resize(n_act);
+  const float* b = L.bias();
+  const int row_len = L.row_len();
+  // The biases are random reads too (a 2.7 MB array at 670K outputs): gather them first, in
+  // a loop of independent loads that keeps many misses in flight, then score the rows.
+  for (int p = first; p < n_act; ++p) val[p] = b[ids[p]];
+  for (int p = first; p < std::min(n_act, first + kPrefetchAhead); ++p) prefetch_row(L.row(ids[p]), row_len);
+  for (int p = first; p < n_act; ++p) {
+    if (p + kPrefetchAhead < n_act) prefetch_row(L.row(ids[p + kPrefetchAhead]), row_len);
+    val[p] = val[p] + dot_in(k, L.row(ids[p]), in);
+  }
+}
+
 AdamScalars adam_scalars(const OptimizerSettings& o, int64_t t) {
   AdamScalars a;
   a.lr = o.lr;
@@ -254,24 +274,19 @@ void Network::forward(const CsrView& x, int64_t row, const int32_t* labels, int 
       } else {
         sel.select_random(force ? labels : nullptr, force ? n_labels : 0, o.ids, log_q);
       }
+      o.val.clear();
+      score_active(L, in, o.ids, o.val);
+      if (L.settings().lsh.selection == SelectionKind::Rerank) {
+        // The pool is scored: keep the best, then score the padding (if any) drawn after the cut.
+        sel.keep_best(o.ids, o.val, /*pad=*/true);
+        score_active(L, in, o.ids, o.val);
+      }
       if (force) {
         const ActiveSetSelector::Composition& c = sel.last();
         ts.composition.samples += 1;
         ts.composition.labels += c.forced;
         ts.composition.retrieved += c.retrieved;
         ts.composition.padded += c.padded;
-      }
-      const int n_act = static_cast<int>(o.ids.size());
-      o.val.resize(n_act);
-      const int row_len = L.row_len();
-      // The biases are random reads too (a 2.7 MB array at 670K outputs): gather them first, in
-      // a loop of independent loads that keeps many misses in flight, then score the rows.
-      for (int p = 0; p < n_act; ++p) o.val[p] = b[o.ids[p]];
-      for (int p = 0; p < std::min(n_act, kPrefetchAhead); ++p) prefetch_row(L.row(o.ids[p]), row_len);
-      for (int p = 0; p < n_act; ++p) {
-        const int32_t j = o.ids[p];
-        if (p + kPrefetchAhead < n_act) prefetch_row(L.row(o.ids[p + kPrefetchAhead]), row_len);
-        o.val[p] = o.val[p] + dot_in(k, L.row(j), in);
       }
     }
     if (l + 1 < nl)
@@ -595,6 +610,12 @@ void Network::lsh_candidates(const CsrView& x, std::vector<std::vector<int32_t>>
     ActiveSetSelector& sel = Lo.selector(ts.tid);
     sel.reseed(derive_seed(cfg_.seed, 0xCA9D, static_cast<uint64_t>(s)));
     sel.select(*Lo.tables(), ts.buckets.data(), nullptr, 0, (*out)[s], /*pad=*/false);
+    if (Lo.settings().lsh.selection == SelectionKind::Rerank) {
+      std::vector<float>& val = st.layer[nl - 1].val;  // scratch: the pool's exact scores
+      val.clear();
+      score_active(Lo, in, (*out)[s], val);
+      sel.keep_best((*out)[s], val, /*pad=*/false);
+    }
   });
 }
 

@@ -24,10 +24,21 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
   else if (s.pad_below < 0) e << where << ".pad_below must be >= 0 (0: pad whenever below min_active), got " << s.pad_below;
   else if (s.pad_below > 0 && s.pad_below < s.min_active)
     e << where << ".pad_below (" << s.pad_below << ") must be 0 or >= min_active (" << s.min_active << ")";
+  else if (s.rerank_pool < 0)
+    e << where << ".rerank_pool must be >= 0 (0: the whole union), got " << s.rerank_pool;
+  else if (s.rerank_pool > 0 && s.selection != SelectionKind::Rerank)
+    e << where << ".rerank_pool (" << s.rerank_pool << ") is used by selection 'rerank' only; set it to 0";
   if (!e.str().empty()) return e.str();
   if (s.min_active >= ls.size) return "";  // every neuron active: no hashing, nothing else to check
   if (s.selection == SelectionKind::TopK && s.max_active <= 0)
     return where + ".max_active must be > 0 for selection 'topk'";
+  if (s.selection == SelectionKind::Rerank && s.max_active <= 0)
+    return where + ".max_active must be > 0 for selection 'rerank'";
+  if (s.selection == SelectionKind::Rerank && s.rerank_pool > 0 && s.rerank_pool < s.max_active) {
+    e << where << ".rerank_pool (" << s.rerank_pool << ") must be 0 (the whole union) or >= max_active ("
+      << s.max_active << ")";
+    return e.str();
+  }
   if (s.selection == SelectionKind::Threshold && (s.threshold < 1 || s.threshold > s.L)) {
     e << where << ".threshold must be in 1..L (" << s.L << "), got " << s.threshold;
     return e.str();
@@ -146,7 +157,7 @@ std::string validate_config(const NetworkConfig& cfg) {
     const LshSettings& out = cfg.layers.back().lsh;
     if (out.selection != SelectionKind::Vanilla && out.selection != SelectionKind::Random)
       return "logit_correction 'log_q' needs the output layer's selection 'vanilla' or 'random' (inclusion "
-             "probabilities of threshold and top-k selection are not defined)";
+             "probabilities of threshold, top-k and rerank selection are not defined)";
   }
   if (bytes > kMaxModelBytes) {
     e << "model too large: weights and Adam moments would take " << bytes / (1 << 30) << " GiB";

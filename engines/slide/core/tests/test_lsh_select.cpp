@@ -2,6 +2,7 @@
 // and top-k semantics, checked against a brute-force reference on random tables.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -229,11 +230,89 @@ void test_pad_below_and_log_q() {
 
 }  // namespace
 
+// Rerank: select() returns forced ids then the pool (the union, or its rerank_pool most found),
+// unpadded; keep_best keeps the forced ids and the best scores of the rest (ties: earlier
+// position, NaN last), then pads without duplicates.
+void test_rerank_keep_best() {
+  SelectionConfig bad = sel(SelectionKind::Rerank, 0, 0);
+  LSH_CHECK_THROWS(std::invalid_argument, "Rerank", ActiveSetSelector(10, bad, 1));
+  bad = sel(SelectionKind::Rerank, 0, 4);
+  bad.rerank_pool = 3;
+  LSH_CHECK_THROWS(std::invalid_argument, "rerank_pool", ActiveSetSelector(10, bad, 1));
+  LSH_CHECK(parse_selection_kind("ReRank") == SelectionKind::Rerank, "parse rerank");
+
+  // Two tables of one bucket each: 1..6 in table 0, 4..9 in table 1 (4, 5, 6 in both).
+  HashTables t(2, 1, 8, Insertion::FIFO, 1);
+  uint32_t b[2] = {0, 0};
+  for (uint32_t id = 1; id <= 9; ++id) {
+    uint32_t where[2] = {id <= 6 ? 0u : 1u, id >= 4 ? 0u : 1u};
+    t.insert(id, where);
+  }
+  SelectionConfig c = sel(SelectionKind::Rerank, 4, 4);
+  ActiveSetSelector s(20, c, 3);
+  std::vector<int32_t> out;
+  const int32_t forced[2] = {5, 0};
+  s.select(t, b, forced, 2, out, /*pad=*/true);
+  // Forced 5, 0; then the union without them (8 ids), never padded and never cut by max_active.
+  LSH_CHECK(out.size() == 10 && out[0] == 5 && out[1] == 0, "rerank pool: %zu", out.size());
+  std::vector<float> val(out.size());
+  for (size_t p = 0; p < out.size(); ++p) val[p] = static_cast<float>(out[p] % 4);  // 3, 7 score 3
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t p = 2; p < out.size(); ++p)
+    if (out[p] == 9) val[p] = nan;
+  std::vector<int32_t> pool = out;
+  s.keep_best(out, val, /*pad=*/false);
+  // Room 4 - 2 = 2: ids 3 and 7 (score 3), in their order in the pool.
+  std::vector<int32_t> want = {5, 0};
+  for (int32_t id : pool)
+    if (id == 3 || id == 7) want.push_back(id);
+  LSH_CHECK(out == want, "keep_best kept the wrong ids");
+  LSH_CHECK(val.size() == out.size() && val[2] == 3.0f && val[3] == 3.0f, "scores follow their ids");
+  LSH_CHECK(s.last().forced == 2 && s.last().retrieved == 2 && s.last().padded == 0, "composition");
+
+  // Ties at the cut go to the earlier position; NaN never beats a number.
+  s.select(t, b, nullptr, 0, out);
+  pool = out;
+  val.assign(out.size(), 1.0f);
+  for (size_t p = 0; p < out.size(); ++p)
+    if (out[p] == 9) val[p] = nan;
+  s.keep_best(out, val, /*pad=*/true);
+  LSH_CHECK(out.size() == 4 && std::equal(pool.begin(), pool.begin() + 4, out.begin()),
+            "ties: the first four of the pool");
+
+  // A pool below min_active: all kept, then padded to min_active without duplicates.
+  ActiveSetSelector p(20, sel(SelectionKind::Rerank, 12, 12), 5);
+  p.select(t, b, forced, 1, out, /*pad=*/true);
+  LSH_CHECK(out.size() == 9, "forced 5 and the 8 others of the union, unpadded: %zu", out.size());
+  val.assign(out.size(), 0.0f);
+  p.keep_best(out, val, /*pad=*/true);
+  LSH_CHECK(out.size() == 12 && p.last().retrieved == 8 && p.last().padded == 3, "padded to 12: %zu", out.size());
+  std::set<int32_t> uniq(out.begin(), out.end());
+  LSH_CHECK(uniq.size() == out.size(), "padding duplicated a kept id");
+  LSH_CHECK(val.size() == 9, "keep_best leaves the padding's scores to the caller");
+
+  // rerank_pool caps what is scored by table hits: 4, 5, 6 are in both tables.
+  c.rerank_pool = 4;
+  ActiveSetSelector capped(20, c, 3);
+  capped.select(t, b, nullptr, 0, out);
+  std::set<int32_t> got(out.begin(), out.end());
+  LSH_CHECK(out.size() == 4 && got.count(4) && got.count(5) && got.count(6), "pool of 4: the 3 found twice + 1");
+
+  ActiveSetSelector vanilla(20, sel(SelectionKind::Vanilla, 0, 0), 1);
+  vanilla.select(t, b, nullptr, 0, out);
+  std::vector<float> v(out.size(), 0.0f);
+  LSH_CHECK_THROWS(std::logic_error, "Rerank", vanilla.keep_best(out, v));
+  capped.select(t, b, nullptr, 0, out);
+  v.assign(1, 0.0f);
+  LSH_CHECK_THROWS(std::invalid_argument, "scores", capped.keep_best(out, v));
+}
+
 int main() {
   test_validation();
   test_against_reference();
   test_budget_edges();
   test_vanilla_truncation_uniform();
   test_pad_below_and_log_q();
+  test_rerank_keep_best();
   return lsh_test::finish("test_lsh_select");
 }

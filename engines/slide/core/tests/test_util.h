@@ -95,6 +95,7 @@ inline slide::LshSettings lsh_settings(int min_active) {
   s.max_active = 0;
   s.threshold = 1;
   s.pad_below = 0;
+  s.rerank_pool = 0;
   s.simhash_density = 1.0f / 3.0f;
   s.wta_bin_size = 8;
   return s;
