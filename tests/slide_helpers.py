@@ -82,3 +82,25 @@ def all_weights(e: Any) -> list[np.ndarray]:
         w, b = net.get_weights(i)
         out += [w, b]
     return out
+
+
+def assert_first_adam_step(before, after, ids, feature_ids, x, h, dz, dh, lr: float, eps: float) -> None:
+    """One hidden layer, one sample, Adam's first step: every weight moved by -lr g / (|g| + eps).
+
+    `before`/`after` are [W1, b1, W2, b2]; `ids` the active outputs, `dz` the loss gradient of their
+    logits, `dh` that of the hidden pre-activations. Output rows outside `ids` must not move.
+    """
+    W1, b1, W2, b2 = (w.astype(np.float64) for w in before)
+    V1, c1, V2, c2 = after
+
+    def moved(g: np.ndarray) -> np.ndarray:
+        return -lr * g / (np.abs(g) + eps)
+
+    def rel(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-30))
+
+    assert rel(V2[ids] - W2[ids], moved(np.outer(dz, h))) < 1e-4
+    assert rel(c2[ids] - b2[ids], moved(dz)) < 1e-4
+    assert not np.any(np.delete(V2 - before[2], ids, axis=0)), "an inactive output row moved"
+    assert rel(V1[feature_ids] - W1[feature_ids], moved(np.outer(x[feature_ids], dh))) < 1e-4
+    assert rel(c1 - b1, moved(dh)) < 1e-4
