@@ -98,9 +98,9 @@ def test_verdict_states_the_measured_effect_with_seeds(
     assert effect in sentence, sentence
     if "helps" in effect:
         every = "20, 40, 60, 80, 100, 120, 140, 160, 180, 200"
-        assert f"ahead of the control with disjoint ranges at steps {every} and behind at none" in sentence
+        assert f"ahead of the control with disjoint ranges at steps {every} and behind at no step" in sentence
     if "no measurable" in effect:
-        assert "at steps none and behind at none" in sentence
+        assert "disjoint ranges at no step and behind at no step" in sentence
 
 
 def test_verdict_sees_an_effect_that_is_gone_by_the_last_step(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_verdict_sees_an_effect_that_is_gone_by_the_last_step(tmp_path: Path) ->
     sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
     assert "no measurable effect of hashing" in sentence
     early = "20, 40, 60, 80, 100, 120, 140, 160, 180"  # equal at 200 only
-    assert f"ahead of the control with disjoint ranges at steps {early} and behind at none" in sentence
+    assert f"ahead of the control with disjoint ranges at steps {early} and behind at no step" in sentence
 
 
 def test_section_tables_diagnostics_and_is_absent_without_a_control(tmp_path: Path) -> None:

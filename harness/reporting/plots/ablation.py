@@ -133,13 +133,13 @@ def _along_the_way(t: Sequence[Run], c: Sequence[Run], last: int) -> str:
             behind.append(step)
     return (
         f" At steps {steps[0]}, {steps[1]}, ... {steps[-1]} (P@1 interpolated between each run's "
-        f"evaluations), the treatment is ahead of the control with disjoint ranges at steps "
-        f"{_listed(ahead)} and behind at {_listed(behind)}."
+        f"evaluations), the treatment is ahead of the control with disjoint ranges {_at(ahead)} "
+        f"and behind {_at(behind)}."
     )
 
 
-def _listed(steps: Sequence[int]) -> str:
-    return ", ".join(str(s) for s in steps) or "none"
+def _at(steps: Sequence[int]) -> str:
+    return f"at steps {', '.join(str(s) for s in steps)}" if steps else "at no step"
 
 
 def diagnostics_table(by_engine: Mapping[str, Sequence[Run]], engines: Sequence[str]) -> Table:
