@@ -212,9 +212,10 @@ class TFModel:
             pos = tf.searchsorted(sorted_ids, tf.cast(l_idx, tf.int64))
             pos = tf.minimum(pos, tf.size(s_ids, out_type=pos.dtype) - 1)
             hit = tf.equal(tf.gather(sorted_ids, pos), tf.cast(l_idx, tf.int64))
+            # Every pair scatters into its (sample, nearest candidate) cell, a miss adding 0: no
+            # boolean_mask, so no shape that depends on the data (XLA and GPUs keep it whole).
             where = tf.stack([l_row, tf.cast(tf.gather(order, pos), tf.int32)], axis=1)
-            hits = tf.boolean_mask(where, hit)
-            count = tf.scatter_nd(hits, tf.ones(tf.shape(hits)[:1], tf.float32), tf.shape(s_logits))
+            count = tf.scatter_nd(where, tf.cast(hit, tf.float32), tf.shape(s_logits))
             s_logits = tf.where(count > 0, tf.fill(tf.shape(s_logits), tf.float32.min), s_logits)
         # logsumexp over [candidates of i] + [true labels of i], stabilised by the joint maximum.
         peak = tf.maximum(
