@@ -130,6 +130,8 @@ def build_fixture(
     skip_if_too_many_threads(threads)
     fix_thread_env(threads)  # before any engine (TensorFlow, the native module) is imported
 
+    import numpy as np
+
     from harness.run.loop import batch_order, prepare_engine
     from harness.run.loop import eval_rows as eval_subset
     from harness.spec.engine import Batch, ModelSpec, OptimizerSpec, TrainMeta
@@ -145,6 +147,7 @@ def build_fixture(
         model=ModelSpec(hidden=(shape.hidden,)),
         optimizer=OptimizerSpec(lr=shape.lr if lr is None else lr),
         seed=SEED,
+        label_counts=np.bincount(train.labels.indices, minlength=train.labels.n_cols),
     )
     # Threads are set before prepare: TF's pools are fixed at the first op.
     prepared = prepare_engine(engine_name, params, threads, meta)

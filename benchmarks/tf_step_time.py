@@ -65,6 +65,8 @@ def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, sc
     params = {"xla": xla}
     if engine_name == "tf_sampled" and xla:
         params["remove_accidental_hits"] = False
+    batches = _batches(warmup + steps, num_features, num_labels, seed=0)
+    labels = np.concatenate([b.labels.indices for b in batches])
     meta = TrainMeta(
         num_features=num_features,
         num_labels=num_labels,
@@ -72,10 +74,10 @@ def child(engine_name: str, threads: int, steps: int, warmup: int, xla: bool, sc
         batch_size=AMAZON["batch"],
         model=ModelSpec(hidden=(AMAZON["hidden"],)),
         optimizer=OptimizerSpec(lr=1e-4),
+        label_counts=np.bincount(labels, minlength=num_labels),  # tf_sampled's unigram sampler
     )
     prepared = prepare_engine(engine_name, params, threads, meta)
     engine, got = prepared.engine, prepared.threads_in_effect
-    batches = _batches(warmup + steps, num_features, num_labels, seed=0)
     loop = Loop(engine, iter(batches))
     for _ in range(warmup):  # tracing / compilation happens here
         loop.step()

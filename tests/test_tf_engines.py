@@ -45,6 +45,7 @@ def small_meta(hidden=(8,), features=40, labels=25, lr=0.01, seed=0) -> TrainMet
         model=ModelSpec(hidden=tuple(hidden)),
         optimizer=OptimizerSpec(lr=lr),
         seed=seed,
+        label_counts=np.arange(labels) % 7,  # for tf_sampled's default sampler, "unigram"
     )
 
 
@@ -77,6 +78,15 @@ def test_check_params_defaults_and_refusals():
         TFSampledEngine.check_params({"xla": True, "sampled_loss": "tf_nn"})
     with pytest.raises(ValueError, match="sampled_loss.*per_sample.*got 'pairs'"):
         TFSampledEngine.check_params({"sampled_loss": "pairs"})
+    assert p["candidates"] == "batch" and p["sampler"] == "unigram" and p["unigram_power"] == 0.75
+    with pytest.raises(ValueError, match="'candidates' must be one of batch, sample, got 'row'"):
+        TFSampledEngine.check_params({"candidates": "row"})
+    with pytest.raises(ValueError, match="'candidates' = 'sample' needs 'sampled_loss' = 'per_sample'.*'tf_nn'"):
+        TFSampledEngine.check_params({"candidates": "sample", "sampled_loss": "tf_nn", "sampler": "uniform"})
+    with pytest.raises(ValueError, match="'candidates' = 'sample' needs.*'unigram'"):
+        TFSampledEngine.check_params({"candidates": "sample"})
+    with pytest.raises(ValueError, match="'unigram_power' must be in \\[0, 1\\], got 1.5"):
+        TFSampledEngine.check_params({"sampler": "unigram", "unigram_power": 1.5})
     with pytest.raises(ValueError, match="eval_chunk"):
         TFDenseEngine.check_params({"eval_chunk": -1})
 
@@ -272,8 +282,14 @@ def test_sampled_clamps_num_sampled_to_label_count():
 
 @pytest.mark.parametrize(
     "params",
-    [{"xla": True, "remove_accidental_hits": False}, {"sampler": "log_uniform"}],
-    ids=["xla", "log_uniform"],
+    [
+        {"xla": True, "remove_accidental_hits": False},
+        {"sampler": "log_uniform"},
+        {"sampler": "uniform"},
+        {"sampler": "uniform", "candidates": "sample"},
+        {"sampler": "uniform", "candidates": "sample", "xla": True},
+    ],
+    ids=["xla", "log_uniform", "uniform", "per_sample_candidates", "per_sample_candidates_xla"],
 )
 def test_sampled_variants_train(params):
     meta = small_meta()
@@ -327,6 +343,7 @@ def test_loss_falls_and_learns(cls, params):
         batch_size=32,
         model=ModelSpec(hidden=(16,)),
         optimizer=OptimizerSpec(lr=0.01),
+        label_counts=np.bincount(labels.indices, minlength=labels.n_cols),
     )
     engine = make(cls, meta, **params)
     losses = []
@@ -479,6 +496,115 @@ def test_per_sample_sampled_loss_matches_its_formula(remove_hits):
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-1]).numpy(), g_b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
+
+
+def test_per_sample_candidates_loss_matches_its_formula():
+    """candidates = "sample": each sample's own [S] candidates, repeats and own-label hits included.
+
+    Every draw enters the sample's softmax (a repeated id twice), except draws equal to one of the
+    sample's own labels, all of which leave it; another sample's label is an ordinary negative.
+    """
+    import tensorflow as tf
+
+    from engines.tf import feed
+
+    meta = small_meta(features=30, labels=50)
+    engine = make(
+        TFSampledEngine, meta, num_sampled=6, sampled_loss="per_sample", candidates="sample", sampler="uniform"
+    )
+    rng = np.random.default_rng(4)
+    start = [(rng.standard_normal(w.shape) * 0.5).astype(np.float32) for w in engine.get_weights()]
+    engine.set_weights(start)
+    batch = small_batch(meta, seed=13, n=10)
+    f = feed.feature_arrays(batch.features, meta.num_features)
+    y = feed.label_arrays(batch.labels, meta.num_labels, f.n_rows)
+    n = len(batch)
+    own = [batch.labels.indices[batch.labels.indptr[i] : batch.labels.indptr[i + 1]] for i in range(n)]
+    cand = rng.integers(0, meta.num_labels, (n, 6))
+    for i in range(n):
+        if len(own[i]):
+            cand[i, :2] = own[i][0]  # the same own label drawn twice: both draws must go
+        cand[i, 2] = cand[i, 3]  # a repeated negative: both draws stay
+        cand[i, 4] = own[(i + 1) % n][0] if len(own[(i + 1) % n]) else 0  # a neighbour's label
+    true_q = rng.uniform(0.2, 0.6, len(y.idx))
+    cand_q = rng.uniform(0.1, 0.5, cand.shape)
+    sampled = (
+        tf.constant(cand, tf.int64),
+        tf.constant(true_q[:, None], tf.float32),
+        tf.constant(cand_q, tf.float32),
+    )
+    model = engine._model
+    with tf.GradientTape() as tape:
+        loss = model._sampled_loss(f.idx, f.val, f.row, y.idx, y.row, y.weight, np.int32(n), sampled)
+    grads = tape.gradient(loss, model.vars)
+
+    w1, b1, w_out, b_out = (w.astype(np.float64) for w in start)
+    x = np.zeros((n, meta.num_features))
+    np.add.at(x, (f.row, f.idx), f.val)
+    h = np.maximum(x @ w1 + b1, 0)
+    want_loss, g_w, g_b = 0.0, np.zeros_like(w_out), np.zeros_like(b_out)
+    pair = 0
+    for i in range(n):
+        labels = own[i]
+        q_true = true_q[pair : pair + len(labels)]
+        pair += len(labels)
+        if len(labels) == 0:
+            continue
+        keep = ~np.isin(cand[i], labels)
+        assert (~keep).sum() >= 2
+        ids = np.concatenate([labels, cand[i][keep]])
+        z = h[i] @ w_out[ids].T + b_out[ids] - np.log(np.concatenate([q_true, cand_q[i][keep]]))
+        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+        target = np.zeros(len(ids))
+        target[: len(labels)] = 1.0 / len(labels)
+        want_loss += float(target @ (lse - z)) / n
+        dz = (np.exp(z - lse) - target) / n
+        np.add.at(g_b, ids, dz)
+        np.add.at(g_w, ids, dz[:, None] * h[i][None, :])
+    assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    np.testing.assert_allclose(tf.convert_to_tensor(grads[-1]).numpy(), g_b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
+
+
+def test_per_sample_candidates_are_drawn_per_sample():
+    """[n, S] uniform ids, seeded by the run seed; expected count S / L for every id."""
+    meta = small_meta(labels=1000)
+    draws = []
+    for _ in range(2):
+        engine = make(TFSampledEngine, meta, num_sampled=64, candidates="sample", sampler="uniform")
+        ids, true_q, cand_q = engine._model._draw_candidates(np.array([3, 5, 7], np.int32), np.int32(4))
+        draws.append(ids.numpy())
+    ids = draws[0]
+    assert ids.shape == (4, 64) and ids.min() >= 0 and ids.max() < 1000
+    assert not np.array_equal(ids[0], ids[1])  # each sample its own draw
+    np.testing.assert_array_equal(draws[0], draws[1])  # the same seed, the same draws
+    np.testing.assert_allclose(cand_q.numpy(), 64 / 1000)
+    np.testing.assert_allclose(true_q.numpy(), 64 / 1000)
+    assert true_q.shape == (3, 1)
+
+
+def test_unigram_sampler_follows_the_label_counts():
+    """sampler = "unigram": TF's fixed-unigram sampler on (count + 1) ** unigram_power."""
+    counts = np.zeros(200, np.int64)
+    counts[:5] = [5000, 2000, 1000, 10, 0]
+    meta = TrainMeta(
+        num_features=40, num_labels=200, num_train=64, batch_size=16, model=ModelSpec(hidden=(8,)),
+        label_counts=counts,
+    )
+    engine = make(TFSampledEngine, meta, num_sampled=20, sampler="unigram", unigram_power=1.0)
+    seen = np.zeros(200)
+    for _ in range(50):
+        ids, true_q, _ = engine._model._draw_candidates(np.array([0, 4], np.int32), np.int32(2))
+        seen[ids.numpy()] += 1
+    # Weights 5001, 2001, 1001 against 1 for each of the other 197: the heavy three every time.
+    assert seen[:3].tolist() == [50, 50, 50]
+    assert seen[3:].sum() == 50 * 17
+    q = true_q.numpy()[:, 0]
+    assert q[0] > 0.99 and q[1] < 0.2  # expected counts follow the weights
+    for bad, why in ((None, "got none"), (counts[:10], "got 10 of them")):
+        meta_bad = TrainMeta(40, 200, 64, 16, ModelSpec(hidden=(8,)), label_counts=bad)
+        with pytest.raises(ValueError, match=f"sampler 'unigram' needs the training rows per label.*200.*{why}"):
+            make(TFSampledEngine, meta_bad, sampler="unigram")
 
 
 def test_per_sample_sampled_loss_trains():

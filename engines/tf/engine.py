@@ -52,14 +52,28 @@ _COMMON_DEFAULTS: dict[str, Any] = {
 }
 _SAMPLED_DEFAULTS: dict[str, Any] = {
     "num_sampled": 4096,  # candidates per batch (clamped to num_labels - 1)
-    "sampler": "uniform",  # "uniform" or "log_uniform" (Zipf; only right when ids are frequency-sorted)
+    # "unigram" (TF's fixed-unigram sampler): by the training rows per label, plus one, to the
+    # power unigram_power (word2vec's unigram^0.75 noise), so the frequent labels, the ones a
+    # collapse promotes over every input, are negatives in almost every step; it needs
+    # TrainMeta.label_counts, which the harness always gives. "uniform" (TF's uniform sampler: the
+    # same-size step collapsed at the Delicious-200K shape, engines/tf/README.md); "log_uniform"
+    # (Zipf over ids: only right when ids are sorted by frequency).
+    "sampler": "unigram",
+    "unigram_power": 0.75,
     "remove_accidental_hits": True,
     # "tf_nn": tf.nn.sampled_softmax_loss, one example per (sample, label) pair. "shared": the same
     # loss with candidate logits computed once per sample, |y| times fewer FLOPs. "per_sample": one
     # softmax per sample over all its labels and the candidates (tf.nn's num_true > 1 form) (graph.py).
     "sampled_loss": "per_sample",
+    # "batch": num_sampled unique candidates shared by the batch (TF's samplers). "sample": each
+    # sample draws num_sampled uniform candidates of its own, with replacement, as SLIDE pads its
+    # active set: a step then pushes down up to n x num_sampled distinct rows, not num_sampled.
+    # Only with sampled_loss = "per_sample" and sampler = "uniform".
+    "candidates": "batch",
 }
 SAMPLED_LOSSES = ("tf_nn", "shared", "per_sample")
+SAMPLERS = ("uniform", "log_uniform", "unigram")
+CANDIDATE_SCOPES = ("batch", "sample")
 # Logits held per predict chunk (exact scoring of every label). On the CPU the chunk is kept small
 # so a memory-bound matmul + top-k stays cheap to allocate; a GPU has the memory and wants wide
 # kernels: at 670,091 labels 64 MiB is 25 rows, 1 GiB 400 rows.
@@ -247,11 +261,20 @@ class _TFEngine(Engine):
         self._device = self._pick_device(tf)
         tf.config.experimental.enable_tensor_float_32_execution(bool(self.params["tf32"]))
         cfg = graph.config_from_meta(meta, self.params, self.sampled)
+        if cfg.sampled and cfg.sampler == "unigram":
+            counts = meta.label_counts
+            if counts is None or len(counts) != meta.num_labels:
+                got = "none" if counts is None else f"{len(counts)} of them"
+                raise ValueError(
+                    f"{self.name}: sampler 'unigram' needs the training rows per label "
+                    f"(TrainMeta.label_counts, one per label: {meta.num_labels}), got {got}; "
+                    "give them, or set sampler = 'uniform'"
+                )
         seed = meta.seed + self.params["seed_offset"]
         weights = graph.initial_weights(
             meta.num_features, meta.num_labels, cfg.hidden, self.params["init"], self.params["init_std"], seed
         )
-        self._model = graph.TFModel(cfg, weights, self._device)
+        self._model = graph.TFModel(cfg, weights, self._device, meta.label_counts)
         self._cfg = cfg
         # XLA buckets start at 64 entries (engines/tf/feed.py); padding entries have value/weight 0.
         self._model.warm_up(pad=64 if cfg.xla else 0)
@@ -368,14 +391,26 @@ class TFSampledEngine(_TFEngine):
         _validate_common(p, where)
         if p["num_sampled"] < 1:
             raise ValueError(f"{where}: parameter 'num_sampled' must be >= 1, got {p['num_sampled']}")
-        if p["sampler"] not in ("uniform", "log_uniform"):
+        if p["sampler"] not in SAMPLERS:
             raise ValueError(
-                f"{where}: parameter 'sampler' must be 'uniform' or 'log_uniform', got {p['sampler']!r}"
+                f"{where}: parameter 'sampler' must be one of {', '.join(SAMPLERS)}, got {p['sampler']!r}"
             )
+        if not 0.0 <= p["unigram_power"] <= 1.0:
+            raise ValueError(f"{where}: parameter 'unigram_power' must be in [0, 1], got {p['unigram_power']}")
         if p["sampled_loss"] not in SAMPLED_LOSSES:
             raise ValueError(
                 f"{where}: parameter 'sampled_loss' must be one of {', '.join(SAMPLED_LOSSES)}, "
                 f"got {p['sampled_loss']!r}"
+            )
+        if p["candidates"] not in CANDIDATE_SCOPES:
+            raise ValueError(
+                f"{where}: parameter 'candidates' must be one of {', '.join(CANDIDATE_SCOPES)}, "
+                f"got {p['candidates']!r}"
+            )
+        if p["candidates"] == "sample" and (p["sampled_loss"], p["sampler"]) != ("per_sample", "uniform"):
+            raise ValueError(
+                f"{where}: parameter 'candidates' = 'sample' needs 'sampled_loss' = 'per_sample' and "
+                f"'sampler' = 'uniform', got {p['sampled_loss']!r} and {p['sampler']!r}"
             )
         if p["xla"] and p["remove_accidental_hits"] and p["sampled_loss"] == "tf_nn":
             raise ValueError(

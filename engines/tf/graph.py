@@ -55,7 +55,9 @@ class ModelConfig:
     sampled: bool
     num_sampled: int  # effective (clamped below num_labels); unused when not sampled
     sampler: str
-    sampled_loss: str  # "tf_nn" (tf.nn.sampled_softmax_loss per pair) or "shared" (same loss)
+    unigram_power: float
+    sampled_loss: str  # "tf_nn" (tf.nn.sampled_softmax_loss per pair), "shared" or "per_sample"
+    candidates: str  # "batch" (one unique set for the batch) or "sample" (each sample draws its own)
     remove_accidental_hits: bool
     sampler_seed: int
 
@@ -94,9 +96,22 @@ def initial_weights(
 class TFModel:
     """Variables, Adam state and the compiled train/predict functions of one engine instance."""
 
-    def __init__(self, cfg: ModelConfig, weights: list[np.ndarray | None], device: str) -> None:
-        """Takes ownership of `weights`: its entries are set to None as they are copied into TF."""
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: list[np.ndarray | None],
+        device: str,
+        label_counts: np.ndarray | None = None,
+    ) -> None:
+        """Takes ownership of `weights`: its entries are set to None as they are copied into TF.
+
+        `label_counts` (training rows per label) feeds the "unigram" sampler only.
+        """
         self.cfg = cfg
+        # Add-one smoothing: a label unseen in training still has a chance to be a negative.
+        self._unigrams = (
+            (np.asarray(label_counts, np.float64) + 1.0).tolist() if cfg.sampler == "unigram" else None
+        )
         self.device = device
         # One array at a time, the caller's copy released as soon as TF holds its own: at the
         # Amazon-670K shape each output-layer matrix is 343 MB, and peak RSS is recorded.
@@ -110,6 +125,11 @@ class TFModel:
                 self.m.append(tf.Variable(tf.zeros(shape), trainable=False, name=f"m{i}"))
                 self.v.append(tf.Variable(tf.zeros(shape), trainable=False, name=f"v{i}"))
             self.t = tf.Variable(0, dtype=tf.int64, trainable=False, name="adam_step")
+            # Per-sample candidates come from a seeded generator of our own (TF's candidate
+            # samplers draw one set per call, for the whole batch).
+            self._rng = (
+                tf.random.Generator.from_seed(cfg.sampler_seed) if cfg.candidates == "sample" else None
+            )
         n = len(self.vars)
         # Which variables get the lazy (row-wise) update in the sampled engine: the input
         # embedding W1 and the output layer (W_out, b_out), i.e. the ones indexed by ids.
@@ -186,7 +206,7 @@ class TFModel:
         return self._tf_nn_sampled_loss(f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values)
 
     def _per_sample_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
-        """One softmax per sample over all its true labels and the shared candidates.
+        """One softmax per sample over all its true labels and the candidates.
 
         loss_i = sum_{j in y_i} (1/|y_i|) (lse_i - t_ij), lse_i the logsumexp of the sample's true
         logits t_ij and its candidate logits, each corrected by - log(expected count), candidates
@@ -196,15 +216,23 @@ class TFModel:
         normaliser contains every true label of the sample, the per-pair form's holds only one.
         Per pair, a sample's true labels only ever rise against the few candidates; here they
         share one normaliser, so a label already above 1/|y_i| of the mass is pushed down.
+        The candidates are the batch's shared set ([S]) or, with candidates = "sample", each
+        sample's own ([n, S]), as SLIDE's random padding draws them.
         """
         s_ids, true_expected, sampled_expected = sampled_values
         w_out, b_out = self.vars[-2], self.vars[-1]
         h = self._hidden(f_idx, f_val, f_row, n_rows)
-        s_logits = tf.matmul(h, tf.gather(w_out, s_ids), transpose_b=True) + tf.gather(b_out, s_ids)
+        if self.cfg.candidates == "sample":
+            # s_ids is [n, S]: each sample's own candidates, scored against its own hidden vector.
+            s_logits = tf.einsum("nd,nsd->ns", h, tf.gather(w_out, s_ids)) + tf.gather(b_out, s_ids)
+        else:
+            s_logits = tf.matmul(h, tf.gather(w_out, s_ids), transpose_b=True) + tf.gather(b_out, s_ids)
         s_logits -= tf.math.log(sampled_expected)
         true_logits = tf.reduce_sum(tf.gather(h, l_row) * tf.gather(w_out, l_idx), axis=1)
         true_logits += tf.gather(b_out, l_idx) - tf.math.log(true_expected[:, 0])
-        if self.cfg.remove_accidental_hits:
+        if self.cfg.remove_accidental_hits and self.cfg.candidates == "sample":
+            s_logits = self._mask_own_labels(s_logits, s_ids, l_idx, l_row)
+        elif self.cfg.remove_accidental_hits:
             # Candidate ids are unique: find each (sample, label) pair's label among the sorted
             # candidates (O(pairs log S), no [pairs, S] comparison) and mask that one entry.
             order = tf.argsort(s_ids)
@@ -224,10 +252,29 @@ class TFModel:
         )
         peak = tf.stop_gradient(peak)
         total = tf.reduce_sum(tf.exp(s_logits - peak[:, None]), axis=1)
-        total += tf.math.unsorted_segment_sum(tf.exp(true_logits - tf.gather(peak, l_row)), l_row, n_rows)
+        # XLA's padding pairs (weight 0) repeat a real pair: they must not enter the normaliser.
+        real = tf.cast(l_w > 0, tf.float32)
+        true_terms = real * tf.exp(true_logits - tf.gather(peak, l_row))
+        total += tf.math.unsorted_segment_sum(true_terms, l_row, n_rows)
         lse = peak + tf.math.log(total)
         per_pair = tf.gather(lse, l_row) - true_logits
         return tf.reduce_sum(l_w * per_pair) / tf.cast(n_rows, tf.float32)
+
+    def _mask_own_labels(self, s_logits, s_ids, l_idx, l_row):
+        """Per-sample candidates: drop every candidate equal to one of its own sample's labels.
+
+        Each (sample, id) becomes the key sample * num_labels + id; a candidate is a hit when its
+        key is among the sorted label keys (O(n S log pairs), no [pairs, S] comparison). Exact
+        with repeated candidates too: drawn with replacement, a label may be drawn twice.
+        """
+        width = tf.constant(self.cfg.num_labels, tf.int64)
+        # A leading -1 (no key is negative) keeps the gather valid for a batch without labels.
+        keys = tf.sort(tf.concat([[-1], tf.cast(l_row, tf.int64) * width + tf.cast(l_idx, tf.int64)], 0))
+        rows = tf.range(tf.shape(s_ids, out_type=tf.int64)[0])[:, None]
+        cand = tf.reshape(rows * width + s_ids, [-1])
+        pos = tf.minimum(tf.searchsorted(keys, cand), tf.size(keys, out_type=tf.int32) - 1)
+        hit = tf.reshape(tf.equal(tf.gather(keys, pos), cand), tf.shape(s_logits))
+        return tf.where(hit, tf.fill(tf.shape(s_logits), tf.float32.min), s_logits)
 
     def _shared_sampled_loss(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, sampled_values):
         """The same per-pair sampled softmax as `_tf_nn_sampled_loss`, candidate logits shared.
@@ -338,25 +385,37 @@ class TFModel:
             self._apply(tape.gradient(loss, self.vars))
         return loss
 
-    def _draw_candidates(self, l_idx):
+    def _draw_candidates(self, l_idx, n_rows):
         cfg = self.cfg
+        if cfg.candidates == "sample":
+            # num_sampled uniform ids per sample, with replacement: each id's expected count in a
+            # sample's draw is exactly S / L, the log-Q correction (a constant under uniform).
+            with tf.device(self.device):
+                shape = tf.stack([n_rows, cfg.num_sampled])
+                ids = self._rng.uniform(shape, minval=0, maxval=cfg.num_labels, dtype=tf.int64)
+                q = tf.constant(cfg.num_sampled / cfg.num_labels, tf.float32)
+                return ids, tf.fill([tf.size(l_idx), 1], q), tf.fill(tf.shape(ids), q)
         true = tf.cast(l_idx, tf.int64)[:, None]
-        sampler = (
-            tf.random.uniform_candidate_sampler
-            if cfg.sampler == "uniform"
-            else tf.random.log_uniform_candidate_sampler
-        )
+        common = {
+            "true_classes": true,
+            "num_true": 1,
+            "num_sampled": cfg.num_sampled,
+            "unique": True,
+            "range_max": cfg.num_labels,
+        }
         # TF's candidate samplers have CPU kernels only: placed there on purpose rather than left to
         # soft placement. They draw num_sampled ids per batch; the ids then go to the step's device.
         with tf.device("/device:CPU:0"):
-            return sampler(
-                true_classes=true,
-                num_true=1,
-                num_sampled=cfg.num_sampled,
-                unique=True,
-                range_max=cfg.num_labels,
-                seed=cfg.sampler_seed,
+            if cfg.sampler == "unigram":
+                return tf.random.fixed_unigram_candidate_sampler(
+                    **common, unigrams=self._unigrams, distortion=cfg.unigram_power, seed=cfg.sampler_seed
+                )
+            sampler = (
+                tf.random.uniform_candidate_sampler
+                if cfg.sampler == "uniform"
+                else tf.random.log_uniform_candidate_sampler
             )
+            return sampler(**common, seed=cfg.sampler_seed)
 
     def _loss_and_grads_sampled(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, s_ids, s_true, s_exp):
         # A function of its own (compiled alone with XLA), so it needs its own device scope.
@@ -368,7 +427,7 @@ class TFModel:
             return loss, tape.gradient(loss, self.vars)
 
     def _train_step_sampled(self, f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows):
-        s_ids, s_true, s_exp = self._draw_candidates(l_idx)
+        s_ids, s_true, s_exp = self._draw_candidates(l_idx, n_rows)
         with tf.device(self.device):
             loss, grads = self._grads_sampled(
                 f_idx, f_val, f_row, l_idx, l_row, l_w, n_rows, s_ids, s_true, s_exp
@@ -404,7 +463,9 @@ def config_from_meta(meta: TrainMeta, params: dict, sampled: bool) -> ModelConfi
         sampled=sampled,
         num_sampled=num_sampled,
         sampler=str(params.get("sampler", "uniform")),
+        unigram_power=float(params.get("unigram_power", 0.75)),
         sampled_loss=str(params.get("sampled_loss", "tf_nn")),
+        candidates=str(params.get("candidates", "batch")),
         remove_accidental_hits=bool(params.get("remove_accidental_hits", True)),
         sampler_seed=meta.seed + int(params["seed_offset"]),
     )

@@ -94,7 +94,8 @@ def prepare_engine(name: str, params: Mapping[str, Any] | None, threads: int, me
 
 def prepare_for_spec(spec: Any, features: Csr, labels: Csr) -> Prepared:
     """`prepare_engine` for a `RunSpec` and the rows it trains on."""
-    meta = spec.train_meta(features.n_cols, labels.n_cols, features.n_rows)
+    counts = np.bincount(labels.indices, minlength=labels.n_cols)
+    meta = spec.train_meta(features.n_cols, labels.n_cols, features.n_rows, label_counts=counts)
     return prepare_engine(spec.engine_class_name, spec.engine_params, spec.threads, meta)
 
 

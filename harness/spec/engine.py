@@ -60,6 +60,9 @@ class TrainMeta:
     model: ModelSpec = field(default_factory=ModelSpec)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     seed: int = 0
+    # How many training rows carry each label (length num_labels), for samplers that draw by
+    # frequency; None when the caller does not know them. Data statistics, not a label leak.
+    label_counts: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,9 @@ class RunSpec:
         ).hexdigest()
         return digest[:16]
 
-    def train_meta(self, num_features: int, num_labels: int, num_train: int) -> TrainMeta:
+    def train_meta(
+        self, num_features: int, num_labels: int, num_train: int, label_counts: Any = None
+    ) -> TrainMeta:
         return TrainMeta(
             num_features=num_features,
             num_labels=num_labels,
@@ -233,6 +235,7 @@ class RunSpec:
             model=self.model,
             optimizer=self.training.optimizer(),
             seed=self.seed,
+            label_counts=label_counts,
         )
 
 
