@@ -105,6 +105,20 @@ def test_validation_never_overlaps_training_batches_or_the_test_subset() -> None
     assert len(eval_rows(500, 150, 0)) == 150
 
 
+def test_engines_get_the_label_counts_of_the_rows_they_train_on(tmp_path: Path, monkeypatch) -> None:
+    """TrainMeta.label_counts (tf_sampled's unigram sampler) count the given training rows only:
+    the worker passes the rows left after the validation split, so held-out labels are not seen."""
+    from harness.run import loop
+
+    spec = workload.load(write_workload(tmp_path, max_steps=8, every_steps=4)).expand()[0]
+    x = _rows([[0], [1], [2], [3]], 4, values=True)
+    y = _rows([[0, 2], [2], [], [2, 3]], 5)
+    seen = {}
+    monkeypatch.setattr(loop, "prepare_engine", lambda name, params, threads, meta: seen.setdefault("meta", meta))
+    loop.prepare_for_spec(spec, x, y)
+    assert seen["meta"].label_counts.tolist() == [1, 0, 3, 1, 0]
+
+
 def test_validation_run_records_its_split(tmp_path: Path) -> None:
     path = write_workload(tmp_path, max_steps=8, every_steps=4)
     text = path.read_text().replace("subset = 200", 'subset = 200\nsplit = "validation"')

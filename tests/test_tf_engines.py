@@ -713,7 +713,13 @@ _PLACEMENT = re.compile(r"\((\w+)\): (/job:\S+/device:(\w+):\d+)\s*$")
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "cls,params",
-    [(TFDenseEngine, {}), (TFDenseEngine, {"xla": True}), (TFSampledEngine, {"sampled_loss": "shared"})],
+    [
+        (TFDenseEngine, {}),
+        (TFDenseEngine, {"xla": True}),
+        (TFSampledEngine, {}),  # the default: per-sample loss, unigram sampler (on the CPU by design)
+        (TFSampledEngine, {"sampled_loss": "shared"}),
+        (TFSampledEngine, {"sampler": "uniform", "candidates": "sample"}),
+    ],
 )
 def test_gpu_steps_run_on_the_gpu_without_fallback(capfd, cls, params):
     tf = _require_gpu()
