@@ -327,3 +327,11 @@ def test_speedup_column_names_who_missed_the_target() -> None:
     assert _ratio(math.inf, 8.0) == "tf_dense not reached"
     assert _ratio(math.inf, math.inf) == "neither reached"
     assert _ratio(32.0, 8.0) == "4.00×"
+
+
+def test_fidelity_workload_copies_amazon670ks_current_target() -> None:
+    """amazon670k-fidelity has no tuning of its own: its literal target must follow amazon670k's."""
+    fidelity = workload.load("amazon670k-fidelity")
+    derived = workload.load("amazon670k").target_section()
+    assert derived is not None and derived["source"] == "reference run"
+    assert fidelity.evaluation.target_p1 == pytest.approx(derived["p1"])

@@ -62,6 +62,7 @@ def test_delicious_p_at_1(cls, params, lr, epochs, threshold):
         model=ModelSpec(hidden=(128,)),
         optimizer=OptimizerSpec(lr=lr),
         seed=0,
+        label_counts=np.bincount(train_y.indices, minlength=train_y.n_cols),
     )
     engine = cls(params)
     engine.set_threads(2)
