@@ -251,6 +251,35 @@ def test_exact_scores_match_a_dense_forward_of_the_weights(threads: int) -> None
     got = e._net.predict_scores(x.indptr, x.indices, x.values)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # Into a caller's buffer: written in place (stale contents overwritten) and returned as is.
+    buf = np.full(want.shape, np.nan, dtype=np.float32)
+    assert e._net.predict_scores(x.indptr, x.indices, x.values, out=buf) is buf
+    assert np.array_equal(buf, got)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((10, 2000)),  # float64
+        np.zeros((9, 2000), np.float32),  # too few rows
+        np.zeros((2000, 10), np.float32).T,  # the right shape, not C-contiguous
+        _read_only(np.zeros((10, 2000), np.float32)),
+        [[0.0] * 2000] * 10,  # not an array
+    ],
+    ids=["float64", "short", "transposed", "read_only", "list"],
+)
+def test_exact_scores_refuse_a_buffer_they_cannot_write_whole(out) -> None:
+    m = meta(300, 2000, hidden=(16,), lr=0.01)
+    e = engine({"min_active": 32}, m, threads=2)
+    x = learnable(np.random.default_rng(1), 10, 300, 2000, 8).features
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous, writeable float32 array of shape \(10, 2000\)"):
+        e._net.predict_scores(x.indptr, x.indices, x.values, out=out)
 
 
 @needs_native

@@ -566,6 +566,18 @@ def test_per_sample_candidates_loss_matches_its_formula():
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
 
 
+def test_per_sample_loss_under_xla_equals_the_plain_step():
+    """XLA pads the label pairs with weight-0 copies of a real pair: they must leave the loss alone
+    (in the per-sample form they would otherwise enter that sample's normaliser)."""
+    meta = small_meta()
+    batch = small_batch(meta, seed=5)
+    losses = {}
+    for xla in (False, True):
+        engine = make(TFSampledEngine, meta, num_sampled=10, xla=xla)
+        losses[xla] = engine.fit_step(batch).loss  # the same seed: the same candidates and weights
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
 def test_per_sample_candidates_are_drawn_per_sample():
     """[n, S] uniform ids, seeded by the run seed; expected count S / L for every id."""
     meta = small_meta(labels=1000)

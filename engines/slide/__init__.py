@@ -123,6 +123,7 @@ class SlideEngine(Engine):
         self._net: Any = None
         self._meta: TrainMeta | None = None
         self._composition: dict[str, int] | None = None  # active_composition() at the last diagnostics
+        self._score_buf: np.ndarray | None = None  # exact logits of the diagnostic points, reused
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,14 +305,16 @@ class SlideEngine(Engine):
             indptr, ids = net.lsh_candidates(
                 features.indptr, features.indices, _values(features), n_cols=features.n_cols
             )
-            # Exact logits a few rows at a time: one 670K-wide row is 2.7 MB.
-            parts = [
-                net.predict_scores(
-                    *_rows(features, i, min(i + _SCORE_ROWS, features.n_rows)), n_cols=features.n_cols
-                )
-                for i in range(0, features.n_rows, _SCORE_ROWS)
-            ]
-            lsh = candidate_quality(indptr, ids, np.concatenate(parts), labels)
+            # Exact logits of every point in one call (its blocked scorer reads each output row
+            # once per block of samples, not once per small chunk of them), into a buffer kept
+            # from one call to the next: a fresh 64 x 670K array costs ~1 s of page faults.
+            shape = (features.n_rows, meta.num_labels)
+            if self._score_buf is None or self._score_buf.shape != shape:
+                self._score_buf = np.empty(shape, dtype=np.float32)
+            scores = net.predict_scores(
+                features.indptr, features.indices, _values(features), n_cols=features.n_cols, out=self._score_buf
+            )
+            lsh = candidate_quality(indptr, ids, scores, labels)
         return {"active": active, "lsh": lsh}
 
     # -- weights (tests and cross-engine checks) ----------------------------------------------
@@ -427,13 +430,6 @@ class SlideEngine(Engine):
         return self._net
 
 
-_SCORE_ROWS = 16  # rows of exact logits scored at once by `diagnostics`
-
-
-def _rows(m: Csr, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, indices, values) of rows [start, stop) of a CSR matrix."""
-    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
-    return m.indptr[start : stop + 1] - lo, m.indices[lo:hi], _values(m)[lo:hi]
 
 
 def _values(m: Csr) -> np.ndarray:
