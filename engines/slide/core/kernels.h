@@ -33,7 +33,15 @@ struct KernelTable {
   // Adam with BF16 moments (bf16.h): g == nullptr means a zero gradient; `seed` keys the
   // stochastic rounding of element i as mix32(seed + i).
   void (*adam_bf16)(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const AdamScalars& s, uint32_t seed);
+  // Dots of every row of n_tiles tiles with each of n_h dense inputs (h: n_h x dim, row-major).
+  // Rows are packed k-major in tiles of kTileRows: row r of tile t, element k, at
+  // wt[(t * dim + k) * kTileRows + r]. Writes out[i * out_pitch + t * kTileRows + r]. A broadcast
+  // of h[i][k] feeds a whole tile's lanes (no horizontal sum per dot) and each loaded tile vector
+  // serves several inputs (a small GEMM): exact scoring of every output.
+  void (*dot_tiles)(const float* wt, int n_tiles, const float* h, int n_h, int dim, float* out, int out_pitch);
 };
+// Rows per tile of dot_tiles: one AVX-512 register, two AVX2 ones.
+constexpr int kTileRows = 16;
 
 // The table in use (selected once at first call, thread-safe).
 const KernelTable& kernels();

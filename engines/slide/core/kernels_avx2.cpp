@@ -121,7 +121,36 @@ inline void store_bf16x8_sr(uint16_t* p, __m256 x, __m256i noise16) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
 
-const KernelTable kTable{"avx2", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16_avx2};
+// Inputs i..i+NH-1 against one 16-row tile (two registers): 2 x NH accumulators, each tile
+// vector loaded once per k for NH inputs.
+template <int NH>
+inline void tiles_block(const float* tile, const float* h, int i, int dim, float* out, int out_pitch) {
+  __m256 a[NH][2];
+  for (int q = 0; q < NH; ++q) a[q][0] = a[q][1] = _mm256_setzero_ps();
+  for (int k = 0; k < dim; ++k) {
+    const __m256 x0 = _mm256_loadu_ps(tile + k * kTileRows), x1 = _mm256_loadu_ps(tile + k * kTileRows + 8);
+    for (int q = 0; q < NH; ++q) {
+      const __m256 hk = _mm256_set1_ps(h[static_cast<size_t>(i + q) * dim + k]);
+      a[q][0] = _mm256_fmadd_ps(x0, hk, a[q][0]);
+      a[q][1] = _mm256_fmadd_ps(x1, hk, a[q][1]);
+    }
+  }
+  for (int q = 0; q < NH; ++q) {
+    _mm256_storeu_ps(out + static_cast<size_t>(i + q) * out_pitch, a[q][0]);
+    _mm256_storeu_ps(out + static_cast<size_t>(i + q) * out_pitch + 8, a[q][1]);
+  }
+}
+
+void dot_tiles(const float* wt, int n_tiles, const float* h, int n_h, int dim, float* out, int out_pitch) {
+  const size_t stride = static_cast<size_t>(dim) * kTileRows;
+  for (int t = 0; t < n_tiles; ++t) {
+    int i = 0;
+    for (; i + 4 <= n_h; i += 4) tiles_block<4>(wt + t * stride, h, i, dim, out + t * kTileRows, out_pitch);
+    for (; i < n_h; ++i) tiles_block<1>(wt + t * stride, h, i, dim, out + t * kTileRows, out_pitch);
+  }
+}
+
+const KernelTable kTable{"avx2", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16_avx2, dot_tiles};
 
 }  // namespace
 

@@ -44,7 +44,18 @@ void adam_bf16(float* w, uint16_t* m, uint16_t* v, const float* g, int n, const 
     adam_bf16_element(w[i], m[i], v[i], g ? g[i] : 0.0f, mix32(seed + static_cast<uint32_t>(i)), s);
 }
 
-const KernelTable kTable{"scalar", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16};
+void dot_tiles(const float* wt, int n_tiles, const float* h, int n_h, int dim, float* out, int out_pitch) {
+  for (int i = 0; i < n_h; ++i)
+    for (int t = 0; t < n_tiles; ++t) {
+      float acc[kTileRows] = {};
+      const float* tile = wt + static_cast<size_t>(t) * dim * kTileRows;
+      for (int k = 0; k < dim; ++k)
+        for (int r = 0; r < kTileRows; ++r) acc[r] += tile[k * kTileRows + r] * h[static_cast<size_t>(i) * dim + k];
+      for (int r = 0; r < kTileRows; ++r) out[static_cast<size_t>(i) * out_pitch + t * kTileRows + r] = acc[r];
+    }
+}
+
+const KernelTable kTable{"scalar", dot, axpy, dot_gather, adam, adam_zero_grad, adam_bf16, dot_tiles};
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Every kernel table this CPU supports agrees with the scalar reference (dot, axpy, gather-dot,
-// Adam, Adam with BF16 moments) on lengths around the vector widths, including the 128-wide rows of the paper's model.
+// Adam, Adam with BF16 moments) on lengths around the vector widths, including the 128-wide rows of
+// the paper's model; tiled dots against double precision.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -81,6 +82,36 @@ void check_table(const KernelTable& t) {
         CHECK(std::fabs(bf16_to_float(m16[i]) - m4[i]) <= std::fabs(m4[i]) / 128 &&
                   std::fabs(bf16_to_float(v16[i]) - v4[i]) <= std::fabs(v4[i]) / 128,
               "%s adam_bf16 moments n=%d i=%d", t.name, n, i);
+      }
+    }
+  }
+
+  // Tiled dots: tile counts and input counts around the unroll widths (1-9 tiles of 16 rows,
+  // 1-6 inputs), input lengths around the vector widths, against double-precision dots.
+  for (int dim : {1, 7, 16, 33, 128}) {
+    for (int n_tiles = 1; n_tiles <= 9; ++n_tiles) {
+      for (int n_h = 1; n_h <= 6; ++n_h) {
+        const int rows = n_tiles * kTileRows, pitch = rows + 3;
+        std::vector<float> w(static_cast<size_t>(rows) * dim), h(static_cast<size_t>(n_h) * dim), wt(w.size());
+        std::vector<float> out(static_cast<size_t>(n_h) * pitch, -1.0f);
+        for (float& x : w) x = rng.normal();
+        for (float& x : h) x = rng.normal();
+        for (int j = 0; j < rows; ++j)
+          for (int k = 0; k < dim; ++k)
+            wt[(static_cast<size_t>(j / kTileRows) * dim + k) * kTileRows + j % kTileRows] =
+                w[static_cast<size_t>(j) * dim + k];
+        t.dot_tiles(wt.data(), n_tiles, h.data(), n_h, dim, out.data(), pitch);
+        for (int i = 0; i < n_h; ++i) {
+          for (int j = 0; j < rows; ++j) {
+            double want = 0.0;
+            for (int k = 0; k < dim; ++k)
+              want += static_cast<double>(w[static_cast<size_t>(j) * dim + k]) * h[static_cast<size_t>(i) * dim + k];
+            CHECK(close(out[static_cast<size_t>(i) * pitch + j], static_cast<float>(want), 1e-5f * dim),
+                  "%s dot_tiles dim=%d tiles=%d inputs=%d input=%d row=%d", t.name, dim, n_tiles, n_h, i, j);
+          }
+          for (int j = rows; j < pitch; ++j)
+            CHECK(out[static_cast<size_t>(i) * pitch + j] == -1.0f, "%s dot_tiles wrote past its rows", t.name);
+        }
       }
     }
   }
