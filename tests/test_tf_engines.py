@@ -434,6 +434,26 @@ def test_shared_sampled_loss_equals_tf_nn_sampled_softmax(remove_hits):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def _per_sample_softmax_reference(h, w_out, b_out, n, rows):
+    """Loss and output-layer gradients of the per-sample sampled softmax, one sample at a time.
+
+    rows: (i, labels, q_true, cand, q_cand) per sample with labels; cand are the candidates left in
+    its softmax. Each softmax holds the labels then the candidates, every logit minus log(q).
+    """
+    loss, g_w, g_b = 0.0, np.zeros_like(w_out), np.zeros_like(b_out)
+    for i, labels, q_true, cand, q_cand in rows:
+        ids = np.concatenate([labels, cand])
+        z = h[i] @ w_out[ids].T + b_out[ids] - np.log(np.concatenate([q_true, q_cand]))
+        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+        target = np.zeros(len(ids))
+        target[: len(labels)] = 1.0 / len(labels)
+        loss += float(target @ (lse - z)) / n
+        dz = (np.exp(z - lse) - target) / n
+        np.add.at(g_b, ids, dz)
+        np.add.at(g_w, ids, dz[:, None] * h[i][None, :])
+    return loss, g_w, g_b
+
+
 @pytest.mark.parametrize("remove_hits", [True, False])
 def test_per_sample_sampled_loss_matches_its_formula(remove_hits):
     """One softmax per sample over its true labels and the candidates, loss and output gradients in numpy.
@@ -475,24 +495,15 @@ def test_per_sample_sampled_loss_matches_its_formula(remove_hits):
     np.add.at(x, (f.row, f.idx), f.val)
     h = np.maximum(x @ w1 + b1, 0)
     n = len(batch)
-    want_loss, g_w, g_b = 0.0, np.zeros_like(w_out), np.zeros_like(b_out)
-    pair = 0
+    rows, pair = [], 0
     for i in range(n):
         labels = batch.labels.indices[batch.labels.indptr[i] : batch.labels.indptr[i + 1]]
         q_true = true_q[pair : pair + len(labels)]
         pair += len(labels)
-        if len(labels) == 0:
-            continue
-        keep = ~np.isin(cand, labels) if remove_hits else np.ones(len(cand), bool)
-        ids = np.concatenate([labels, cand[keep]])
-        z = h[i] @ w_out[ids].T + b_out[ids] - np.log(np.concatenate([q_true, cand_q[keep]]))
-        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
-        target = np.zeros(len(ids))
-        target[: len(labels)] = 1.0 / len(labels)
-        want_loss += float(target @ (lse - z)) / n
-        dz = (np.exp(z - lse) - target) / n
-        np.add.at(g_b, ids, dz)
-        np.add.at(g_w, ids, dz[:, None] * h[i][None, :])
+        if len(labels):
+            keep = ~np.isin(cand, labels) if remove_hits else np.ones(len(cand), bool)
+            rows.append((i, labels, q_true, cand[keep], cand_q[keep]))
+    want_loss, g_w, g_b = _per_sample_softmax_reference(h, w_out, b_out, n, rows)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-1]).numpy(), g_b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
@@ -542,25 +553,16 @@ def test_per_sample_candidates_loss_matches_its_formula():
     x = np.zeros((n, meta.num_features))
     np.add.at(x, (f.row, f.idx), f.val)
     h = np.maximum(x @ w1 + b1, 0)
-    want_loss, g_w, g_b = 0.0, np.zeros_like(w_out), np.zeros_like(b_out)
-    pair = 0
+    rows, pair = [], 0
     for i in range(n):
         labels = own[i]
         q_true = true_q[pair : pair + len(labels)]
         pair += len(labels)
-        if len(labels) == 0:
-            continue
-        keep = ~np.isin(cand[i], labels)
-        assert (~keep).sum() >= 2
-        ids = np.concatenate([labels, cand[i][keep]])
-        z = h[i] @ w_out[ids].T + b_out[ids] - np.log(np.concatenate([q_true, cand_q[i][keep]]))
-        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
-        target = np.zeros(len(ids))
-        target[: len(labels)] = 1.0 / len(labels)
-        want_loss += float(target @ (lse - z)) / n
-        dz = (np.exp(z - lse) - target) / n
-        np.add.at(g_b, ids, dz)
-        np.add.at(g_w, ids, dz[:, None] * h[i][None, :])
+        if len(labels):
+            keep = ~np.isin(cand[i], labels)
+            assert (~keep).sum() >= 2
+            rows.append((i, labels, q_true, cand[i][keep], cand_q[i][keep]))
+    want_loss, g_w, g_b = _per_sample_softmax_reference(h, w_out, b_out, n, rows)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-1]).numpy(), g_b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(tf.convert_to_tensor(grads[-2]).numpy(), g_w, rtol=1e-4, atol=1e-6)
