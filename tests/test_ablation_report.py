@@ -166,3 +166,23 @@ def test_one_seed_or_no_common_steps_claims_nothing(tmp_path: Path) -> None:
     sentence = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
     assert "from one seed: no spread to judge it by" in sentence and "helps" not in sentence, sentence
     assert "evaluated steps" not in sentence
+
+
+def test_every_treatment_meets_every_control_and_each_control_is_named_by_its_negatives(tmp_path: Path) -> None:
+    records = []
+    for seed in (0, 1):
+        records.append(_record("slide", seed, [0.1, 0.3, 0.4 + 0.01 * seed], "vanilla", 0.4))
+        records.append(_record("slide-random", seed, [0.1, 0.2, 0.3 + 0.01 * seed], "random", None))
+        freq = _record("slide-random-unigram", seed, [0.1, 0.4, 0.5 + 0.01 * seed], "random", None)
+        freq["spec"]["engine_params"]["padding_sampler"] = "unigram"
+        records.append(freq)
+    _write(tmp_path, records)
+    by_engine = _by_engine(tmp_path)
+    assert ablation.pairs(by_engine) == [("slide", "slide-random"), ("slide", "slide-random-unigram")]
+    uniform = ablation.verdict("slide", "slide-random", by_engine["slide"], by_engine["slide-random"])
+    assert "(labels + uniform random negatives, no tables)" in uniform and "hashing helps: +0.100" in uniform
+    freq_sentence = ablation.verdict(
+        "slide", "slide-random-unigram", by_engine["slide"], by_engine["slide-random-unigram"]
+    )
+    assert "(labels + random negatives drawn by training label frequency, no tables)" in freq_sentence
+    assert "hashing hurts: -0.100" in freq_sentence

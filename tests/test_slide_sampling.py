@@ -3,6 +3,7 @@ retrieval quality of the LSH candidates (`harness.run.metrics.candidate_quality`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from harness.datasets.sparse import Csr
 from harness.run.metrics import candidate_quality
+from harness.spec.engine import TrainMeta
 from tests.slide_helpers import engine, learnable, meta, native, needs_native
 
 
@@ -227,3 +229,105 @@ def test_mips_keys_of_the_top_logits_are_not_hidden_by_a_few_larger_rows() -> No
     # Each target's logit is ~2 (the bulk's ~0, the large rows' ~0 +- 1); with bands as wide as an
     # eighth of the rows the targets share the 6.5 bound and are found far less often.
     assert found > 0.7, found
+
+
+# ---- frequency-drawn padding (padding_sampler = "unigram") -------------------------------------
+
+
+def _skewed_meta(n_features: int, n_labels: int, heavy: int) -> TrainMeta:
+    """Label counts with `heavy` labels seen 1,000 times each and the rest never."""
+    counts = np.zeros(n_labels, np.int64)
+    counts[:heavy] = 1000
+    return dataclasses.replace(meta(n_features, n_labels), label_counts=counts)
+
+
+def _padded_heavy_per_sample(e, batch, heavy: int) -> float:
+    """Mean count, per sample of the last batch, of padded outputs among the `heavy` first labels."""
+    got = []
+    for s in range(batch.labels.n_rows):
+        ids, _ = e._net.last_output(s)
+        own = set(batch.labels.indices[batch.labels.indptr[s] : batch.labels.indptr[s + 1]].tolist())
+        got.append(sum(1 for j in ids.tolist() if j < heavy and j not in own))
+    return float(np.mean(got))
+
+
+@needs_native
+def test_unigram_padding_draws_negatives_by_label_frequency() -> None:
+    """(count + 1)^0.75 weights: 10 labels of count 1,000 hold 82% of the draws among 400 labels, so
+    nearly all 10 are in every sample's padding of 20; uniform padding holds 0.5 of them on average."""
+    rng = np.random.default_rng(5)
+    m = _skewed_meta(200, 400, heavy=10)
+    batch = learnable(rng, 64, 200, 400, 8)
+    base = {"selection": "random", "min_active": 24}
+    uni = engine({**base, "padding_sampler": "unigram"}, m)
+    flat = engine(base, m)
+    uni.fit_step(batch)
+    flat.fit_step(batch)
+    assert _padded_heavy_per_sample(uni, batch, 10) > 8.0
+    assert _padded_heavy_per_sample(flat, batch, 10) < 1.5
+    # The active set keeps its size and origin accounting: labels, then padding.
+    d = uni.diagnostics(batch.features, batch.labels)
+    assert d["active"]["lsh"] == 0
+    assert d["active"]["labels"] + d["active"]["random"] == pytest.approx(24)
+    # Hashed selection pads by frequency too (two one-slot buckets: at most 2 retrieved).
+    lsh = {"K": 3, "L": 2, "bucket_bits": 6, "bucket_capacity": 1}
+    hashed = engine({"min_active": 24, **lsh, "padding_sampler": "unigram"}, m)
+    hashed.fit_step(batch)
+    assert _padded_heavy_per_sample(hashed, batch, 10) > 5.0
+
+
+@needs_native
+def test_unigram_padding_needs_label_counts_and_a_sane_power() -> None:
+    from engines.slide import SlideEngine
+
+    with pytest.raises(ValueError, match="padding_sampler 'unigram' needs the training rows per label"):
+        engine({"padding_sampler": "unigram"}, meta(20, 30))
+    short = dataclasses.replace(meta(20, 30), label_counts=np.ones(29, np.int64))
+    with pytest.raises(ValueError, match="got 29 of them"):
+        engine({"padding_sampler": "unigram"}, short)
+    with pytest.raises(ValueError, match="'unigram_power' must be in"):
+        SlideEngine.check_params({"unigram_power": -1.0})
+    with pytest.raises(ValueError, match="'padding_sampler' must be one of uniform, unigram"):
+        SlideEngine.check_params({"padding_sampler": "zipf"})
+
+
+@needs_native
+def test_padding_weights_are_validated_by_the_binding() -> None:
+    from tests.slide_helpers import native_config
+
+    def with_weights(w):
+        cfg = native_config(20, 30, K=2, L=4, bucket_bits=4, bucket_capacity=8, min_active=4)
+        cfg["layers"][-1]["padding_weights"] = w
+        return cfg
+
+    with pytest.raises(ValueError, match="holds 29 weights for 30 neurons"):
+        native().Network(with_weights(np.ones(29)))
+    with pytest.raises(ValueError, match=r"padding_weights\[3\] is 0"):
+        native().Network(with_weights(np.where(np.arange(30) == 3, 0.0, 1.0)))
+    with pytest.raises(ValueError, match="numpy array of float64"):
+        native().Network(with_weights(np.ones(30, np.float32)))
+    with pytest.raises(ValueError, match="numpy array of float64"):
+        native().Network(with_weights([1.0] * 30))
+    cfg = with_weights(np.ones(30))
+    cfg["layers"][0]["padding_weights"] = np.ones(8)
+    with pytest.raises(ValueError, match="a dense layer"):
+        native().Network(cfg)
+
+
+@needs_native
+def test_saved_model_keeps_its_padding_weights(tmp_path) -> None:
+    """A loaded model pads by the saved weights: the same step draws the same padding as the original."""
+    rng = np.random.default_rng(9)
+    m = _skewed_meta(200, 400, heavy=10)
+    batch = learnable(rng, 16, 200, 400, 8)
+    e = engine({"selection": "random", "min_active": 24, "padding_sampler": "unigram"}, m)
+    e.fit_step(batch)
+    path = tmp_path / "unigram.model"
+    e._net.save(str(path))
+    loaded = native().Network.load(str(path))
+    f, y = batch.features, batch.labels
+    args = (f.indptr, f.indices, f.values, y.indptr, y.indices)
+    e._net.train_batch(*args, n_cols=f.n_cols, label_n_cols=y.n_cols)
+    loaded.train_batch(*args, n_cols=f.n_cols, label_n_cols=y.n_cols)
+    for s in range(batch.labels.n_rows):
+        assert e._net.last_output(s)[0].tolist() == loaded.last_output(s)[0].tolist()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from harness.datasets.sparse import Csr
-from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys
+from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys, require_label_counts
 
 __all__ = ["DEFAULTS", "SlideEngine"]
 
@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "selection": "vanilla",
     "min_active": 1024,  # output neurons per sample at least (random padding); >= num_labels: all
     "padding": "sample",  # sample: random padding drawn per sample (paper) | batch: shared by the batch
+    # uniform: padding drawn uniformly (the paper) | unigram: by training label frequency, (rows per
+    # label + 1)^unigram_power, the noise tf_sampled's default sampler draws (TrainMeta.label_counts)
+    "padding_sampler": "uniform",
+    "unigram_power": 0.75,
     "pad_below": 0,  # pad to min_active only when fewer than this many chosen (0: always); >= min_active
     # none | log_q: sampled softmax's correction, each active output's logit minus the log of its
     # inclusion probability (padding: exact; LSH candidates: estimated from their table counts)
@@ -66,6 +70,7 @@ _CHOICES = {
     "insertion": ("fifo", "reservoir"),
     "selection": ("vanilla", "threshold", "topk", "random", "rerank"),
     "padding": ("sample", "batch"),
+    "padding_sampler": ("uniform", "unigram"),
     "logit_correction": ("none", "log_q"),
     "adam": ("sparse", "dense"),
     "adam_state": ("fp32", "bf16"),
@@ -210,6 +215,8 @@ class SlideEngine(Engine):
             )
         if p["selection"] == "threshold" and p["threshold"] > p["L"]:
             raise ValueError(f"engines.slide: 'threshold' ({p['threshold']}) must not exceed 'L' ({p['L']})")
+        if not (math.isfinite(p["unigram_power"]) and 0.0 <= p["unigram_power"] <= 4.0):
+            raise ValueError(f"engines.slide: 'unigram_power' must be in [0, 4], got {p['unigram_power']}")
         if not (0.0 < p["simhash_density"] <= 1.0):
             raise ValueError("engines.slide: 'simhash_density' must be in (0, 1]")
         if not (math.isfinite(p["rebuild_decay"]) and 0.0 <= p["rebuild_decay"] <= 10.0):
@@ -380,7 +387,10 @@ class SlideEngine(Engine):
             if p["hidden_sampled"]:
                 layer.update(lsh, min_active=p["hidden_min_active"], max_active=0, pad_below=0)
             layers.append(layer)
-        layers.append({"size": int(meta.num_labels), "sampled": True, **lsh, "min_active": p["min_active"]})
+        output = {"size": int(meta.num_labels), "sampled": True, **lsh, "min_active": p["min_active"]}
+        if p["padding_sampler"] == "unigram":
+            output["padding_weights"] = self._unigram_weights(meta)
+        layers.append(output)
         opt = meta.optimizer
         return {
             "num_features": int(meta.num_features),
@@ -401,6 +411,14 @@ class SlideEngine(Engine):
             "batch_padding": p["padding"] == "batch",
             "logit_correction": p["logit_correction"],
         }
+
+    def _unigram_weights(self, meta: TrainMeta) -> np.ndarray:
+        """(training rows per label + 1) ^ unigram_power: every label drawable, the frequent ones
+        more often (TensorFlow's fixed-unigram sampler with the same counts and distortion)."""
+        counts = require_label_counts(
+            meta, "engines.slide", "padding_sampler 'unigram'", "padding_sampler = 'uniform'"
+        )
+        return np.power(counts + 1.0, float(self.params["unigram_power"]))
 
     def _resolve(self, num_labels: int) -> dict[str, int]:
         """Fill the 'auto' (0) table sizes from the label count.

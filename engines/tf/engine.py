@@ -24,7 +24,7 @@ import numpy as np
 
 from engines.tf import feed
 from harness.datasets.sparse import Csr
-from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys
+from harness.spec.engine import Batch, Engine, StepStats, TrainMeta, check_keys, require_label_counts
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +263,7 @@ class _TFEngine(Engine):
         tf.config.experimental.enable_tensor_float_32_execution(bool(self.params["tf32"]))
         cfg = graph.config_from_meta(meta, self.params, self.sampled)
         if cfg.sampled and cfg.sampler == "unigram":
-            counts = meta.label_counts
-            if counts is None or len(counts) != meta.num_labels:
-                got = "none" if counts is None else f"{len(counts)} of them"
-                raise ValueError(
-                    f"{self.name}: sampler 'unigram' needs the training rows per label "
-                    f"(TrainMeta.label_counts, one per label: {meta.num_labels}), got {got}; "
-                    "give them, or set sampler = 'uniform'"
-                )
+            require_label_counts(meta, self.name, "sampler 'unigram'", "sampler = 'uniform'")
         seed = meta.seed + self.params["seed_offset"]
         weights = graph.initial_weights(
             meta.num_features, meta.num_labels, cfg.hidden, self.params["init"], self.params["init_std"], seed

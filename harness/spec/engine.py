@@ -65,6 +65,23 @@ class TrainMeta:
     label_counts: Any = field(default=None, compare=False, repr=False)
 
 
+def require_label_counts(meta: TrainMeta, who: str, setting: str, fallback: str) -> np.ndarray:
+    """meta.label_counts as float64, for a sampler that draws labels by frequency; a ValueError
+    naming the engine (`who`), the setting that needs them and the way out (`fallback`) when they
+    are missing, of the wrong length, negative or not finite."""
+    counts = meta.label_counts
+    if counts is None or len(counts) != meta.num_labels:
+        got = "none" if counts is None else f"{len(counts)} of them"
+        raise ValueError(
+            f"{who}: {setting} needs the training rows per label (TrainMeta.label_counts, one per "
+            f"label: {meta.num_labels}), got {got}; give them, or set {fallback}"
+        )
+    counts = np.asarray(counts, dtype=np.float64)
+    if not (np.all(np.isfinite(counts)) and np.all(counts >= 0)):
+        raise ValueError(f"{who}: TrainMeta.label_counts must be finite and >= 0")
+    return counts
+
+
 @dataclass(frozen=True)
 class StepStats:
     """What one `fit_step` reports. `loss` is the mean over the batch's samples."""

@@ -86,7 +86,8 @@ NetworkConfig config_from_dict(const py::dict& d) {
                                           "logit_correction"};
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
-                                            "simhash_density", "wta_bin_size", "pad_below", "rerank_pool"};
+                                            "simhash_density", "wta_bin_size", "pad_below", "rerank_pool",
+                                            "padding_weights"};
   refuse_unknown(d, kTop, "config: ");
   NetworkConfig c;
   c.num_features = get<int>(d, "num_features", "config: ");
@@ -123,6 +124,18 @@ NetworkConfig config_from_dict(const py::dict& d) {
     s.wta_bin_size = get<int>(ld, "wta_bin_size", where);
     s.pad_below = get<int>(ld, "pad_below", where);
     s.rerank_pool = get<int>(ld, "rerank_pool", where);
+    if (ld.contains("padding_weights")) {
+      // Optional (absent: uniform padding). Copied here; validate_config checks the values.
+      py::handle v = ld["padding_weights"];
+      if (!py::isinstance<py::array>(v))
+        throw py::value_error(where + "padding_weights must be a 1-dimensional numpy array of float64");
+      const py::array a = v.cast<py::array>();
+      if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
+        throw py::value_error(where + "padding_weights must be a 1-dimensional C-contiguous numpy array of float64, got " +
+                              std::string(py::str(a.dtype())) + " with " + std::to_string(a.ndim()) + " dims");
+      const auto* p = static_cast<const double*>(a.data());
+      s.padding_weights.assign(p, p + a.size());
+    }
     c.layers.push_back(l);
   }
   OptimizerSettings& o = c.optimizer;

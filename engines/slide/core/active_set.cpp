@@ -7,6 +7,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace slide {
 namespace {
@@ -246,45 +248,64 @@ void ActiveSetSelector::keep_best(std::vector<int32_t>& out, std::vector<float>&
   }
 }
 
+double ActiveSetSelector::padding_inclusion(int32_t id, size_t n_pad, size_t n_before_pad) const {
+  if (n_pad == 0) return 0.0;
+  if (!cfg_.padding_sampler)
+    return static_cast<double>(n_pad) / static_cast<double>(static_cast<size_t>(n_) - n_before_pad);
+  const double p = cfg_.padding_sampler->prob(id);
+  return -std::expm1(static_cast<double>(pad_draws_) * std::log1p(-p));
+}
+
 void ActiveSetSelector::fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room,
                                    int L, std::vector<float>& log_q) const {
   const size_t forced = static_cast<size_t>(last_.forced);
   const size_t n_pad = out.size() - n_before_pad;
-  // Padding drew n_pad of the n - n_before_pad ids not chosen before it (0 when it drew nothing).
-  const double r = n_pad == 0 ? 0.0
-                              : static_cast<double>(n_pad) / static_cast<double>(static_cast<size_t>(n_) - n_before_pad);
   const double keep = n_cand > room ? static_cast<double>(room) / static_cast<double>(n_cand) : 1.0;
   log_q.assign(out.size(), 0.0f);
   for (size_t p = forced; p < n_before_pad; ++p)
-    log_q[p] = inclusion_log_q_retrieved(static_cast<int>(count_[out[p]] & kCount), L, keep, r);
-  const float log_r = n_pad == 0 ? 0.0f : static_cast<float>(std::log(r));
-  for (size_t p = n_before_pad; p < out.size(); ++p) log_q[p] = log_r;
+    log_q[p] = inclusion_log_q_retrieved(static_cast<int>(count_[out[p]] & kCount), L, keep,
+                                         padding_inclusion(out[p], n_pad, n_before_pad));
+  for (size_t p = n_before_pad; p < out.size(); ++p)
+    log_q[p] = static_cast<float>(std::log(padding_inclusion(out[p], n_pad, n_before_pad)));
+}
+
+template <typename Draw>
+size_t ActiveSetSelector::draw_distinct(std::vector<int32_t>& out, size_t target, size_t max_draws, Draw draw_one) {
+  // Each draw's counter is a cache miss on a wide layer: draw a chunk, prefetch its counters, then
+  // test them. A chunk never exceeds the ids still needed, so exactly the draws of a one-at-a-time
+  // loop are consumed (same ids, same random stream).
+  constexpr size_t kChunk = 32;
+  int32_t draw[kChunk];
+  size_t draws = 0;
+  while (out.size() < target && draws < max_draws) {
+    const size_t m = std::min({kChunk, target - out.size(), max_draws - draws});
+    for (size_t i = 0; i < m; ++i) {
+      draw[i] = static_cast<int32_t>(draw_one());
+      __builtin_prefetch(&count_[draw[i]], 1);
+    }
+    draws += m;
+    for (size_t i = 0; i < m; ++i) {
+      uint32_t& c = count_[draw[i]];
+      if (c & kMark) continue;
+      if (c == 0) touched_.push_back(draw[i]);
+      c |= kMark;
+      out.push_back(draw[i]);
+    }
+  }
+  return draws;
 }
 
 void ActiveSetSelector::pad_random(std::vector<int32_t>& out, size_t target) {
+  pad_draws_ = 0;
+  if (cfg_.padding_sampler) {
+    pad_weighted(out, target);
+    return;
+  }
   const size_t need = target - out.size();
   const size_t free_ids = static_cast<size_t>(n_) - out.size();
   if (need * 2 <= free_ids) {
-    // Rejection sampling: at least half the draws succeed, so O(need) expected work. Each draw's
-    // counter is a cache miss on a wide layer: draw a chunk, prefetch its counters, then test
-    // them. A chunk never exceeds the ids still needed, so exactly the draws of a one-at-a-time
-    // loop are consumed (same ids, same random stream).
-    constexpr size_t kChunk = 32;
-    int32_t draw[kChunk];
-    while (out.size() < target) {
-      const size_t m = std::min(kChunk, target - out.size());
-      for (size_t i = 0; i < m; ++i) {
-        draw[i] = static_cast<int32_t>(rng_.below(static_cast<uint32_t>(n_)));
-        __builtin_prefetch(&count_[draw[i]], 1);
-      }
-      for (size_t i = 0; i < m; ++i) {
-        uint32_t& c = count_[draw[i]];
-        if (c & kMark) continue;
-        if (c == 0) touched_.push_back(draw[i]);
-        c |= kMark;
-        out.push_back(draw[i]);
-      }
-    }
+    // Rejection sampling: at least half the draws succeed, so O(need) expected work.
+    draw_distinct(out, target, SIZE_MAX, [&] { return rng_.below(static_cast<uint32_t>(n_)); });
     return;
   }
   // Most of the layer is needed: list the unused ids and draw a uniform subset of them.
@@ -299,6 +320,38 @@ void ActiveSetSelector::pad_random(std::vector<int32_t>& out, size_t target) {
     count_[id] |= kMark;
     out.push_back(id);
   }
+}
+
+void ActiveSetSelector::pad_weighted(std::vector<int32_t>& out, size_t target) {
+  // Successive sampling: draw by weight, skip ids already chosen. Padding a few thousand of
+  // hundreds of thousands of labels, nearly every draw is new. Should the draws run far past the
+  // count needed (a heavy head, or most of the layer wanted), the rest comes from
+  // Efraimidis-Spirakis keys over the ids still free: the same successive sampling, continued
+  // exactly, in O(n log n) once.
+  const AliasSampler& sampler = *cfg_.padding_sampler;
+  const size_t max_draws = 4 * (target - out.size()) + 64;
+  pad_draws_ = draw_distinct(out, target, max_draws, [&] { return sampler.draw(rng_); });
+  if (out.size() >= target) return;
+  // Key log(u) / w per free id (u uniform in (0, 1]); the largest keys, in order, are the next
+  // successive draws. Each one taken counts as one draw for the inclusion probabilities.
+  const std::vector<double>& w = sampler.weights();
+  std::vector<std::pair<double, int32_t>> keyed;
+  keyed.reserve(static_cast<size_t>(n_) - out.size());
+  for (int32_t id = 0; id < n_; ++id) {
+    if (count_[id] & kMark) continue;
+    const double u = static_cast<double>((rng_.next() >> 11) + 1) * 0x1.0p-53;
+    keyed.emplace_back(std::log(u) / w[static_cast<size_t>(id)], id);
+  }
+  const size_t take = target - out.size();
+  std::partial_sort(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(take), keyed.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  for (size_t i = 0; i < take; ++i) {
+    const int32_t id = keyed[i].second;
+    if (count_[id] == 0) touched_.push_back(id);
+    count_[id] |= kMark;
+    out.push_back(id);
+  }
+  pad_draws_ += take;
 }
 
 }  // namespace slide

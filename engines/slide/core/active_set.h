@@ -4,9 +4,11 @@
 // One selector per thread: it owns a per-neuron counter array and a touched-list, and resets only
 // the counters it touched, so a selection costs O(items retrieved + output), never O(n_neurons).
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "alias_sampler.h"
 #include "hash_tables.h"
 #include "rng.h"
 
@@ -36,6 +38,9 @@ struct SelectionConfig {
   // Rerank: at most this many retrieved neurons (forced ids aside) are scored, those present in
   // most buckets; 0: the whole union. 0 or >= max_active.
   int rerank_pool = 0;
+  // Padding drawn by these weights (frequency-drawn negatives: labels by their training
+  // frequency) instead of uniformly; null: uniform. Shared by the layer's selectors.
+  std::shared_ptr<const AliasSampler> padding_sampler;
 };
 
 // Inclusion probability of a neuron in one selection, as sampled softmax's correction needs it:
@@ -43,6 +48,9 @@ struct SelectionConfig {
 //  - uniform padding: m ids are chosen before padding and `need` more are drawn uniformly without
 //    replacement from the n - m others, so each of those is included with probability
 //    r = need / (n - m), exactly (given what was retrieved);
+//  - weighted padding (padding_sampler): draws by weight until `need` new ids are found, T draws
+//    in all; id i (one-draw probability p_i) is included with probability r_i ~ 1 - (1 - p_i)^T,
+//    the expected-count approximation TensorFlow's unique candidate samplers report;
 //  - a retrieved neuron found in c of the L tables: each table's bucket holds it with some
 //    probability p (its collision probability times the bucket's keep rate under the capacity);
 //    c / L is the unbiased estimate of p from this query's L independent tables, so the union of
@@ -85,6 +93,8 @@ class ActiveSetSelector {
     int forced = 0, retrieved = 0, padded = 0;
   };
   const Composition& last() const { return last_; }
+  // Weighted padding: the draws the last padding took (what its inclusion probabilities use).
+  size_t last_pad_draws() const { return pad_draws_; }
 
   int n_neurons() const { return n_; }
   const SelectionConfig& config() const { return cfg_; }
@@ -92,6 +102,13 @@ class ActiveSetSelector {
 
  private:
   void pad_random(std::vector<int32_t>& out, size_t target);
+  void pad_weighted(std::vector<int32_t>& out, size_t target);
+  // Appends draw_one() ids not in out yet until out has `target` ids or max_draws draws were
+  // made; returns the draws made.
+  template <typename Draw>
+  size_t draw_distinct(std::vector<int32_t>& out, size_t target, size_t max_draws, Draw draw_one);
+  // Probability that the last padding included `id` (r or r_i above; 0 when it drew nothing).
+  double padding_inclusion(int32_t id, size_t n_pad, size_t n_before_pad) const;
   bool below_pad_limit(size_t chosen) const {
     return cfg_.pad_below == 0 || chosen < static_cast<size_t>(cfg_.pad_below);
   }
@@ -112,6 +129,7 @@ class ActiveSetSelector {
   std::vector<uint32_t> hist_;      // TopK, Rerank: count histogram, L+1 entries
   std::vector<int32_t> order_;      // Rerank: positions of out, ranked by score
   Composition last_;
+  size_t pad_draws_ = 0;  // weighted padding: draws the last padding took (T above)
 };
 
 }  // namespace slide

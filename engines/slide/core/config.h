@@ -38,6 +38,10 @@ struct LshSettings {
   int rerank_pool = kUnset; // SelectionKind::Rerank: most retrieved neurons scored (0: the whole union)
   float simhash_density = kUnsetF;
   int wta_bin_size = kUnset;
+  // Padding drawn by these weights, one per neuron (finite, > 0), instead of uniformly; empty:
+  // uniform. For the output layer: label frequencies, so that padding gives sampled softmax's
+  // frequency-drawn negatives.
+  std::vector<double> padding_weights;
 };
 
 struct LayerSettings {

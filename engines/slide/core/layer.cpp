@@ -35,6 +35,8 @@ Layer::Layer(int n_in, const LayerSettings& settings, bool bf16_moments, uint64_
     tables_ = std::make_unique<HashTables>(s.L, s.bucket_bits, s.bucket_capacity, s.insertion,
                                            derive_seed(seed_, 0x7AB1E5));
   }
+  if (sampled_ && !all_active_ && !settings_.lsh.padding_weights.empty())
+    padding_sampler_ = std::make_shared<const AliasSampler>(settings_.lsh.padding_weights);
 }
 
 void Layer::init_weights(uint64_t seed, float init_std, int threads) {
@@ -117,6 +119,7 @@ void Layer::ensure_selectors(int threads) {
   sc.threshold = settings_.lsh.threshold;
   sc.pad_below = settings_.lsh.pad_below;
   sc.rerank_pool = settings_.lsh.rerank_pool;
+  sc.padding_sampler = padding_sampler_;
   while (static_cast<int>(selectors_.size()) < threads)
     selectors_.push_back(std::make_unique<ActiveSetSelector>(n_out_, sc, derive_seed(seed_, 0x5E1, selectors_.size())));
 }

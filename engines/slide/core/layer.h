@@ -83,6 +83,7 @@ class Layer {
   std::unique_ptr<HashFamily> family_;
   std::unique_ptr<HashTables> tables_;
   std::vector<std::unique_ptr<ActiveSetSelector>> selectors_;
+  std::shared_ptr<const AliasSampler> padding_sampler_;  // weighted padding; null: uniform
 };
 
 }  // namespace slide

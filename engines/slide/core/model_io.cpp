@@ -1,9 +1,11 @@
 // Save/load of a Network: a versioned little-endian binary file.
 //
 //   "SLIDEMDL" | u32 version | config | i64 step | i64 rebuilds | i64 next_rebuild
+//   (config: per layer its settings, then i64 n and n f64 padding weights; n is 0 or the layer size)
 //   per layer: i32 n_rows, i32 row_len, then w, m, v (n_rows x row_len, unpadded), b, mb, vb (n_out)
 //   "ENDSLIDE"
 // Hash tables are not stored: they are rebuilt from the loaded weights.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -17,7 +19,8 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 4;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction; 4: rerank_pool
+constexpr uint32_t kVersion = 5;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction; 4: rerank_pool;
+                                  // 5: padding_weights
 
 class Writer {
  public:
@@ -75,6 +78,8 @@ void put_config(Writer& w, const NetworkConfig& c) {
                       s.max_active, s.threshold, s.wta_bin_size, s.pad_below, s.rerank_pool})
       w.put<int32_t>(v);
     w.put<float>(s.simhash_density);
+    w.put<int64_t>(static_cast<int64_t>(s.padding_weights.size()));
+    if (!s.padding_weights.empty()) w.bytes(s.padding_weights.data(), sizeof(double) * s.padding_weights.size());
   }
   const OptimizerSettings& o = c.optimizer;
   for (float v : {o.lr, o.beta1, o.beta2, o.eps}) w.put<float>(v);
@@ -121,6 +126,17 @@ NetworkConfig get_config(Reader& r) {
     s.pad_below = r.get<int32_t>("pad_below");
     s.rerank_pool = r.get<int32_t>("rerank_pool");
     s.simhash_density = r.get<float>("simhash_density");
+    const int64_t n_weights = r.get<int64_t>("padding weight count");
+    if (n_weights != 0 && n_weights != l.size)
+      throw std::runtime_error("model file '" + r.path() + "' holds " + std::to_string(n_weights) +
+                               " padding weights for a layer of " + std::to_string(l.size));
+    // In chunks, so that a corrupt count in a short file fails on reading, not on a huge allocation.
+    for (int64_t done = 0; done < n_weights;) {
+      const size_t part = static_cast<size_t>(std::min<int64_t>(n_weights - done, 1 << 20));
+      s.padding_weights.resize(static_cast<size_t>(done) + part);
+      r.bytes(s.padding_weights.data() + done, sizeof(double) * part, "padding weights");
+      done += static_cast<int64_t>(part);
+    }
     c.layers.push_back(l);
   }
   OptimizerSettings& o = c.optimizer;

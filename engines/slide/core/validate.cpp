@@ -28,7 +28,16 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
     e << where << ".rerank_pool must be >= 0 (0: the whole union), got " << s.rerank_pool;
   else if (s.rerank_pool > 0 && s.selection != SelectionKind::Rerank)
     e << where << ".rerank_pool (" << s.rerank_pool << ") is used by selection 'rerank' only; set it to 0";
+  else if (!s.padding_weights.empty() && s.padding_weights.size() != static_cast<size_t>(ls.size))
+    e << where << ".padding_weights holds " << s.padding_weights.size() << " weights for " << ls.size
+      << " neurons (one per neuron, or none for uniform padding)";
   if (!e.str().empty()) return e.str();
+  for (size_t i = 0; i < s.padding_weights.size(); ++i)
+    if (!(std::isfinite(s.padding_weights[i]) && s.padding_weights[i] > 0.0)) {
+      e << where << ".padding_weights[" << i << "] is " << s.padding_weights[i]
+        << "; every weight must be finite and > 0 (every neuron drawable)";
+      return e.str();
+    }
   if (s.min_active >= ls.size) return "";  // every neuron active: no hashing, nothing else to check
   if (s.selection == SelectionKind::TopK && s.max_active <= 0)
     return where + ".max_active must be > 0 for selection 'topk'";
@@ -149,6 +158,8 @@ std::string validate_config(const NetworkConfig& cfg) {
     if (ls.sampled) {
       const std::string err = lsh_error(ls, n_in, where);
       if (!err.empty()) return err;
+    } else if (!ls.lsh.padding_weights.empty()) {
+      return where + ".padding_weights: a dense layer computes every neuron and draws no padding";
     }
     bytes += 3.0 * 4.0 * static_cast<double>(n_in) * static_cast<double>(ls.size);
     n_in = ls.size;
