@@ -56,7 +56,8 @@ def run(
     chunks = [test.features.take(rows[i : i + ev.batch_size]) for i in range(0, len(rows), ev.batch_size)]
     diag_rows = rows[:DIAGNOSTIC_POINTS]
     diag_x, diag_y = test.features.take(diag_rows), test.labels.take(diag_rows)
-    meta = spec.train_meta(train.features.n_cols, train.labels.n_cols, train.features.n_rows)
+    counts = np.bincount(train.labels.indices, minlength=train.labels.n_cols)
+    meta = spec.train_meta(train.features.n_cols, train.labels.n_cols, train.features.n_rows, counts)
     engine = prepare_engine("slide", params, threads, meta).engine
     loop = Loop(engine, EpochFeed(train.features, train.labels, spec.training.batch_size, seed))
     while loop.clock.step < steps[-1]:

@@ -85,8 +85,17 @@ def child(args: argparse.Namespace) -> None:
 
     params = dict(args.param)
     batches, source = _batches(args.warmup + args.steps, args.batch, args.seed)
+    # The label counts of the batches it trains on, for the default frequency-drawn padding.
+    counts = np.bincount(np.concatenate([b.labels.indices for b in batches]), minlength=N_LABELS)
     meta = TrainMeta(
-        N_FEATURES, N_LABELS, 490_449, args.batch, ModelSpec((128,)), OptimizerSpec(lr=1e-4), seed=0
+        N_FEATURES,
+        N_LABELS,
+        490_449,
+        args.batch,
+        ModelSpec((128,)),
+        OptimizerSpec(lr=1e-4),
+        seed=0,
+        label_counts=counts,
     )
     prepared = prepare_engine("slide", params, args.threads[0], meta)
     engine, threads, init_s = prepared.engine, prepared.threads_in_effect, prepared.prepare_s

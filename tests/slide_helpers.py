@@ -42,6 +42,9 @@ def learnable(rng: np.random.Generator, n: int, n_features: int, n_labels: int, 
     return Batch(x, y)
 
 
+_ZEROS: Any = object()
+
+
 def meta(
     n_features: int,
     n_labels: int,
@@ -49,9 +52,20 @@ def meta(
     lr: float = 1e-3,
     eps: float = 1e-8,
     seed: int = 0,
+    label_counts: Any = _ZEROS,
 ) -> TrainMeta:
+    """Label counts default to zeros, as if no label had been seen: the engine's default
+    frequency-drawn padding then draws every label alike. None: no counts given."""
+    counts = np.zeros(n_labels, np.int64) if label_counts is _ZEROS else label_counts
     return TrainMeta(
-        n_features, n_labels, 1000, 32, ModelSpec(hidden), OptimizerSpec(lr=lr, eps=eps), seed=seed
+        n_features,
+        n_labels,
+        1000,
+        32,
+        ModelSpec(hidden),
+        OptimizerSpec(lr=lr, eps=eps),
+        seed=seed,
+        label_counts=counts,
     )
 
 

@@ -50,7 +50,7 @@ def test_dry_run_plans_the_whole_check(tmp_path):
         "+ env SLIDEBENCH_REQUIRE_GPU=1",
         "-m gpu tests/test_tf_engines.py",
         # The generated workloads were loaded and validated.
-        "amazon670k-gpu: batch 128, devices ['gpu', 'cpu'], target P@1 0.3776",  # amazon670k's derived one
+        "amazon670k-gpu: batch 128, devices ['gpu', 'cpu'], target P@1 0.4048",  # amazon670k's derived one
         "amazon670k-gpu-b1024: batch 1024, devices ['gpu'], target P@1 0.3",
         "+ env SLIDEBENCH_MAX_STEPS=50 SLIDEBENCH_NO_EVAL=1",
         "amazon670k-gpu.toml --engines slide,tf_dense",
@@ -66,7 +66,7 @@ def test_dry_run_plans_the_whole_check(tmp_path):
 def test_dry_run_gpu_only(tmp_path):
     out = _dry_run(tmp_path, listed=True, GPU_CHECK_CPU_RUNS="0", GPU_CHECK_STEPS="20")
     assert out.returncode == 0, out.stderr
-    assert "amazon670k-gpu: batch 128, devices ['gpu'], target P@1 0.3776" in out.stdout
+    assert "amazon670k-gpu: batch 128, devices ['gpu'], target P@1 0.4048" in out.stdout
     assert "amazon670k-gpu.toml --engines tf_dense --threads" in out.stdout
     assert "--engines slide" not in out.stdout
     assert out.stdout.count("SLIDEBENCH_MAX_STEPS=20") == 2

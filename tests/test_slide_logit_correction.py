@@ -11,6 +11,8 @@ that the update shows the gradient's size, not only its sign).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -25,13 +27,15 @@ LR, EPS = 1e-2, 1e-3
 N_FEATURES, N_LABELS, MIN_ACTIVE = 400, 3000, 64
 
 
-def _step(params: dict, row: int):
-    """One corrected training step on one sample: everything the formula needs, before and after."""
+def _step(params: dict, row: int, counts: np.ndarray | None = None):
+    """One corrected training step on one sample: everything the formula needs, before and after.
+    Uniform padding unless `params` say otherwise (its inclusion probability is exact)."""
     rng = np.random.default_rng(11)
     data = learnable(rng, 8, N_FEATURES, N_LABELS, 20)
+    m = meta(N_FEATURES, N_LABELS, hidden=(16,), lr=LR, eps=EPS, seed=row)
     e = engine(
-        {"min_active": MIN_ACTIVE, "init_std": 0.1, "logit_correction": "log_q", **params},
-        meta(N_FEATURES, N_LABELS, hidden=(16,), lr=LR, eps=EPS, seed=row),
+        {"min_active": MIN_ACTIVE, "init_std": 0.1, "logit_correction": "log_q", "padding_sampler": "uniform", **params},
+        m if counts is None else dataclasses.replace(m, label_counts=counts),
     )
     f, y = data.features.take(np.array([row])), data.labels.take(np.array([row]))
     before = [w.copy() for w in e.get_weights()]
@@ -73,6 +77,25 @@ def test_uniform_padding_is_corrected_by_its_exact_inclusion_probability(row: in
 
 
 @needs_native
+def test_frequency_drawn_padding_is_corrected_by_its_expected_count() -> None:
+    """padding_sampler 'unigram': a padded label's log q is log(1 - (1 - p_i)^T), p_i its share of
+    the weights (count + 1)^0.75 and T the draws the padding took (one T for all, at least the
+    padding's size); the step matches numpy with those log q."""
+    counts = np.arange(N_LABELS) % 50
+    f, y, before, after, stats, ids, log_q, _ = _step(
+        {"selection": "random", "padding_sampler": "unigram"}, 0, counts=counts
+    )
+    w = (counts + 1.0) ** 0.75
+    p = w / w.sum()
+    n_lab = len(y.indices)
+    pad = ids[n_lab:]
+    draws = np.log1p(-np.exp(log_q[n_lab:].astype(np.float64))) / np.log1p(-p[pad])
+    assert np.all(np.abs(draws - draws[0]) < 1e-3 * draws[0]), draws
+    assert draws[0] >= len(pad) - 0.5
+    _check_against_numpy(f, y, before, after, stats, ids, log_q)
+
+
+@needs_native
 @pytest.mark.parametrize(("hash_kind", "row"), [("dwta", 0), ("simhash", 1), ("simhash_mips", 2)])
 def test_lsh_candidates_are_corrected_by_their_table_count_estimate(hash_kind: str, row: int) -> None:
     L = 8
@@ -103,7 +126,7 @@ def test_without_the_correction_nothing_is_recorded_and_the_loss_is_plain() -> N
     losses = {}
     for corr in ("none", "log_q"):
         e = engine(
-            {"min_active": MIN_ACTIVE, "selection": "random", "logit_correction": corr},
+            {"min_active": MIN_ACTIVE, "selection": "random", "logit_correction": corr, "padding_sampler": "uniform"},
             meta(N_FEATURES, N_LABELS),
         )
         losses[corr] = e.fit_step(

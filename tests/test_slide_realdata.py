@@ -48,7 +48,14 @@ def test_p_at_1_on_real_data(name: str, epochs: int, batch: int, lr: float, targ
     train_x, train_y = load_xmc(root / f"{name}_train.txt")
     test_x, test_y = load_xmc(root / f"{name}_test.txt")
     meta = TrainMeta(
-        train_x.n_cols, train_y.n_cols, train_x.n_rows, batch, ModelSpec((128,)), OptimizerSpec(lr=lr), seed=0
+        train_x.n_cols,
+        train_y.n_cols,
+        train_x.n_rows,
+        batch,
+        ModelSpec((128,)),
+        OptimizerSpec(lr=lr),
+        seed=0,
+        label_counts=np.bincount(train_y.indices, minlength=train_y.n_cols),
     )
     e = engine({}, meta, threads=2)
     rng = np.random.default_rng(0)

@@ -3,7 +3,6 @@ retrieval quality of the LSH candidates (`harness.run.metrics.candidate_quality`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -238,7 +237,7 @@ def _skewed_meta(n_features: int, n_labels: int, heavy: int) -> TrainMeta:
     """Label counts with `heavy` labels seen 1,000 times each and the rest never."""
     counts = np.zeros(n_labels, np.int64)
     counts[:heavy] = 1000
-    return dataclasses.replace(meta(n_features, n_labels), label_counts=counts)
+    return meta(n_features, n_labels, label_counts=counts)
 
 
 def _padded_heavy_per_sample(e, batch, heavy: int) -> float:
@@ -259,8 +258,8 @@ def test_unigram_padding_draws_negatives_by_label_frequency() -> None:
     m = _skewed_meta(200, 400, heavy=10)
     batch = learnable(rng, 64, 200, 400, 8)
     base = {"selection": "random", "min_active": 24}
-    uni = engine({**base, "padding_sampler": "unigram"}, m)
-    flat = engine(base, m)
+    uni = engine(base, m)  # the default padding_sampler
+    flat = engine({**base, "padding_sampler": "uniform"}, m)
     uni.fit_step(batch)
     flat.fit_step(batch)
     assert _padded_heavy_per_sample(uni, batch, 10) > 8.0
@@ -271,7 +270,7 @@ def test_unigram_padding_draws_negatives_by_label_frequency() -> None:
     assert d["active"]["labels"] + d["active"]["random"] == pytest.approx(24)
     # Hashed selection pads by frequency too (two one-slot buckets: at most 2 retrieved).
     lsh = {"K": 3, "L": 2, "bucket_bits": 6, "bucket_capacity": 1}
-    hashed = engine({"min_active": 24, **lsh, "padding_sampler": "unigram"}, m)
+    hashed = engine({"min_active": 24, **lsh}, m)
     hashed.fit_step(batch)
     assert _padded_heavy_per_sample(hashed, batch, 10) > 5.0
 
@@ -281,10 +280,14 @@ def test_unigram_padding_needs_label_counts_and_a_sane_power() -> None:
     from engines.slide import SlideEngine
 
     with pytest.raises(ValueError, match="padding_sampler 'unigram' needs the training rows per label"):
-        engine({"padding_sampler": "unigram"}, meta(20, 30))
-    short = dataclasses.replace(meta(20, 30), label_counts=np.ones(29, np.int64))
+        engine({"min_active": 8}, meta(20, 30, label_counts=None))
     with pytest.raises(ValueError, match="got 29 of them"):
-        engine({"padding_sampler": "unigram"}, short)
+        engine({"min_active": 8}, meta(20, 30, label_counts=np.ones(29, np.int64)))
+    with pytest.raises(ValueError, match="label_counts must be finite and >= 0"):
+        engine({"min_active": 8}, meta(20, 30, label_counts=-np.ones(30, np.int64)))
+    # Every output active: nothing is padded, so no counts are needed.
+    engine({"min_active": 30}, meta(20, 30, label_counts=None))
+    engine({"min_active": 8, "padding_sampler": "uniform"}, meta(20, 30, label_counts=None))
     with pytest.raises(ValueError, match="'unigram_power' must be in"):
         SlideEngine.check_params({"unigram_power": -1.0})
     with pytest.raises(ValueError, match="'padding_sampler' must be one of uniform, unigram"):
@@ -320,7 +323,7 @@ def test_saved_model_keeps_its_padding_weights(tmp_path) -> None:
     rng = np.random.default_rng(9)
     m = _skewed_meta(200, 400, heavy=10)
     batch = learnable(rng, 16, 200, 400, 8)
-    e = engine({"selection": "random", "min_active": 24, "padding_sampler": "unigram"}, m)
+    e = engine({"selection": "random", "min_active": 24}, m)
     e.fit_step(batch)
     path = tmp_path / "unigram.model"
     e._net.save(str(path))

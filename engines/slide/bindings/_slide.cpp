@@ -124,11 +124,14 @@ NetworkConfig config_from_dict(const py::dict& d) {
     s.wta_bin_size = get<int>(ld, "wta_bin_size", where);
     s.pad_below = get<int>(ld, "pad_below", where);
     s.rerank_pool = get<int>(ld, "rerank_pool", where);
-    if (ld.contains("padding_weights")) {
-      // Optional (absent: uniform padding). Copied here; validate_config checks the values.
+    if (!ld.contains("padding_weights"))
+      throw py::value_error(where + "missing key 'padding_weights' (every setting is required; "
+                                    "SlideEngine.native_config builds the full dict from DEFAULTS)");
+    if (!ld["padding_weights"].is_none()) {
+      // None: uniform padding. Copied here; validate_config checks the values.
       py::handle v = ld["padding_weights"];
       if (!py::isinstance<py::array>(v))
-        throw py::value_error(where + "padding_weights must be a 1-dimensional numpy array of float64");
+        throw py::value_error(where + "padding_weights must be None or a 1-dimensional numpy array of float64");
       const py::array a = v.cast<py::array>();
       if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
         throw py::value_error(where + "padding_weights must be a 1-dimensional C-contiguous numpy array of float64, got " +
