@@ -307,6 +307,8 @@ def test_padding_weights_are_validated_by_the_binding() -> None:
         native().Network(with_weights(np.ones(29)))
     with pytest.raises(ValueError, match=r"padding_weights\[3\] is 0"):
         native().Network(with_weights(np.where(np.arange(30) == 3, 0.0, 1.0)))
+    with pytest.raises(ValueError, match="their sum overflows a double"):
+        native().Network(with_weights(np.full(30, 1e307)))
     with pytest.raises(ValueError, match="numpy array of float64"):
         native().Network(with_weights(np.ones(30, np.float32)))
     with pytest.raises(ValueError, match="numpy array of float64"):

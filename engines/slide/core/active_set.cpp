@@ -332,15 +332,15 @@ void ActiveSetSelector::pad_weighted(std::vector<int32_t>& out, size_t target) {
   const size_t max_draws = 4 * (target - out.size()) + 64;
   pad_draws_ = draw_distinct(out, target, max_draws, [&] { return sampler.draw(rng_); });
   if (out.size() >= target) return;
-  // Key log(u) / w per free id (u uniform in (0, 1]); the largest keys, in order, are the next
-  // successive draws. Each one taken counts as one draw for the inclusion probabilities.
-  const std::vector<double>& w = sampler.weights();
+  // Key log(u) / p per free id (u uniform in (0, 1], p its draw probability, proportional to its
+  // weight); the largest keys, in order, are the next successive draws. Each one taken counts as
+  // one draw for the inclusion probabilities.
   std::vector<std::pair<double, int32_t>> keyed;
   keyed.reserve(static_cast<size_t>(n_) - out.size());
   for (int32_t id = 0; id < n_; ++id) {
     if (count_[id] & kMark) continue;
     const double u = static_cast<double>((rng_.next() >> 11) + 1) * 0x1.0p-53;
-    keyed.emplace_back(std::log(u) / w[static_cast<size_t>(id)], id);
+    keyed.emplace_back(std::log(u) / sampler.prob(id), id);
   }
   const size_t take = target - out.size();
   std::partial_sort(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(take), keyed.end(),

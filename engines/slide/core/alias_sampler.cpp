@@ -9,7 +9,7 @@
 
 namespace slide {
 
-AliasSampler::AliasSampler(const std::vector<double>& weights) : weights_(weights) {
+AliasSampler::AliasSampler(const std::vector<double>& weights) {
   const size_t n = weights.size();
   if (n == 0) throw std::invalid_argument("AliasSampler: no weights");
   if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max()))

@@ -18,7 +18,6 @@ class AliasSampler {
   int size() const { return static_cast<int>(prob_.size()); }
   // The probability of id in one draw: its weight over the sum.
   double prob(int id) const { return prob_[static_cast<size_t>(id)]; }
-  const std::vector<double>& weights() const { return weights_; }
 
   uint32_t draw(Rng& rng) const {
     const uint32_t slot = rng.below(static_cast<uint32_t>(accept_.size()));
@@ -27,7 +26,6 @@ class AliasSampler {
   }
 
  private:
-  std::vector<double> weights_;  // as given (what a saved model stores)
   std::vector<double> prob_;
   std::vector<double> accept_;   // per slot: keep the slot's own id with this probability ...
   std::vector<uint32_t> alias_;  // ... else take this one

@@ -32,12 +32,16 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
     e << where << ".padding_weights holds " << s.padding_weights.size() << " weights for " << ls.size
       << " neurons (one per neuron, or none for uniform padding)";
   if (!e.str().empty()) return e.str();
-  for (size_t i = 0; i < s.padding_weights.size(); ++i)
+  double weight_sum = 0.0;
+  for (size_t i = 0; i < s.padding_weights.size(); ++i) {
     if (!(std::isfinite(s.padding_weights[i]) && s.padding_weights[i] > 0.0)) {
       e << where << ".padding_weights[" << i << "] is " << s.padding_weights[i]
         << "; every weight must be finite and > 0 (every neuron drawable)";
       return e.str();
     }
+    weight_sum += s.padding_weights[i];
+  }
+  if (!std::isfinite(weight_sum)) return where + ".padding_weights: their sum overflows a double";
   if (s.min_active >= ls.size) return "";  // every neuron active: no hashing, nothing else to check
   if (s.selection == SelectionKind::TopK && s.max_active <= 0)
     return where + ".max_active must be > 0 for selection 'topk'";
