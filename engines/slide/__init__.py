@@ -47,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "unigram_power": 0.75,
     "pad_below": 0,  # pad to min_active only when fewer than this many chosen (0: always); >= min_active
     # none | log_q: sampled softmax's correction, each active output's logit minus the log of its
-    # inclusion probability (padding: exact; LSH candidates: estimated from their table counts)
+    # inclusion probability (uniform padding: exact; frequency-drawn padding: its expected count;
+    # LSH candidates: estimated from their table counts)
     "logit_correction": "none",
     "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk, rerank
     "rerank_pool": 0,  # selection = rerank: most retrieved outputs scored, by table hits (0: the whole union)
