@@ -27,6 +27,7 @@ from harness.datasets import data
 from harness.run.loop import batch_order, eval_rows, prepare_for_spec
 from harness.spec import workload
 from harness.spec.engine import Batch
+from harness.spec.registry import engine_class
 
 
 def main() -> None:
@@ -44,6 +45,9 @@ def main() -> None:
         ap.error("--rounds must be >= 2, --a-batch and --train-steps >= 1, the others >= 0")
 
     spec = workload.load(args.workload).expand(engines=[args.engine], seeds=[0])[0]
+    has_chunk = "eval_chunk" in engine_class(spec.engine_class_name).check_params(spec.engine_params)
+    if (args.a_chunk or args.b_chunk) and not has_chunk:
+        ap.error(f"--a-chunk / --b-chunk: engine {args.engine!r} has no eval_chunk parameter")
     train, test = data.load(spec.dataset)
     engine = prepare_for_spec(spec, train.features, train.labels).engine
     for rows in batch_order(train.features.n_rows, spec.training.batch_size, 0, 0)[: args.train_steps]:
@@ -56,7 +60,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {arm: [] for arm in arms}
     for r in range(args.rounds):
         for arm, (size, chunk) in arms.items():
-            if "eval_chunk" in engine.params:
+            if has_chunk:
                 engine.params["eval_chunk"] = chunk
             calls = [test.features.take(rows[i : i + size]) for i in range(0, len(rows), size)]
             t0 = time.perf_counter()
@@ -66,7 +70,7 @@ def main() -> None:
                 seconds[arm].append(time.perf_counter() - t0)
     for arm, (size, chunk) in arms.items():
         s = seconds[arm]
-        tf_chunk = f" (eval_chunk {chunk})" if "eval_chunk" in engine.params else ""
+        tf_chunk = f" (eval_chunk {chunk})" if has_chunk else ""
         print(
             f"{args.workload} {args.engine} arm {arm}: {len(rows)} points in calls of {size} rows{tf_chunk}:"
             f" median {statistics.median(s):.3f} s [{min(s):.3f}-{max(s):.3f}] over {len(s)} rounds"
