@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
     "logit_correction": "none",
     "max_active": 0,  # cap on output neurons per sample (0: none); needed by selection = topk, rerank
     "rerank_pool": 0,  # selection = rerank: most retrieved outputs scored, by table hits (0: the whole union)
+    # most outputs taken from the tables per sample, labels aside, by the selection's own rule; the
+    # rest up to min_active is padding (0: up to max_active). Mixes retrieved (hard) negatives with
+    # frequency-drawn ones in a fixed ratio.
+    "max_retrieved": 0,
     "threshold": 1,  # selection = threshold: present in at least this many tables
     "simhash_density": 1.0 / 3.0,
     "wta_bin_size": 8,
@@ -176,6 +180,7 @@ class SlideEngine(Engine):
             "hidden_min_active",
             "pad_below",
             "rerank_pool",
+            "max_retrieved",
         )
         for key in non_negative:
             if p[key] < 0:
@@ -201,6 +206,16 @@ class SlideEngine(Engine):
             )
         if p["selection"] in ("topk", "rerank") and p["max_active"] == 0:
             raise ValueError(f"engines.slide: selection {p['selection']!r} needs 'max_active' > 0")
+        if p["max_retrieved"] and p["max_active"] and p["max_retrieved"] > p["max_active"]:
+            raise ValueError(
+                f"engines.slide: 'max_retrieved' ({p['max_retrieved']}) must not exceed 'max_active' "
+                f"({p['max_active']})"
+            )
+        if p["max_retrieved"] and p["selection"] == "random":
+            raise ValueError(
+                f"engines.slide: 'max_retrieved' ({p['max_retrieved']}) caps what the tables give; "
+                "selection 'random' builds none, so set it to 0"
+            )
         if p["rerank_pool"] and p["selection"] != "rerank":
             raise ValueError(
                 f"engines.slide: 'rerank_pool' ({p['rerank_pool']}) is used by selection 'rerank' only; "
@@ -384,12 +399,20 @@ class SlideEngine(Engine):
             "wta_bin_size": p["wta_bin_size"],
             "pad_below": p["pad_below"],
             "rerank_pool": p["rerank_pool"],
+            "max_retrieved": p["max_retrieved"],
         }
         layers: list[dict[str, Any]] = []
         for size in meta.model.hidden:
             layer: dict[str, Any] = {"size": int(size), "sampled": bool(p["hidden_sampled"])}
             if p["hidden_sampled"]:
-                layer.update(lsh, min_active=p["hidden_min_active"], max_active=0, pad_below=0, padding_weights=None)
+                layer.update(
+                    lsh,
+                    min_active=p["hidden_min_active"],
+                    max_active=0,
+                    pad_below=0,
+                    max_retrieved=0,
+                    padding_weights=None,
+                )
             layers.append(layer)
         output = {"size": int(meta.num_labels), "sampled": True, **lsh, "min_active": p["min_active"]}
         # None: uniform padding (or none at all, when every output is active).

@@ -87,7 +87,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
   static const std::set<std::string> kLayer{"size", "sampled", "hash", "K", "L", "bucket_bits", "bucket_capacity",
                                             "insertion", "selection", "min_active", "max_active", "threshold",
                                             "simhash_density", "wta_bin_size", "pad_below", "rerank_pool",
-                                            "padding_weights"};
+                                            "max_retrieved", "padding_weights"};
   refuse_unknown(d, kTop, "config: ");
   NetworkConfig c;
   c.num_features = get<int>(d, "num_features", "config: ");
@@ -124,6 +124,7 @@ NetworkConfig config_from_dict(const py::dict& d) {
     s.wta_bin_size = get<int>(ld, "wta_bin_size", where);
     s.pad_below = get<int>(ld, "pad_below", where);
     s.rerank_pool = get<int>(ld, "rerank_pool", where);
+    s.max_retrieved = get<int>(ld, "max_retrieved", where);
     if (!ld.contains("padding_weights"))
       throw py::value_error(where + "missing key 'padding_weights' (every setting is required; "
                                     "SlideEngine.native_config builds the full dict from DEFAULTS)");

@@ -51,6 +51,11 @@ ActiveSetSelector::ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_
     throw std::invalid_argument(p + "max_active: TopK selection needs max_active >= 1");
   if (cfg.kind == SelectionKind::Rerank && cfg.max_active < 1)
     throw std::invalid_argument(p + "max_active: Rerank selection needs max_active >= 1");
+  if (cfg.max_retrieved < 0 || (cfg.max_active > 0 && cfg.max_retrieved > cfg.max_active))
+    throw std::invalid_argument(p + "max_retrieved: must be >= 0 (0 = no cap) and at most max_active (" +
+                                std::to_string(cfg.max_active) + "), got " + std::to_string(cfg.max_retrieved));
+  if (cfg.max_retrieved > 0 && cfg.kind == SelectionKind::Random)
+    throw std::invalid_argument(p + "max_retrieved: Random selection retrieves nothing; set it to 0");
   if (cfg.rerank_pool < 0 || (cfg.rerank_pool > 0 && cfg.rerank_pool < cfg.max_active))
     throw std::invalid_argument(p + "rerank_pool: must be 0 (the whole union) or >= max_active (" +
                                 std::to_string(cfg.max_active) + "), got " + std::to_string(cfg.rerank_pool));
@@ -154,7 +159,7 @@ void ActiveSetSelector::select(const HashTables& tables, const uint32_t* buckets
   // Rerank caps the pool it scores (forced ids aside), not the active set: keep_best cuts that.
   const size_t cap = cfg_.max_active > 0 ? static_cast<size_t>(cfg_.max_active) : SIZE_MAX;
   const size_t pool = cfg_.rerank_pool > 0 ? static_cast<size_t>(cfg_.rerank_pool) : SIZE_MAX;
-  const size_t room = rerank ? pool : cap > out.size() ? cap - out.size() : 0;
+  const size_t room = rerank ? pool : std::min(cap > out.size() ? cap - out.size() : 0, retrieved_cap());
   if (cand_.size() <= room) {
     for (int32_t id : cand_) {
       count_[id] |= kMark;
@@ -213,7 +218,7 @@ void ActiveSetSelector::keep_best(std::vector<int32_t>& out, std::vector<float>&
                                 std::to_string(out.size()) + " neurons (the last select() kept " +
                                 std::to_string(forced) + " forced)");
   const size_t cap = static_cast<size_t>(cfg_.max_active);
-  const size_t room = cap > forced ? cap - forced : 0;
+  const size_t room = std::min(cap > forced ? cap - forced : 0, retrieved_cap());
   const size_t n_ret = out.size() - forced;
   if (n_ret > room) {
     // NaN ranks last, so the order stays a strict weak ordering whatever the weights hold.

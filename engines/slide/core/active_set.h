@@ -38,6 +38,10 @@ struct SelectionConfig {
   // Rerank: at most this many retrieved neurons (forced ids aside) are scored, those present in
   // most buckets; 0: the whole union. 0 or >= max_active.
   int rerank_pool = 0;
+  // At most this many neurons from the tables (forced ids aside), chosen by the selection's own
+  // rule; the rest up to min_active is padding. So an active set can mix retrieved (hard)
+  // negatives with frequency-drawn ones in a fixed ratio. 0: no cap beyond max_active.
+  int max_retrieved = 0;
   // Padding drawn by these weights (frequency-drawn negatives: labels by their training
   // frequency) instead of uniformly; null: uniform. Shared by the layer's selectors.
   std::shared_ptr<const AliasSampler> padding_sampler;
@@ -64,13 +68,15 @@ float inclusion_log_q_retrieved(int count, int L, double keep, double r);
 class ActiveSetSelector {
  public:
   // Throws std::invalid_argument for n_neurons < 1, negative budgets, min_active > max_active
-  // (when max_active > 0), threshold < 1, TopK or Rerank without max_active, or a rerank_pool
-  // that is negative or below max_active.
+  // (when max_active > 0), threshold < 1, TopK or Rerank without max_active, a rerank_pool
+  // that is negative or below max_active, or a max_retrieved that is negative, above max_active
+  // or set for Random selection.
   ActiveSetSelector(int n_neurons, SelectionConfig cfg, uint64_t seed);
 
   // out = forced ids first (deduplicated, in the given order; ids outside [0, n_neurons) throw
   // std::out_of_range), then selected neurons; never duplicates. Total size is
-  // max(n_forced_unique, min(selected, max_active)) padded to min(min_active, n_neurons).
+  // max(n_forced_unique, min(selected, max_active)) padded to min(min_active, n_neurons), where at
+  // most max_retrieved (when > 0) of the selected come from the tables.
   // buckets_L has tables.L() entries.
   // With pad = false the result stops before the random padding (what the tables retrieved).
   // With log_q given, log_q[p] is the log of out[p]'s inclusion probability (see inclusion_log_q;
@@ -80,7 +86,7 @@ class ActiveSetSelector {
   void select(const HashTables& tables, const uint32_t* buckets_L, const int32_t* forced,
               int n_forced, std::vector<int32_t>& out, bool pad = true, std::vector<float>* log_q = nullptr);
   // Rerank, after select(): val[p] is out[p]'s exact score. Keeps the forced ids and the
-  // max_active - forced retrieved neurons of highest score (ties: the earlier in `out`, i.e. in
+  // min(max_active - forced, max_retrieved) retrieved neurons of highest score (ties: the earlier in `out`, i.e. in
   // more tables), in their order in `out`, compacting out and val alike; then with pad, appends
   // random padding as select() would (val is not extended: the caller scores out[val.size()..)).
   void keep_best(std::vector<int32_t>& out, std::vector<float>& val, bool pad = true);
@@ -111,6 +117,9 @@ class ActiveSetSelector {
   double padding_inclusion(int32_t id, size_t n_pad, size_t n_before_pad) const;
   bool below_pad_limit(size_t chosen) const {
     return cfg_.pad_below == 0 || chosen < static_cast<size_t>(cfg_.pad_below);
+  }
+  size_t retrieved_cap() const {
+    return cfg_.max_retrieved > 0 ? static_cast<size_t>(cfg_.max_retrieved) : SIZE_MAX;
   }
   // log_q for out[first..) (retrieved with their table counts, then padding); see select().
   void fill_log_q(const std::vector<int32_t>& out, size_t n_before_pad, size_t n_cand, size_t room, int L,

@@ -36,6 +36,7 @@ struct LshSettings {
   int threshold = kUnset;   // SelectionKind::Threshold: present in at least this many of the L tables
   int pad_below = kUnset;   // pad to min_active only when fewer than this many chosen (0: always)
   int rerank_pool = kUnset; // SelectionKind::Rerank: most retrieved neurons scored (0: the whole union)
+  int max_retrieved = kUnset; // most neurons taken from the tables, labels aside (0: up to max_active)
   float simhash_density = kUnsetF;
   int wta_bin_size = kUnset;
   // Padding drawn by these weights, one per neuron (finite, > 0), instead of uniformly; empty:

@@ -119,6 +119,7 @@ void Layer::ensure_selectors(int threads) {
   sc.threshold = settings_.lsh.threshold;
   sc.pad_below = settings_.lsh.pad_below;
   sc.rerank_pool = settings_.lsh.rerank_pool;
+  sc.max_retrieved = settings_.lsh.max_retrieved;
   sc.padding_sampler = padding_sampler_;
   while (static_cast<int>(selectors_.size()) < threads)
     selectors_.push_back(std::make_unique<ActiveSetSelector>(n_out_, sc, derive_seed(seed_, 0x5E1, selectors_.size())));

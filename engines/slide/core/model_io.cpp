@@ -19,8 +19,8 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'I', 'D', 'E', 'M', 'D', 'L'};
 constexpr char kEnd[8] = {'E', 'N', 'D', 'S', 'L', 'I', 'D', 'E'};
-constexpr uint32_t kVersion = 5;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction; 4: rerank_pool;
-                                  // 5: padding_weights
+constexpr uint32_t kVersion = 6;  // 2: batch_padding, bf16_moments; 3: pad_below, logit_correction; 4: rerank_pool;
+                                  // 5: padding_weights; 6: max_retrieved
 
 class Writer {
  public:
@@ -75,7 +75,7 @@ void put_config(Writer& w, const NetworkConfig& c) {
     const LshSettings& s = l.lsh;
     for (int32_t v : {static_cast<int32_t>(s.hash), s.K, s.L, s.bucket_bits, s.bucket_capacity,
                       static_cast<int32_t>(s.insertion), static_cast<int32_t>(s.selection), s.min_active,
-                      s.max_active, s.threshold, s.wta_bin_size, s.pad_below, s.rerank_pool})
+                      s.max_active, s.threshold, s.wta_bin_size, s.pad_below, s.rerank_pool, s.max_retrieved})
       w.put<int32_t>(v);
     w.put<float>(s.simhash_density);
     w.put<int64_t>(static_cast<int64_t>(s.padding_weights.size()));
@@ -125,6 +125,7 @@ NetworkConfig get_config(Reader& r) {
     s.wta_bin_size = r.get<int32_t>("wta_bin_size");
     s.pad_below = r.get<int32_t>("pad_below");
     s.rerank_pool = r.get<int32_t>("rerank_pool");
+    s.max_retrieved = r.get<int32_t>("max_retrieved");
     s.simhash_density = r.get<float>("simhash_density");
     const int64_t n_weights = r.get<int64_t>("padding weight count");
     if (n_weights != 0 && n_weights != l.size)

@@ -28,6 +28,13 @@ std::string lsh_error(const LayerSettings& ls, int n_in, const std::string& wher
     e << where << ".rerank_pool must be >= 0 (0: the whole union), got " << s.rerank_pool;
   else if (s.rerank_pool > 0 && s.selection != SelectionKind::Rerank)
     e << where << ".rerank_pool (" << s.rerank_pool << ") is used by selection 'rerank' only; set it to 0";
+  else if (s.max_retrieved < 0)
+    e << where << ".max_retrieved must be >= 0 (0: no cap beyond max_active), got " << s.max_retrieved;
+  else if (s.max_active > 0 && s.max_retrieved > s.max_active)
+    e << where << ".max_retrieved (" << s.max_retrieved << ") must not exceed max_active (" << s.max_active << ")";
+  else if (s.max_retrieved > 0 && s.selection == SelectionKind::Random)
+    e << where << ".max_retrieved (" << s.max_retrieved << ") caps retrieval, which selection 'random' does not do; "
+      << "set it to 0";
   else if (!s.padding_weights.empty() && s.padding_weights.size() != static_cast<size_t>(ls.size))
     e << where << ".padding_weights holds " << s.padding_weights.size() << " weights for " << ls.size
       << " neurons (one per neuron, or none for uniform padding)";

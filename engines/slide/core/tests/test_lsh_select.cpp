@@ -307,6 +307,75 @@ void test_rerank_keep_best() {
   LSH_CHECK_THROWS(std::invalid_argument, "scores", capped.keep_best(out, v));
 }
 
+// max_retrieved: each selection keeps at most that many neurons from the tables, by its own rule
+// (top-k: most found; rerank: best score; vanilla: a uniform subset, with log q's keep rate), and
+// pads the rest up to min_active; forced ids are not counted against it.
+void test_max_retrieved() {
+  SelectionConfig bad = sel(SelectionKind::TopK, 0, 4);
+  bad.max_retrieved = 5;
+  LSH_CHECK_THROWS(std::invalid_argument, "max_retrieved", ActiveSetSelector(10, bad, 1));
+  bad.max_retrieved = -1;
+  LSH_CHECK_THROWS(std::invalid_argument, "max_retrieved", ActiveSetSelector(10, bad, 1));
+  bad = sel(SelectionKind::Random, 4, 0);
+  bad.max_retrieved = 2;
+  LSH_CHECK_THROWS(std::invalid_argument, "Random", ActiveSetSelector(10, bad, 1));
+
+  // Four tables of one bucket: 10..13 in all four, 14..17 in two, 18..25 in one.
+  const int L = 4, n = 100;
+  HashTables t(L, 1, 32, Insertion::FIFO, 1);
+  uint32_t b[L] = {0, 0, 0, 0};
+  for (uint32_t id = 10; id < 26; ++id) {
+    uint32_t where[L];
+    const int in = id < 14 ? 4 : id < 18 ? 2 : 1;
+    for (int k = 0; k < L; ++k) where[k] = k < in ? 0u : 1u;
+    t.insert(id, where);
+  }
+  const int32_t forced[2] = {3, 12};  // 12 is also in the tables: forced, not retrieved
+  std::vector<int32_t> out;
+
+  SelectionConfig c = sel(SelectionKind::TopK, 12, 12);
+  c.max_retrieved = 5;
+  ActiveSetSelector topk(n, c, 7);
+  topk.select(t, b, forced, 2, out);
+  LSH_CHECK(out.size() == 12, "topk: padded to min_active 12, got %zu", out.size());
+  LSH_CHECK(topk.last().forced == 2 && topk.last().retrieved == 5 && topk.last().padded == 5, "topk composition");
+  // The 5 most found without 12: 10, 11, 13 (four tables) and the first two of 14..17 (two).
+  LSH_CHECK(out[2] == 10 && out[3] == 11 && out[4] == 13 && out[5] == 14 && out[6] == 15,
+            "topk kept the wrong retrieved ids");
+  std::set<int32_t> uniq(out.begin(), out.end());
+  LSH_CHECK(uniq.size() == out.size(), "padding duplicated a kept id");
+  topk.select(t, b, forced, 2, out, /*pad=*/false);
+  LSH_CHECK(out.size() == 7, "topk without padding: forced + 5, got %zu", out.size());
+
+  c = sel(SelectionKind::Rerank, 12, 12);
+  c.max_retrieved = 3;
+  ActiveSetSelector rerank(n, c, 7);
+  rerank.select(t, b, forced, 2, out);
+  LSH_CHECK(out.size() == 17, "rerank pool: forced + the 15 others, got %zu", out.size());
+  std::vector<float> val(out.size());
+  for (size_t p = 0; p < out.size(); ++p) val[p] = static_cast<float>(out[p]);  // higher id, higher score
+  rerank.keep_best(out, val, /*pad=*/true);
+  LSH_CHECK(out.size() == 12 && out[2] == 23 && out[3] == 24 && out[4] == 25, "rerank keeps the 3 best, then pads");
+  LSH_CHECK(rerank.last().retrieved == 3 && rerank.last().padded == 7, "rerank composition");
+
+  c = sel(SelectionKind::Vanilla, 12, 0);
+  c.max_retrieved = 4;
+  ActiveSetSelector vanilla(n, c, 7);
+  std::vector<float> log_q;
+  vanilla.select(t, b, forced, 2, out, true, &log_q);
+  LSH_CHECK(out.size() == 12 && vanilla.last().retrieved == 4 && vanilla.last().padded == 6, "vanilla composition");
+  for (size_t p = 2; p < 6; ++p)
+    LSH_CHECK(out[p] >= 10 && out[p] < 26 && out[p] != 12, "vanilla: position %zu holds %d", p, out[p]);
+  // A uniform 4 of the 15 candidates: each kept with 4/15, padding r = 6 / (100 - 6).
+  const double r = 6.0 / 94.0;
+  for (size_t p = 2; p < 6; ++p) {
+    const int in = out[p] < 14 ? 4 : out[p] < 18 ? 2 : 1;
+    const double q_lsh = (1.0 - std::pow(1.0 - static_cast<double>(in) / L, L)) * 4.0 / 15.0;
+    const double want = std::log(q_lsh + (1.0 - q_lsh) * r);
+    LSH_CHECK(std::fabs(log_q[p] - want) < 1e-6, "vanilla log q at %zu: %g, want %g", p, log_q[p], want);
+  }
+}
+
 int main() {
   test_validation();
   test_against_reference();
@@ -314,5 +383,6 @@ int main() {
   test_vanilla_truncation_uniform();
   test_pad_below_and_log_q();
   test_rerank_keep_best();
+  test_max_retrieved();
   return lsh_test::finish("test_lsh_select");
 }

@@ -96,6 +96,7 @@ inline slide::LshSettings lsh_settings(int min_active) {
   s.threshold = 1;
   s.pad_below = 0;
   s.rerank_pool = 0;
+  s.max_retrieved = 0;
   s.simhash_density = 1.0f / 3.0f;
   s.wta_bin_size = 8;
   return s;
