@@ -12,8 +12,9 @@ two points is batch x steps / train_s difference, which does.
     .venv/bin/python benchmarks/slide_quality_steps.py amazon670k slide-mips --seeds 0 1 2 \\
         --param logit_correction=log_q --out /tmp/q.jsonl
 
-Parameters are the workload's for the listed engine or variant, then each --param KEY=VALUE
-(VALUE read as JSON when it parses, else as a string).
+Parameters are those a campaign run of the listed engine or variant gets (the workload's, with
+the tuned values of workloads/tuning/), then each --param KEY=VALUE (VALUE read as JSON when it
+parses, else as a string). The learning rate is the tuned one too.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def _value(text: str) -> Any:
 
 
 def run(
-    wl: Any, name: str, params: dict[str, Any], seed: int, steps: list[int], threads: int, out: Any
+    wl: Any, name: str, overrides: dict[str, Any], seed: int, steps: list[int], threads: int, out: Any
 ) -> None:
     spec = wl.expand(engines=[name], threads=[threads], seeds=[seed])[0]
+    # The campaign's parameters (the workload's with its tuned values, e.g. init_std), then the
+    # overrides: without the tuned values a run would not be the one the campaign makes.
+    params = {**spec.engine_params, **overrides}
     train, test = data.load(spec.dataset, None)
     ev = spec.evaluation
     rows = eval_rows(test.features.n_rows, ev.subset, ev.seed)
@@ -103,18 +107,18 @@ def main() -> None:
     wl = workload.load(args.workload)
     if wl.base_of(args.engine) != "slide":
         ap.error(f"{args.engine!r} is not slide or a variant of it in {args.workload}")
-    params = wl.raw_params(args.engine)
+    overrides: dict[str, Any] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--param takes KEY=VALUE, got {item!r}")
-        params[key] = _value(value)
+        overrides[key] = _value(value)
     steps = sorted(set(args.steps))
     if not steps or steps[0] < 1:
         ap.error("--steps must be positive")
     with args.out.open("a") as out:
         for seed in args.seeds:
-            run(wl, args.engine, params, seed, steps, args.threads, out)
+            run(wl, args.engine, overrides, seed, steps, args.threads, out)
 
 
 if __name__ == "__main__":
