@@ -91,3 +91,20 @@ def test_the_core_refuses_impossible_caps() -> None:
     cfg["layers"][-1].update(selection="random", max_active=0, max_retrieved=8)
     with pytest.raises(ValueError, match="max_retrieved \\(8\\) caps retrieval"):
         native().Network(cfg)
+
+
+@needs_native
+def test_the_cap_survives_a_save_and_load(tmp_path) -> None:
+    """A loaded model keeps max_retrieved: it retrieves RETRIEVED per sample, the same ids."""
+    data = learnable(np.random.default_rng(5), 24, N_FEATURES, N_LABELS, 20)
+    params = {**TABLES, "selection": "rerank", "min_active": ACTIVE, "max_active": ACTIVE, "max_retrieved": RETRIEVED}
+    e = engine(params, meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3))
+    e.fit_step(data)
+    e._net.rebuild_tables()  # a loaded model builds its tables from the saved weights
+    f = data.features
+    e._net.save(str(tmp_path / "capped.bin"))
+    back = native().Network.load(str(tmp_path / "capped.bin"))
+    want = e._net.lsh_candidates(f.indptr, f.indices, f.values)
+    again = back.lsh_candidates(f.indptr, f.indices, f.values)
+    assert np.array_equal(again[0], want[0]) and np.array_equal(again[1], want[1])
+    assert len(want[1]) == RETRIEVED * f.n_rows
