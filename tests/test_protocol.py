@@ -266,6 +266,21 @@ def test_tune_completes_a_tuning_that_misses_an_engine(tmp_path: Path) -> None:
     assert {s.engine for s in workload.load(path).expand()} == {"numpy_dense", "dense-b"}
 
 
+def test_tune_takes_a_variant_outside_the_matrix_and_refuses_an_unknown_name(tmp_path: Path) -> None:
+    """Such a variant runs with `run --engines`, so it gets the same search; the matrix's entries stay."""
+    path = _tuned_workload(tmp_path, engines='["numpy_dense"]')
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "tw.json").write_text(json.dumps(_tuning_doc(path, {"numpy_dense": _entry(0.01)})))
+    w = workload.load(path)
+    with pytest.raises(ValueError, match=r"neither in \[matrix\] engines nor a \[variants\] table: nope"):
+        tune.tune(w, tmp_path / "res", engines=["nope"], reference=False)
+    doc = json.loads(tune.tune(w, tmp_path / "res", engines=["dense-b"], reference=False).read_text())
+    assert doc["engines"]["numpy_dense"] == _entry(0.01)
+    assert len(doc["engines"]["dense-b"]["trials"]) == 2
+    run = workload.load(path).expand(engines=["dense-b"])[0]
+    assert run.training.lr == doc["engines"]["dense-b"]["chosen"]["lr"]
+
+
 # -- records of both schema versions in one report ---------------------------------------------------
 
 

@@ -134,9 +134,10 @@ def tune(
             f"{w.name}: tuning needs a workload loaded from a file (the outcome is written beside it)"
         )
     chosen_engines = list(engines) if engines else list(w.engines)
-    unknown = [e for e in chosen_engines if e not in w.engines]
+    # A variant defined outside the matrix runs with `run --engines`, so it can take the same search.
+    unknown = [e for e in chosen_engines if e not in w.engines and e not in w.variants]
     if unknown:
-        raise ValueError(f"{w.name}: not in [matrix] engines: {', '.join(unknown)}")
+        raise ValueError(f"{w.name}: neither in [matrix] engines nor a [variants] table: {', '.join(unknown)}")
     tune_dir = results.check_results_dir(Path(results_dir) / "tuning")
     load_before = os.getloadavg()
     with results.locked(tune_dir, f"tune {w.name}"):
