@@ -98,6 +98,17 @@ def all_weights(e: Any) -> list[np.ndarray]:
     return out
 
 
+def candidates_after_save_and_load(e: Any, features: Csr, path: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Saves the engine's network to `path`, loads it back, and checks that the loaded network
+    retrieves the same LSH candidates (indptr, ids) for `features`; returns them."""
+    e._net.save(str(path))
+    back = native().Network.load(str(path))
+    want = e._net.lsh_candidates(features.indptr, features.indices, features.values)
+    again = back.lsh_candidates(features.indptr, features.indices, features.values)
+    assert np.array_equal(again[0], want[0]) and np.array_equal(again[1], want[1])
+    return want
+
+
 def assert_first_adam_step(before, after, ids, feature_ids, x, h, dz, dh, lr: float, eps: float) -> None:
     """One hidden layer, one sample, Adam's first step: every weight moved by -lr g / (|g| + eps).
 
