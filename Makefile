@@ -82,7 +82,7 @@ plots: install
 	$(BIN)/slidebench report
 
 lint: $(DEPS_STAMP)
-	$(BIN)/ruff check harness engines tests benchmarks
+	$(BIN)/ruff check harness engines tests benchmarks tools
 
 clean:
 	rm -rf build _skbuild .asv results/runs results/plots results/report.md results/report.html
