@@ -64,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fit",
         choices=tuple(calibrate.FIT_PROCEDURES),
         default=calibrate.DEFAULT_FIT,
-        help="fit procedure: plain (default) or topical (also fits background_topical, the "
-        "common words' topic, and matches the dense reference's first epoch on Bibtex; see docs/twins.md)",
+        help="fit procedure: paced (default: plain's knobs, then background_topical, the common words' "
+        "topic, to the dense reference's P@1 after one epoch), plain (no topical background) or topical "
+        "(background_topical to the centroid on the common words); see docs/twins.md",
     )
     tw.add_argument(
         "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
