@@ -507,6 +507,45 @@ def test_twin_structure_from_profile_and_compare_json(tmp_path, capsys):
     assert json.loads((tmp_path / "p.json").read_text())["profiles"][0]["name"] == "synthetic:tiny@0.5/s0"
 
 
+def test_compare_draws_regenerates_the_twin_and_reports_median_and_range(tmp_path, capsys, caplog):
+    train, test = twin.generate(knobs(train_points=900, test_points=300), 5)
+    write_pair(tmp_path / "real", train, test)
+    twin.save_knobs(knobs(name="made"), tmp_path / "made_knobs.json")
+    out = tmp_path / "twin"
+    assert main(["data", "twin", "x", "--knobs", str(tmp_path / "made_knobs.json"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv = ["data", "compare", str(tmp_path / "real"), str(out), "--no-dense", "--draws", "3"]
+    assert main([*argv, "--json", str(tmp_path / "cmp.json")]) == 0
+    report = capsys.readouterr().out
+    doc = json.loads((tmp_path / "cmp.json").read_text())
+    assert doc["twin_draws"] == 3 and len(doc["profiles"]) == 4  # the real set, then draws 0, 1, 2
+    draws = [p["knn_p1"] for p in doc["profiles"][1:]]
+    assert len(set(draws)) > 1  # seeds 0, 1, 2 are different draws
+    # Draw 0 is the twin `data twin` wrote (seed 0).
+    tr = read_xmc(out / "made-twin_train.txt", use_cache=False)
+    te = read_xmc(out / "made-twin_test.txt", use_cache=False, num_features=tr.num_features, num_labels=tr.num_labels)
+    assert draws[0] == pytest.approx(calibrate.knn_p1(tr, te, calibrate.eval_rows(te)), abs=0.005)
+    cell = f"{np.median(draws):.3f} [{min(draws):.3f}-{max(draws):.3f}]"
+    assert "(3 draws)" in report and f"| 10-NN P@1 | {doc['profiles'][0]['knn_p1']:.3f} | {cell} |" in report
+    # Without a knobs file there is nothing to regenerate: refused before any profiling.
+    assert main(["data", "compare", str(tmp_path / "real"), str(tmp_path / "real"), "--draws", "2"]) == 2
+    assert "exactly one *_knobs.json" in caplog.text and "profiled" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["data", "compare", "a", "b", "--draws", "0"])
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_compare_judges_draws_on_their_median():
+    real = calibrate.Profile("real", (1, 1, 1, 1), {"labels/point": (1.0, 2.0, 3.0)}, 0.5, 0.5, 0.5, {}, {},
+                             1.0, 0.5, 0.1, "numpy_dense", 0.1, 0.1)
+    near, far = replace(real, knn_p1=0.52), replace(real, knn_p1=0.70)
+    from harness.commands.twin import render
+
+    assert "| 10-NN P@1 | 0.500 | 0.520 [0.520-0.700] | within 0.05 | yes |" in render(real, near, near, far)
+    assert "| 10-NN P@1 | 0.500 | 0.700 [0.520-0.700] | within 0.05 | NO |" in render(real, near, far, far)
+    assert "| 10-NN P@1 | 0.500 | 0.520 | within 0.05 | yes |" in render(real, near)
+
+
 def test_profile_refuses_bad_sources_and_epochs(capsys, caplog):
     assert main(["data", "profile", "synthetic:tiny@big", "--no-dense"]) == 2
     assert "expected synthetic:PRESET@SCALE" in caplog.text

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from harness.commands import common
 from harness.datasets import data as hdata
 from harness.datasets import twin
@@ -83,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmp.add_argument("real")
     cmp.add_argument("twin")
+    cmp.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=1,
+        help="N > 1: TWIN is a `data twin` folder; regenerate it from its *_knobs.json with seeds 0..N-1 "
+        "and report each twin statistic as median [min-max] over the draws (criteria judged on the "
+        "median): how much of a mismatch is the draw",
+    )
     _profile_options(cmp)
     cmp.set_defaults(func=_compare)
 
@@ -108,6 +118,16 @@ def _free_knob(text: str) -> tuple[str, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--free {key}: not a number: {value!r}") from None
     return key, number
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _epochs(text: str) -> tuple[int, ...]:
@@ -254,11 +274,22 @@ def _within(a: float, b: float, rel: float) -> bool:
     return abs(a - b) <= rel * max(abs(a), 1e-12)
 
 
-def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
-    """Markdown table of two profiles, with whether each criterion holds (P@1 within 0.05, quartiles
-    within 25 %)."""
+def _summary(values: list[float], digits: int) -> tuple[float, str]:
+    """(median, text): the value alone for one draw, else "median [min-max]"."""
+    mid = float(np.median(values))
+    if len(values) == 1:
+        return mid, f"{mid:.{digits}f}"
+    return mid, f"{mid:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def render(real: calibrate.Profile, *twins: calibrate.Profile) -> str:
+    """Markdown table of a real set's profile against its twin's (P@1 within 0.05, quartiles
+    within 25 %). Several twin profiles (draws of one twin) are shown as median [min-max], and the
+    criteria are judged on the median."""
+    other = twins[0]
+    draws = f" ({len(twins)} draws)" if len(twins) > 1 else ""
     lines = [
-        f"| statistic | real: {real.name} | twin: {other.name} | criterion | holds |",
+        f"| statistic | real: {real.name} | twin: {other.name}{draws} | criterion | holds |",
         "|---|---|---|---|---|",
     ]
     lines.append(
@@ -266,44 +297,44 @@ def render(real: calibrate.Profile, other: calibrate.Profile) -> str:
         f"{'/'.join(f'{x:,}' for x in other.shape)} | | |"
     )
     for key, q in real.distributions.items():
-        t = other.distributions[key]
+        t = tuple(float(np.median([tw.distributions[key][i] for tw in twins])) for i in range(len(q)))
         ok = all(_within(a, b, 0.25) for a, b in zip(q, t, strict=True))
         lines.append(
             f"| {key} quartiles | {_fmt_q(q)} | {_fmt_q(t)} | each within 25 % | {'yes' if ok else 'NO'} |"
         )
     rows = [
-        ("popularity P@1", real.popularity_p1, other.popularity_p1),
-        ("label-centroid P@1", real.centroid_p1, other.centroid_p1),
-        (f"{calibrate.KNN_K}-NN P@1", real.knn_p1, other.knn_p1),
+        ("popularity P@1", lambda p: p.popularity_p1),
+        ("label-centroid P@1", lambda p: p.centroid_p1),
+        (f"{calibrate.KNN_K}-NN P@1", lambda p: p.knn_p1),
     ]
     rows += [
-        (f"dense P@1 after {e} epoch{'s' if e > 1 else ''}", real.dense_p1[e], other.dense_p1[e])
+        (f"dense P@1 after {e} epoch{'s' if e > 1 else ''}", lambda p, e=e: p.dense_p1[e])
         for e in sorted(real.dense_p1)
-        if e in other.dense_p1
+        if all(e in tw.dense_p1 for tw in twins)
     ]
-    for title, a, b in rows:
-        lines.append(
-            f"| {title} | {a:.3f} | {b:.3f} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |"
-        )
-    lines.append(
-        f"| label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features | "
-        f"{real.head_centroid_p1:.3f} | {other.head_centroid_p1:.3f} | | |"
-    )
-    lines.append(
-        f"| label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points | "
-        f"{real.few_shot_centroid_p1:.3f} | {other.few_shot_centroid_p1:.3f} | | |"
-    )
-    lines.append(f"| label-pair lift (mean log(1+lift)) | {real.pair_lift:.3f} | {other.pair_lift:.3f} | | |")
-    lines.append(
-        f"| mean cosine to nearest train point | {real.nn_similarity:.3f} | {other.nn_similarity:.3f} | | |"
-    )
-    lines.append(
-        f"| feature occurrences in the top 1 % of features | {real.feature_head_share:.3f} | "
-        f"{other.feature_head_share:.3f} | | |"
-    )
-    if real.cooccurrence and other.cooccurrence:
-        for key, title in COOCCURRENCE_ROWS:
-            lines.append(f"| {title} | {real.cooccurrence[key]:.2f} | {other.cooccurrence[key]:.2f} | | |")
+    for title, get in rows:
+        a = get(real)
+        b, text = _summary([get(tw) for tw in twins], 3)
+        lines.append(f"| {title} | {a:.3f} | {text} | within 0.05 | {'yes' if abs(a - b) <= 0.05 else 'NO'} |")
+    checks = [
+        (
+            f"label-centroid P@1 on the {calibrate.HEAD_FEATURES:.0%} most frequent features",
+            lambda p: p.head_centroid_p1,
+            3,
+        ),
+        (
+            f"label-centroid P@1 from {calibrate.FEW_SHOT_SHARE:.0%} of the train points",
+            lambda p: p.few_shot_centroid_p1,
+            3,
+        ),
+        ("label-pair lift (mean log(1+lift))", lambda p: p.pair_lift, 3),
+        ("mean cosine to nearest train point", lambda p: p.nn_similarity, 3),
+        ("feature occurrences in the top 1 % of features", lambda p: p.feature_head_share, 3),
+    ]
+    if real.cooccurrence and all(tw.cooccurrence for tw in twins):
+        checks += [(title, lambda p, key=key: p.cooccurrence[key], 2) for key, title in COOCCURRENCE_ROWS]
+    for title, get, digits in checks:
+        lines.append(f"| {title} | {get(real):.{digits}f} | {_summary([get(tw) for tw in twins], digits)[1]} | | |")
     return "\n".join(lines)
 
 
@@ -344,9 +375,10 @@ def _footer() -> str:
     )
 
 
-def _write_json(path: Path, profiles: list[calibrate.Profile]) -> None:
+def _write_json(path: Path, profiles: list[calibrate.Profile], **extra) -> None:
     doc = {
         "profiles": [p.to_dict() for p in profiles],
+        **extra,
         "eval_points": calibrate.EVAL_POINTS,
         "load_average": list(os.getloadavg()),
     }
@@ -369,13 +401,45 @@ def _profiles(args: argparse.Namespace, sources: list[str]) -> list[calibrate.Pr
     return profiles
 
 
+def _twin_knobs(folder: str) -> Path:
+    """The one *_knobs.json of a `data twin` output folder (what --draws regenerates from)."""
+    path = Path(folder)
+    found = sorted(path.glob("*_knobs.json")) if path.is_dir() else []
+    if len(found) != 1:
+        raise ValueError(
+            f"--draws needs TWIN to be a `data twin` folder with exactly one *_knobs.json; "
+            f"{folder} has {len(found)}"
+        )
+    return found[0]
+
+
+def _drawn_profiles(args: argparse.Namespace, knobs_path: Path) -> list[calibrate.Profile]:
+    knobs = twin.load_knobs(knobs_path)
+    profiles = []
+    for seed in range(args.draws):
+        train, test = twin.generate(knobs, seed)
+        started = time.perf_counter()
+        profiles.append(
+            calibrate.profile(
+                knobs.name, train, test, dense=not args.no_dense, epochs=args.epochs, engine=args.engine
+            )
+        )
+        print(f"profiled {knobs.name} (draw {seed + 1} of {args.draws}, seed {seed}) in "
+              f"{time.perf_counter() - started:.1f} s")
+    return profiles
+
+
 def _compare(args: argparse.Namespace) -> int:
-    profiles = _profiles(args, [args.real, args.twin])
+    if args.draws > 1:
+        knobs_path = _twin_knobs(args.twin)  # refused before any work
+        profiles = _profiles(args, [args.real]) + _drawn_profiles(args, knobs_path)
+    else:
+        profiles = _profiles(args, [args.real, args.twin])
     print()
     print(render(*profiles))
     print("\n" + _footer())
     if args.json is not None:
-        _write_json(args.json, profiles)
+        _write_json(args.json, profiles, twin_draws=args.draws)
     return 0
 
 
