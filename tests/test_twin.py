@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.commands.twin import resolve_pair
+from harness.commands.twin import render, resolve_pair
 from harness.datasets import synth, twin
 from harness.datasets.data import DatasetSpec, load, read_xmc, write_dataset
 from harness.run import calibrate
@@ -536,11 +536,10 @@ def test_compare_draws_regenerates_the_twin_and_reports_median_and_range(tmp_pat
 
 
 def test_compare_judges_draws_on_their_median():
-    real = calibrate.Profile("real", (1, 1, 1, 1), {"labels/point": (1.0, 2.0, 3.0)}, 0.5, 0.5, 0.5, {}, {},
-                             1.0, 0.5, 0.1, "numpy_dense", 0.1, 0.1)
+    real = calibrate.Profile(
+        "real", (1, 1, 1, 1), {"labels/point": (1.0, 2.0, 3.0)}, 0.5, 0.5, 0.5, {}, {}, 1.0, 0.5, 0.1
+    )
     near, far = replace(real, knn_p1=0.52), replace(real, knn_p1=0.70)
-    from harness.commands.twin import render
-
     assert "| 10-NN P@1 | 0.500 | 0.520 [0.520-0.700] | within 0.05 | yes |" in render(real, near, near, far)
     assert "| 10-NN P@1 | 0.500 | 0.700 [0.520-0.700] | within 0.05 | NO |" in render(real, near, far, far)
     assert "| 10-NN P@1 | 0.500 | 0.520 | within 0.05 | yes |" in render(real, near)

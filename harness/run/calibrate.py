@@ -529,7 +529,8 @@ class FitProcedure:
 # `duplicate_rate` to the 10-NN P@1 (near-copies move the neighbours far more than the first
 # epoch; the nearest-neighbour cosine, its "plain" target, becomes a check) and `label_share` to
 # the centroid P@1; `signal` keeps its "plain" value. Chosen on Bibtex and Delicious together
-# (docs/twins.md, "The paced fit"); held out: the Mulan sets Enron, tmc2007-500, Medical, Corel5k.
+# (docs/twins.md, "Fitting"); held out: the Mulan sets Enron, tmc2007-500, Medical, Corel5k (its
+# "Hold-out" section).
 _PLAIN = FitStage(
     (
         ("duplicate_rate", "nn", 0.0, 0.9),
