@@ -12,9 +12,25 @@ import numpy as np
 import pytest
 
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
-    from slide_helpers import candidates_after_save_and_load, engine, learnable, meta, needs_native
+    from slide_helpers import (
+        candidates_after_save_and_load,
+        engine,
+        learnable,
+        meta,
+        native,
+        native_config,
+        needs_native,
+    )
 except ImportError:  # pragma: no cover
-    from tests.slide_helpers import candidates_after_save_and_load, engine, learnable, meta, needs_native
+    from tests.slide_helpers import (
+        candidates_after_save_and_load,
+        engine,
+        learnable,
+        meta,
+        native,
+        native_config,
+        needs_native,
+    )
 
 N_FEATURES, N_LABELS = 300, 3000
 ACTIVE, RETRIEVED = 120, 30
@@ -84,11 +100,6 @@ def test_impossible_settings_are_refused_by_name(params: dict, message: str) -> 
 @needs_native
 def test_the_core_refuses_impossible_caps() -> None:
     """The binding's own checks, for configs built without check_params."""
-    try:
-        from slide_helpers import native, native_config
-    except ImportError:  # pragma: no cover
-        from tests.slide_helpers import native, native_config
-
     cfg = native_config(50, 500, selection="topk", min_active=64, max_active=64)
     cfg["layers"][-1]["max_retrieved"] = 65
     with pytest.raises(ValueError, match=r"max_retrieved \(65\) must not exceed max_active \(64\)"):

@@ -387,17 +387,21 @@ def _write_json(path: Path, profiles: list[calibrate.Profile], **extra) -> None:
     print(f"wrote {path}")
 
 
+def _profile_of(
+    args: argparse.Namespace, name: str, train: hdata.Dataset, test: hdata.Dataset, shown: str
+) -> calibrate.Profile:
+    """The profile of one set, with the options of `compare` / `profile`, timed."""
+    started = time.perf_counter()
+    p = calibrate.profile(name, train, test, dense=not args.no_dense, epochs=args.epochs, engine=args.engine)
+    print(f"profiled {shown} in {time.perf_counter() - started:.1f} s")
+    return p
+
+
 def _profiles(args: argparse.Namespace, sources: list[str]) -> list[calibrate.Profile]:
     profiles = []
     for source in sources:
         name, train, test = load_pair(source, args.data_dir)
-        started = time.perf_counter()
-        profiles.append(
-            calibrate.profile(
-                name, train, test, dense=not args.no_dense, epochs=args.epochs, engine=args.engine
-            )
-        )
-        print(f"profiled {name} in {time.perf_counter() - started:.1f} s")
+        profiles.append(_profile_of(args, name, train, test, name))
     return profiles
 
 
@@ -415,18 +419,11 @@ def _twin_knobs(folder: str) -> Path:
 
 def _drawn_profiles(args: argparse.Namespace, knobs_path: Path) -> list[calibrate.Profile]:
     knobs = twin.load_knobs(knobs_path)
-    profiles = []
-    for seed in range(args.draws):
-        train, test = twin.generate(knobs, seed)
-        started = time.perf_counter()
-        profiles.append(
-            calibrate.profile(
-                knobs.name, train, test, dense=not args.no_dense, epochs=args.epochs, engine=args.engine
-            )
-        )
-        print(f"profiled {knobs.name} (draw {seed + 1} of {args.draws}, seed {seed}) in "
-              f"{time.perf_counter() - started:.1f} s")
-    return profiles
+    shown = f"{knobs.name} (draw {{}} of {args.draws}, seed {{}})"
+    return [
+        _profile_of(args, knobs.name, *twin.generate(knobs, seed), shown.format(seed + 1, seed))
+        for seed in range(args.draws)
+    ]
 
 
 def _compare(args: argparse.Namespace) -> int:
