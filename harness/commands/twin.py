@@ -71,6 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(background_topical to the centroid on the common words); see docs/twins.md",
     )
     tw.add_argument(
+        "--cluster-ratio",
+        type=common.positive_number,
+        default=None,
+        metavar="R",
+        help="label clusters of R x the mean labels per point (default: paced chooses among "
+        + ", ".join(f"{r:g}" for r in calibrate.PACED_CLUSTER_RATIOS)
+        + f" by the dense P@1 after {calibrate.SELECT_EPOCHS} epochs; plain and topical use "
+        + f"{calibrate.CLUSTER_RATIO:g})",
+    )
+    tw.add_argument(
         "--data-dir", type=Path, default=None, help="for manifest names; default $SLIDEBENCH_DATA"
     )
     tw.set_defaults(func=_twin)
@@ -220,6 +230,8 @@ def load_pair(source: str, data_dir: Path | None) -> tuple[str, hdata.Dataset, h
 
 
 def _twin(args: argparse.Namespace) -> int:
+    if (args.knobs or args.structure_from) and (args.free or args.cluster_ratio is not None):
+        raise ValueError("--free and --cluster-ratio set up a fit: not with --knobs or --structure-from")
     started = time.perf_counter()
     if args.knobs is not None:
         knobs = twin.load_knobs(args.knobs)
@@ -237,10 +249,14 @@ def _twin(args: argparse.Namespace) -> int:
             print(
                 f"fitting knobs to {name} ({train.num_points:,} train / {test.num_points:,} test points) ..."
             )
-            knobs = calibrate.fit_knobs(name, train, test, seed=args.seed, free=dict(args.free), fit=args.fit)
+            knobs = calibrate.fit_knobs(
+                name, train, test, seed=args.seed, free=dict(args.free), fit=args.fit,
+                cluster_ratio=args.cluster_ratio,
+            )
             print(
                 f"fitted in {time.perf_counter() - started:.1f} s: "
                 + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
+                + f"; cluster_size {knobs.notes['cluster_size']}"
             )
     scaled = knobs.scaled(args.scale)
     args.out.mkdir(parents=True, exist_ok=True)

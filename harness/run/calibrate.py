@@ -23,13 +23,17 @@ stage that fits `background_topical` to the dense reference's P@1 after one epoc
 `duplicate_rate` to the 10-NN P@1 and `label_share` to the centroid P@1 alongside); "topical"
 fits `background_topical` to the centroid P@1 on the most frequent features, and `signal` to the
 few-shot centroid P@1 (centroids from a small share of the train points) instead of the 10-NN
-P@1. Every other structural knob (cluster size relative to labels per point, topics
-per point, signature size and sharing, topic vocabulary, copies per prototype and the share of
-features a copy keeps, the background's power law) is a free constant, FREE_KNOBS, held fixed for
-every set (`free` changes one for a fit). `transfer_knobs` makes a twin of a set held out of the
-fit: its measured knobs with another set's fitted ones. The dense reference's P@1 after 5 and 20
-epochs (after 1 as well, except under "paced") and the co-occurrence ratio of its mistakes are
-never fitted: they are the checks.
+P@1. The cluster size is a ratio times the mean labels per point: "paced" runs its whole fit at
+each of PACED_CLUSTER_RATIOS and keeps the one whose twin's dense P@1 after 20 epochs (median over
+three other draws) is closest to the real set's; the others use CLUSTER_RATIO; `cluster_ratio`
+pins it. Every other structural knob (topics per point, signature size and sharing, topic
+vocabulary, copies per prototype and the share of features a copy keeps, the background's power
+law) is a free constant, FREE_KNOBS, held fixed for every set (`free` changes one for a fit).
+`transfer_knobs` makes a twin of a set held out of the fit: its measured knobs with another set's
+fitted ones (its cluster size stays at CLUSTER_RATIO: a selected ratio is not carried over). The
+dense reference's P@1 after 5 epochs (after 1 and 20 as well, except under "paced", which fits to
+the first and selects by the last) and the co-occurrence ratio of its mistakes are never fitted:
+they are the checks.
 """
 
 from __future__ import annotations
@@ -57,10 +61,18 @@ HEAD_FEATURES = 0.05  # the "common words" of head_centroid_p1: this share of th
 FEW_SHOT_SHARE = 0.05  # few_shot_centroid_p1: centroids from this share of the train points
 FEW_SHOT_SAMPLES = 3  # ... averaged over this many seeded draws
 PREDICT_LOGITS = 8_000_000  # logits per prediction chunk (32 MB of float32)
-# Chosen by hand on Delicious (see docs/twins.md).
-# cluster_ratio: a cluster holds this many times the mean labels per point (a point's topics must be
-# able to supply its labels, or structure is diluted by global draws).
+# Cluster ratio: a cluster holds this many times the mean labels per point (a point's topics must be
+# able to supply its labels, or structure is diluted by global draws). "plain" and "topical" use
+# CLUSTER_RATIO (chosen by hand on Delicious); "paced" chooses among PACED_CLUSTER_RATIOS the one
+# whose twin's dense P@1 after SELECT_EPOCHS epochs comes closest to the real set's, as the median
+# over SELECT_DRAWS draws other than the fit's own. Why: knowing a point's cluster caps what a
+# model can learn (the cluster's most frequent labels), so the cluster size sets the level where the
+# dense curve flattens; Bibtex's twin needs small clusters and Delicious's large ones
+# (docs/twins.md, "Cluster size").
 CLUSTER_RATIO = 2.0
+PACED_CLUSTER_RATIOS = (2.0, 4.0, 8.0)
+SELECT_EPOCHS = 20
+SELECT_DRAWS = 3
 FREE_KNOBS: dict[str, Any] = {
     "topics_per_point": 1.1,
     "duplicate_copies": 3.0,
@@ -442,10 +454,14 @@ def profile(
 
 
 def measured_knobs(
-    name: str, train: Dataset, test: Dataset, free: dict[str, Any] | None = None
+    name: str,
+    train: Dataset,
+    test: Dataset,
+    free: dict[str, Any] | None = None,
+    cluster_ratio: float = CLUSTER_RATIO,
 ) -> twin.TwinKnobs:
     """The knobs measured directly: shape, distributions, value style; structure at FREE_KNOBS
-    (with `free` overriding some of them)."""
+    (with `free` overriding some of them), clusters of `cluster_ratio` x mean labels per point."""
     free = _free_knobs(free)
     freq = np.bincount(train.labels.indices, minlength=train.num_labels)
     binary = bool(train.features.nnz) and bool(np.all(train.features.values == 1.0))
@@ -459,7 +475,7 @@ def measured_knobs(
         nnz_quantiles=twin.quantile_table(np.diff(train.features.indptr)),
         label_profile=twin.frequency_profile(freq),
         binary=binary,
-        cluster_size=max(2.0, round(CLUSTER_RATIO * train.labels.nnz / max(train.num_points, 1), 2)),
+        cluster_size=max(2.0, round(cluster_ratio * train.labels.nnz / max(train.num_points, 1), 2)),
         fitted_from=f"measured on {train.source}",
         **free,
     )
@@ -502,9 +518,11 @@ class FitStage:
 @dataclass(frozen=True)
 class FitProcedure:
     """Stages run in order after `coherence`; a later stage starts from the knobs the earlier
-    ones fitted."""
+    ones fitted. With several `cluster_ratios` the whole fit runs at each and the one whose twin's
+    late dense P@1 is closest to the real set's is kept (`fit_knobs`)."""
 
     stages: tuple[FitStage, ...]
+    cluster_ratios: tuple[float, ...] = (CLUSTER_RATIO,)
 
     @property
     def fits(self) -> tuple[tuple[str, str, float, float], ...]:
@@ -565,7 +583,8 @@ FIT_PROCEDURES: dict[str, FitProcedure] = {
                 ),
                 rounds=2,
             ),
-        )
+        ),
+        cluster_ratios=PACED_CLUSTER_RATIOS,
     ),
 }
 DEFAULT_FIT = "paced"
@@ -593,8 +612,13 @@ def fit_statistic(what: str, train: Dataset, test: Dataset, rows: np.ndarray) ->
     if what == "centroid":
         return centroid_p1(train, test, rows)
     if what == "dense_1":
-        return dense_reference(train, test, rows, epochs=(1,))[0][1]
+        return dense_p1(train, test, rows, 1)
     raise ValueError(f"no fit statistic {what!r}")
+
+
+def dense_p1(train: Dataset, test: Dataset, rows: np.ndarray, epochs: int) -> float:
+    """The dense reference's P@1 after `epochs` epochs."""
+    return dense_reference(train, test, rows, epochs=(epochs,))[0][epochs]
 
 
 def fit_one(
@@ -625,50 +649,91 @@ def fit_knobs(
     steps: int = 7,
     free: dict[str, Any] | None = None,
     fit: str = DEFAULT_FIT,
+    cluster_ratio: float | None = None,
 ) -> twin.TwinKnobs:
     """Measured knobs, then `coherence` fitted to the pair lift, then the knobs of the procedure
-    FIT_PROCEDURES[fit] (the others stay at their free or default values)."""
+    FIT_PROCEDURES[fit] (the others stay at their free or default values). The cluster size is
+    `cluster_ratio` x mean labels per point when given, else the procedure's ratio, or the one its
+    candidates select (see FitProcedure)."""
     if fit not in FIT_PROCEDURES:
         raise ValueError(f"no fit procedure {fit!r}; known: {', '.join(FIT_PROCEDURES)}")
     procedure = FIT_PROCEDURES[fit]
     clash = sorted(set(free or {}) & {knob for knob, _, _, _ in procedure.fits})
     if clash:
         raise ValueError(f"fit procedure {fit!r} fits {', '.join(clash)}: not free for it")
-    k = measured_knobs(name, train, test, free)
+    if cluster_ratio is not None and not cluster_ratio > 0:
+        raise ValueError(f"cluster ratio must be positive, got {cluster_ratio!r}")
+    _free_knobs(free)  # refuse a wrong free knob before any work
+    ratios = procedure.cluster_ratios if cluster_ratio is None else (cluster_ratio,)
     lift_real = pair_lift(train)
+    rows_real = eval_rows(test)
+    targets = {what: fit_statistic(what, train, test, rows_real) for _, what, _, _ in procedure.fits}
+    fits = [
+        _fit_at_ratio(measured_knobs(name, train, test, free, r), procedure, lift_real, targets, seed, steps)
+        for r in ratios
+    ]
+    notes = {
+        "coherence": f"fitted: label-pair lift {lift_real:.3f} (mean log(1 + lift))",
+        # A knob refitted by a later stage is noted with the target it ended on.
+        **{
+            knob: f"fitted: {STATISTIC_TITLES[what]} {targets[what]:.3f}"
+            for knob, what, _, _ in procedure.fits
+        },
+        "procedure": f"fit procedure {fit!r}",
+        "free knobs": "fixed for every set (chosen on Delicious): " + ", ".join(FREE_KNOBS),
+    }
+    if len(fits) == 1:
+        best = 0
+        how = "set for this fit" if cluster_ratio is not None else "fixed"
+        notes["cluster_size"] = f"{how}: {ratios[0]:g} x mean labels per point"
+    else:
+        real = dense_p1(train, test, rows_real, SELECT_EPOCHS)
+        draws = [seed + 1 + d for d in range(SELECT_DRAWS)]
+        late = [_median_dense(k, draws) for k in fits]
+        best = int(np.argmin([abs(x - real) for x in late]))
+        notes["cluster_size"] = (
+            f"selected: {ratios[best]:g} x mean labels per point, of {', '.join(f'{r:g}' for r in ratios)}: "
+            f"dense P@1 after {SELECT_EPOCHS} epochs {real:.3f} on the real set, on twins "
+            + ", ".join(f"{x:.3f}" for x in late)
+            + f" (median of draws {draws[0]}-{draws[-1]})"
+        )
+    if free:
+        notes["free knobs"] += "; set for this fit: " + ", ".join(
+            f"{key} = {v}" for key, v in sorted(free.items())
+        )
+    return replace(fits[best], notes=notes)
+
+
+def _fit_at_ratio(
+    k: twin.TwinKnobs,
+    procedure: FitProcedure,
+    lift_real: float,
+    targets: dict[str, float],
+    seed: int,
+    steps: int,
+) -> twin.TwinKnobs:
+    """`coherence` to the pair lift, then the procedure's stages, from measured knobs `k`."""
 
     def lift_at(c: float) -> float:
         tr, _ = twin.generate(replace(k, coherence=c, test_points=1), seed)
         return pair_lift(tr)
 
     k = replace(k, coherence=round(_bisect(lift_at, lift_real, 0.0, 1.0, steps), 4))
-
     # Each statistic depends mostly on its own knob: alternate one-dimensional fits.
-    rows_real = eval_rows(test)
-    targets = {what: fit_statistic(what, train, test, rows_real) for _, what, _, _ in procedure.fits}
     for stage in procedure.stages:
         for _ in range(stage.rounds):
             for knob, what, lo, hi in stage.fits:
                 k = replace(k, **{knob: fit_one(k, knob, what, targets[what], lo, hi, seed, steps)})
-    # A knob refitted by a later stage is noted with the target it ended on.
-    notes = {
-        "coherence": f"fitted: label-pair lift {lift_real:.3f} (mean log(1 + lift))",
-        **{
-            knob: f"fitted: {STATISTIC_TITLES[what]} {targets[what]:.3f}"
-            for knob, what, _, _ in procedure.fits
-        },
-        "procedure": f"fit procedure {fit!r}",
-        "free knobs": (
-            "fixed for every set (chosen on Delicious): "
-            + ", ".join(FREE_KNOBS)
-            + f", cluster_size = {CLUSTER_RATIO} x mean labels per point"
-        ),
-    }
-    if free:
-        notes["free knobs"] += "; set for this fit: " + ", ".join(
-            f"{key} = {v}" for key, v in sorted(free.items())
-        )
-    return replace(k, notes=notes)
+    return k
+
+
+def _median_dense(k: twin.TwinKnobs, seeds: list[int]) -> float:
+    """Median over twins drawn with `seeds` of the dense reference's P@1 after SELECT_EPOCHS."""
+    values = []
+    for s in seeds:
+        tr, te = twin.generate(k, s)
+        values.append(dense_p1(tr, te, eval_rows(te), SELECT_EPOCHS))
+    return float(np.median(values))
 
 
 def transfer_knobs(measured: twin.TwinKnobs, donor: twin.TwinKnobs) -> twin.TwinKnobs:
