@@ -11,7 +11,9 @@ What it does
         l1,l2,... f1:v1 f2:v2 ...              <- one line per point, 0-based sorted ids
 
     A point without labels is a line that starts with a space; a point without features is its
-    labels alone. Values that are all integral (every set here is 0/1) are written as integers.
+    labels alone. A split whose values are all integral (the bag-of-words sets: 0/1) is written
+    with integers; otherwise each value is repr(float) (scene, yeast, emotions, mediamill: dense
+    real values). Values of 0 are left out, as in any sparse line.
     Mulan's own train/test split is kept.
 
 Where the data come from
@@ -27,6 +29,15 @@ Where the data come from
         corel5k    Duygulu, Barnard, de Freitas and Forsyth, "Object Recognition as Machine
                    Translation: Learning a Lexicon for a Fixed Image Vocabulary", ECCV 2002
         bibtex     Katakis, Tsoumakas and Vlahavas 2008;  delicious  Tsoumakas et al. 2008
+        scene      Boutell, Luo, Shen and Brown, "Learning Multi-label Scene Classification",
+                   Pattern Recognition 37(9), 2004
+        yeast      Elisseeff and Weston, "A Kernel Method for Multi-Labelled Classification",
+                   NIPS 2001
+        emotions   Trohidis, Tsoumakas, Kalliris and Vlahavas, "Multi-label Classification of
+                   Music into Emotions", ISMIR 2008
+        mediamill  Snoek, Worring, van Gemert, Geusebroek and Smeulders, "The Challenge Problem
+                   for Automated Detection of 101 Semantic Concepts in Multimedia", ACM
+                   Multimedia 2006
     The sdist's setup.py does not work under Python 3, so pip cannot install it; that does not
     matter here: nothing from the archive is run or extracted, its members are only read.
 
@@ -49,9 +60,10 @@ Usage
     python tools/mulan_sets.py DATA_DIR [--archive PATH] [NAME ...]
 
     NAMEs are lowercase manifest names (default: enron medical tmc2007-500 corel5k bibtex
-    delicious); the archive also holds emotions, genbase, mediamill, scene and yeast. Without
-    --archive the sdist is downloaded from PyPI to a temporary file. Exit status 1 on any error
-    (2 for a malformed command line).
+    delicious); the archive also holds scene, yeast, emotions and mediamill, which convert when
+    named, and genbase, which is not converted: its features are nominal attributes (an object
+    array), refused as not numeric. Without --archive the sdist is downloaded from PyPI to a
+    temporary file. Exit status 1 on any error (2 for a malformed command line).
 """
 
 from __future__ import annotations
