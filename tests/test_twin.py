@@ -591,7 +591,7 @@ def test_twin_command_passes_the_fit_procedure(tmp_path, monkeypatch):
 
     def fake_fit(name, tr, te, seed=0, steps=7, free=None, fit=calibrate.DEFAULT_FIT, cluster_ratio=None):
         seen.append((fit, cluster_ratio))
-        return replace(k, name=name, background_topical=0.25, notes={"cluster_size": "fake"})
+        return replace(k, name=name, background_topical=0.25, notes={"cluster_size": "fake", "fit check": "fake"})
 
     monkeypatch.setattr(calibrate, "fit_knobs", fake_fit)
     cases = (([], "paced"), (["--fit", "topical"], "topical"), (["--fit", "plain", "--cluster-ratio", "3"], "plain"))
@@ -658,6 +658,27 @@ def test_paced_keeps_the_cluster_ratio_whose_late_dense_level_is_closest(monkeyp
             f"{real:.3f} on the real set, on twins 0.700, 0.620, 0.550 (median of draws 6-8)"
         )
     assert set(seen) == {(6, 7, 8)}
+
+
+def test_a_fit_that_cannot_reach_its_target_says_so(monkeypatch, caplog):
+    """Every fit measures, on its own twin, the statistics its knobs ended on. One that cannot
+    reach a target (here `signal` confined to [0, 0.05] on data made with 0.6) is reported as
+    missed, with the knob at its bracket's end, in a warning and in the knobs' notes; a fit that
+    reaches its targets is not."""
+    train, test = twin.generate(knobs(train_points=1_200, test_points=400, signal=0.6), 3)
+    for bracket_end, should_miss in ((0.05, True), (1.0, False)):
+        stage = calibrate.FitStage((("signal", "knn", 0.0, bracket_end),), rounds=1)
+        monkeypatch.setitem(calibrate.FIT_PROCEDURES, "narrow", calibrate.FitProcedure((stage,)))
+        caplog.clear()
+        fitted = calibrate.fit_knobs("unit", train, test, steps=6, fit="narrow")
+        check = fitted.notes["fit check"]
+        assert check.startswith("on the fitted twin (seed 0): lift ") and "knn " in check, check
+        assert ("missed by more than 0.05: knn" in check) == should_miss, check
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if should_miss:
+            assert len(warned) == 1 and "misses knn" in warned[0] and "signal 0.05" in warned[0], warned
+        else:
+            assert warned == [], warned
 
 
 def test_head_centroid_sees_only_the_common_words():

@@ -258,6 +258,7 @@ def _twin(args: argparse.Namespace) -> int:
                 + ", ".join(f"{k} {getattr(knobs, k)}" for k in calibrate.FITTED_KNOBS)
                 + f"; cluster_size {knobs.notes['cluster_size']}"
             )
+            print(f"fit check {knobs.notes['fit check']}")
     scaled = knobs.scaled(args.scale)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-twin" + ("" if args.scale == 1 else f"-x{args.scale:g}")

@@ -74,6 +74,9 @@ CLUSTER_RATIO = 2.0
 PACED_CLUSTER_RATIOS = (2.0, 4.0, 8.0)
 SELECT_EPOCHS = 20
 SELECT_DRAWS = 3
+# A fitted statistic further than this from its target on the fitted twin is reported as missed:
+# the alternating one-knob fits can end at a bracket's end when knobs pull against each other.
+FIT_TOLERANCE = 0.05
 FREE_KNOBS: dict[str, Any] = {
     "topics_per_point": 1.1,
     "duplicate_copies": 3.0,
@@ -703,7 +706,42 @@ def fit_knobs(
         notes["free knobs"] += "; set for this fit: " + ", ".join(
             f"{key} = {v}" for key, v in sorted(free.items())
         )
+    notes["fit check"] = _fit_check(name, fits[best], procedure, lift_real, targets, seed)
     return replace(fits[best], notes=notes)
+
+
+def _fit_check(
+    name: str,
+    k: twin.TwinKnobs,
+    procedure: FitProcedure,
+    lift_real: float,
+    targets: dict[str, float],
+    seed: int,
+) -> str:
+    """Each statistic the fitted knobs ended on, measured on the fitted twin against its target;
+    a warning names those off by more than FIT_TOLERANCE (a knob stuck at its bracket's end)."""
+    final = {knob: what for knob, what, _, _ in procedure.fits}  # the last statistic each knob had
+    tr, te = twin.generate(k, seed)
+    rows = eval_rows(te)
+    got = {"lift": pair_lift(tr), **{w: fit_statistic(w, tr, te, rows) for w in dict.fromkeys(final.values())}}
+    want = {"lift": lift_real, **{w: targets[w] for w in got if w != "lift"}}
+    missed = [w for w in got if abs(got[w] - want[w]) > FIT_TOLERANCE]
+    text = f"on the fitted twin (seed {seed}): " + ", ".join(
+        f"{w} {got[w]:.3f} (target {want[w]:.3f})" for w in got
+    )
+    if missed:
+        brackets = {"coherence": (0.0, 1.0), **{knob: (lo, hi) for knob, _, lo, hi in procedure.fits}}
+        stuck = [f"{knob} {getattr(k, knob)}" for knob, ends in brackets.items() if getattr(k, knob) in ends]
+        log.warning(
+            "the fit of %s misses %s by more than %.2f (%s); knobs at a bracket's end: %s",
+            name,
+            ", ".join(missed),
+            FIT_TOLERANCE,
+            text,
+            ", ".join(stuck) or "none",
+        )
+        text += "; missed by more than " + f"{FIT_TOLERANCE:g}: " + ", ".join(missed)
+    return text
 
 
 def _fit_at_ratio(
