@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=tuple(calibrate.FIT_PROCEDURES),
         default=calibrate.DEFAULT_FIT,
         help="fit procedure: paced (default: plain's knobs, then background_topical, the common words' "
-        "topic, to the dense reference's P@1 after one epoch), plain (no topical background) or topical "
+        "topic, to the dense reference's P@1 after one epoch, at each cluster ratio, see --cluster-ratio), "
+        "plain (no topical background) or topical "
         "(background_topical to the centroid on the common words); see docs/twins.md",
     )
     tw.add_argument(
