@@ -12,25 +12,9 @@ import numpy as np
 import pytest
 
 try:  # tests/ is on sys.path under pytest's default import mode; the package path otherwise
-    from slide_helpers import (
-        candidates_after_save_and_load,
-        engine,
-        learnable,
-        meta,
-        native,
-        native_config,
-        needs_native,
-    )
+    import slide_helpers as helpers
 except ImportError:  # pragma: no cover
-    from tests.slide_helpers import (
-        candidates_after_save_and_load,
-        engine,
-        learnable,
-        meta,
-        native,
-        native_config,
-        needs_native,
-    )
+    from tests import slide_helpers as helpers
 
 N_FEATURES, N_LABELS = 300, 3000
 ACTIVE, RETRIEVED = 120, 30
@@ -44,22 +28,23 @@ def _candidates(e, f) -> list[set[int]]:
     return [set(ids[indptr[i] : indptr[i + 1]].tolist()) for i in range(len(indptr) - 1)]
 
 
-@needs_native
+@helpers.needs_native
 @pytest.mark.parametrize("selection", ["topk", "rerank"])
 def test_retrieved_are_the_selections_own_best_then_padding(selection: str) -> None:
     rng = np.random.default_rng(11)
-    data = learnable(rng, 16, N_FEATURES, N_LABELS, 20)
+    data = helpers.learnable(rng, 16, N_FEATURES, N_LABELS, 20)
     params = {**TABLES, "selection": selection, "min_active": ACTIVE, "max_active": ACTIVE}
-    e = engine({**params, "max_retrieved": RETRIEVED}, meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3))
+    shape = helpers.meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3)
+    e = helpers.engine({**params, "max_retrieved": RETRIEVED}, shape)
     for _ in range(3):  # move the weights off their initialisation
         e.fit_step(data)
     e._net.rebuild_tables()
     weights = e.get_weights()
 
     # What the tables give: the selection's best RETRIEVED, the same as a twin capped there.
-    twin = engine(
+    twin = helpers.engine(
         {**params, "min_active": RETRIEVED, "max_active": RETRIEVED},
-        meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3),
+        helpers.meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3),
     )
     twin.set_weights(weights)
     got, want = _candidates(e, data.features), _candidates(twin, data.features)
@@ -97,25 +82,25 @@ def test_impossible_settings_are_refused_by_name(params: dict, message: str) -> 
         SlideEngine.check_params(params)
 
 
-@needs_native
+@helpers.needs_native
 def test_the_core_refuses_impossible_caps() -> None:
     """The binding's own checks, for configs built without check_params."""
-    cfg = native_config(50, 500, selection="topk", min_active=64, max_active=64)
+    cfg = helpers.native_config(50, 500, selection="topk", min_active=64, max_active=64)
     cfg["layers"][-1]["max_retrieved"] = 65
     with pytest.raises(ValueError, match=r"max_retrieved \(65\) must not exceed max_active \(64\)"):
-        native().Network(cfg)
+        helpers.native().Network(cfg)
     cfg["layers"][-1].update(selection="random", max_active=0, max_retrieved=8)
     with pytest.raises(ValueError, match="max_retrieved \\(8\\) caps retrieval"):
-        native().Network(cfg)
+        helpers.native().Network(cfg)
 
 
-@needs_native
+@helpers.needs_native
 def test_the_cap_survives_a_save_and_load(tmp_path) -> None:
     """A loaded model keeps max_retrieved: it retrieves RETRIEVED per sample, the same ids."""
-    data = learnable(np.random.default_rng(5), 24, N_FEATURES, N_LABELS, 20)
+    data = helpers.learnable(np.random.default_rng(5), 24, N_FEATURES, N_LABELS, 20)
     params = {**TABLES, "selection": "rerank", "min_active": ACTIVE, "max_active": ACTIVE, "max_retrieved": RETRIEVED}
-    e = engine(params, meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3))
+    e = helpers.engine(params, helpers.meta(N_FEATURES, N_LABELS, hidden=(16,), seed=3))
     e.fit_step(data)
     e._net.rebuild_tables()  # a loaded model builds its tables from the saved weights
-    _, ids = candidates_after_save_and_load(e, data.features, tmp_path / "capped.bin")
+    _, ids = helpers.candidates_after_save_and_load(e, data.features, tmp_path / "capped.bin")
     assert len(ids) == RETRIEVED * data.features.n_rows
